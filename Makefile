@@ -1,0 +1,40 @@
+# The project's commands. Each target runs `setup` first; setup is quick when everything is there.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CPP_BUILD := build/cpp
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup demo test test-cpp test-py bench lint format clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) examples/inverse_diffusion.py
+
+$(CPP_BUILD)/build.ninja: CMakeLists.txt
+	$(VENV)/bin/cmake -S . -B $(CPP_BUILD) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \
+	  -DSLA_BUILD_PYTHON=OFF -DSLA_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Release
+
+test-cpp: setup $(CPP_BUILD)/build.ninja
+	$(VENV)/bin/cmake --build $(CPP_BUILD)
+	cd $(CPP_BUILD) && ../../$(VENV)/bin/ctest --output-on-failure
+
+test-py: setup
+	$(PY) -m pytest -q tests
+
+test: test-cpp test-py
+
+bench: setup $(CPP_BUILD)/build.ninja
+	$(VENV)/bin/cmake --build $(CPP_BUILD) --target bench_direct
+	$(PY) benchmarks/run_all.py --cpp-bench $(CPP_BUILD)/bench_direct
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks examples
+
+format: setup
+	$(VENV)/bin/ruff format src tests benchmarks examples
+	clang-format -i csrc/*/*.cpp csrc/*/*.hpp csrc/include/sla/*.hpp
+
+clean:
+	rm -rf build .stamp

@@ -1,0 +1,175 @@
+// CHOLMOD (SuiteSparse): supernodal / simplicial LL^T and simplicial LDL^T.
+// Works in double or complex<double>; float32 / complex64 callers are converted on the way in and out.
+#include <cholmod.h>
+
+#include <complex>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <type_traits>
+#include <vector>
+
+#include "backends.hpp"
+#include "convert.hpp"
+#include "sla/errors.hpp"
+
+static_assert(std::is_same_v<SuiteSparse_long, sla::index_t>, "SuiteSparse_long must be 64-bit");
+
+namespace sla::detail {
+namespace {
+
+// cholmod_common with RAII; one per symbolic analysis, guarded by a mutex (CHOLMOD is not re-entrant
+// on one common).
+struct CholmodCommon {
+  cholmod_common c;
+  std::mutex mutex;
+  CholmodCommon() {
+    cholmod_l_start(&c);
+    c.print = 0;  // errors are reported through status codes and turned into exceptions
+  }
+  ~CholmodCommon() { cholmod_l_finish(&c); }
+  CholmodCommon(const CholmodCommon&) = delete;
+  CholmodCommon& operator=(const CholmodCommon&) = delete;
+};
+
+struct FactorDeleter {
+  std::shared_ptr<CholmodCommon> common;
+  void operator()(cholmod_factor* f) const {
+    if (f != nullptr) cholmod_l_free_factor(&f, &common->c);
+  }
+};
+using FactorPtr = std::unique_ptr<cholmod_factor, FactorDeleter>;
+
+// A cholmod_sparse header over the plan's arrays (lower triangle, symmetric), no copy.
+cholmod_sparse sparse_view(const CscPlan& plan, void* values, bool complex) {
+  cholmod_sparse a{};
+  a.nrow = a.ncol = static_cast<size_t>(plan.n);
+  a.nzmax = plan.rowind.size();
+  a.p = const_cast<index_t*>(plan.colptr.data());
+  a.i = const_cast<index_t*>(plan.rowind.data());
+  a.x = values;
+  a.stype = -1;  // use the lower triangle, the matrix is symmetric / Hermitian
+  a.itype = CHOLMOD_LONG;
+  a.xtype = values == nullptr ? CHOLMOD_PATTERN : (complex ? CHOLMOD_COMPLEX : CHOLMOD_REAL);
+  a.dtype = CHOLMOD_DOUBLE;
+  a.sorted = 1;
+  a.packed = 1;
+  return a;
+}
+
+class CholmodSymbolic;
+
+template <class W>
+class CholmodNumeric final : public Numeric {
+ public:
+  CholmodNumeric(std::shared_ptr<const Symbolic> sym, std::shared_ptr<CholmodCommon> common, FactorPtr L)
+      : Numeric(std::move(sym)), common_(std::move(common)), L_(std::move(L)) {}
+
+  void solve(const void* b, void* x, index_t nrhs, Op /*op*/) const override {
+    // A is symmetric (real) or Hermitian (complex): A^H = A, so op does not change the solve.
+    const index_t n = sym_->n();
+    const ScalarType s = sym_->scalar();
+    if (n == 0 || nrhs == 0) return;
+    std::vector<W> bw(static_cast<size_t>(n * nrhs));
+    load_dense<W>(s, b, n * nrhs, bw.data());
+    cholmod_dense B{};
+    B.nrow = static_cast<size_t>(n);
+    B.ncol = static_cast<size_t>(nrhs);
+    B.d = static_cast<size_t>(n);
+    B.nzmax = static_cast<size_t>(n * nrhs);
+    B.x = bw.data();
+    B.xtype = is_complex_t<W>::value ? CHOLMOD_COMPLEX : CHOLMOD_REAL;
+    B.dtype = CHOLMOD_DOUBLE;
+    std::lock_guard<std::mutex> lock(common_->mutex);
+    cholmod_dense* X = cholmod_l_solve(CHOLMOD_A, L_.get(), &B, &common_->c);
+    if (X == nullptr)
+      fail(ErrorKind::Internal, "CHOLMOD solve failed (status ", common_->c.status, ")");
+    store_dense<W>(s, static_cast<const W*>(X->x), n * nrhs, x);
+    cholmod_l_free_dense(&X, &common_->c);
+  }
+
+  double rcond() const override {
+    std::lock_guard<std::mutex> lock(common_->mutex);
+    return cholmod_l_rcond(L_.get(), &common_->c);
+  }
+  double eps() const override { return std::numeric_limits<double>::epsilon(); }
+
+  index_t factor_nnz() const override {
+    const cholmod_factor* L = L_.get();
+    if (L->is_super) return static_cast<index_t>(L->xsize);
+    const index_t* colcount = static_cast<const index_t*>(L->nz);
+    index_t total = 0;
+    for (size_t j = 0; j < L->n; ++j) total += colcount[j];
+    return total;
+  }
+
+ private:
+  std::shared_ptr<CholmodCommon> common_;
+  FactorPtr L_;
+};
+
+class CholmodSymbolic final : public Symbolic {
+ public:
+  CholmodSymbolic(Method method, ScalarType scalar, CscPlan plan)
+      : Symbolic(scalar, std::move(plan)), method_(method), common_(std::make_shared<CholmodCommon>()),
+        L_(nullptr, FactorDeleter{common_}) {
+    cholmod_common& c = common_->c;
+    if (method == Method::LDL) {
+      c.supernodal = CHOLMOD_SIMPLICIAL;  // LDL^T is simplicial in CHOLMOD
+      c.final_ll = 0;
+    } else {
+      c.supernodal = CHOLMOD_AUTO;  // supernodal when the flop count justifies it
+      c.final_ll = 1;               // LL^T in both modes, so a non-SPD matrix is reported
+    }
+    cholmod_sparse a = sparse_view(plan_, nullptr, false);
+    L_.reset(cholmod_l_analyze(&a, &c));
+    if (!L_) fail(ErrorKind::Internal, "CHOLMOD analysis failed (status ", c.status, ")");
+  }
+
+  Backend backend() const override { return Backend::SuiteSparse; }
+  Method method() const override { return method_; }
+
+  std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
+                                     const void* values) const override {
+    if (is_complex(scalar_)) return factorize_as<std::complex<double>>(self, values);
+    return factorize_as<double>(self, values);
+  }
+
+ private:
+  template <class W>
+  std::unique_ptr<Numeric> factorize_as(const std::shared_ptr<const Symbolic>& self, const void* values) const {
+    std::vector<W> vals(plan_.perm.size());
+    gather_values<W>(scalar_, values, plan_.perm, vals.data());
+    cholmod_sparse a = sparse_view(plan_, vals.data(), is_complex_t<W>::value);
+    std::lock_guard<std::mutex> lock(common_->mutex);
+    cholmod_common& c = common_->c;
+    FactorPtr L(cholmod_l_copy_factor(L_.get(), &c), FactorDeleter{common_});
+    if (!L) fail(ErrorKind::Internal, "CHOLMOD could not copy the symbolic factor (status ", c.status, ")");
+    cholmod_l_factorize(&a, L.get(), &c);
+    if (c.status == CHOLMOD_NOT_POSDEF || L->minor < L->n) {
+      if (method_ == Method::Cholesky)
+        fail(ErrorKind::NotPositiveDefinite, "A is not positive definite: the Cholesky factorization broke down ",
+             "at column ", L->minor, " of ", L->n,
+             ". Use method='ldl' for symmetric indefinite or method='lu' for general matrices");
+      fail(ErrorKind::SingularMatrix, "A is singular: LDL^T found a zero pivot at column ", L->minor, " of ",
+           L->n);
+    }
+    if (c.status < CHOLMOD_OK)
+      fail(ErrorKind::Internal, "CHOLMOD factorization failed (status ", c.status, ")");
+    return std::make_unique<CholmodNumeric<W>>(self, common_, std::move(L));
+  }
+
+  Method method_;
+  std::shared_ptr<CholmodCommon> common_;
+  FactorPtr L_;  // symbolic factor, copied for each numeric factorization
+};
+
+}  // namespace
+
+bool suitesparse_compiled() { return true; }
+
+std::shared_ptr<const Symbolic> analyze_cholmod(Method method, ScalarType scalar, CscPlan plan) {
+  return std::make_shared<CholmodSymbolic>(method, scalar, std::move(plan));
+}
+
+}  // namespace sla::detail

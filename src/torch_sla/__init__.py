@@ -1,0 +1,52 @@
+"""torch_sla: differentiable sparse linear algebra for PyTorch, with a C++ core.
+
+    import torch_sla as sla
+    A = sla.SparseTensor(values, row, col, (n, n))
+    x = A.solve(b)              # gradients flow to b and values
+    sla.explain(A, b)           # what backend="auto" picks, and why
+"""
+
+from __future__ import annotations
+
+from . import errors
+from ._backends import BackendInfo, Choice, backends, explain, show_backends
+from ._direct import Factorization, clear_analysis_cache, factorize
+from ._io import load_mtx, save_mtx
+from ._solve import as_sparse_tensor, solve, spsolve
+from ._sparse_tensor import SparseTensor
+from .errors import (
+    BackendUnavailableError,
+    ConvergenceError,
+    InvalidArgumentError,
+    MatrixMarketError,
+    NotPositiveDefiniteError,
+    SingularMatrixError,
+    TorchSlaError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SparseTensor",
+    "Factorization",
+    "BackendInfo",
+    "Choice",
+    "solve",
+    "spsolve",
+    "factorize",
+    "as_sparse_tensor",
+    "backends",
+    "show_backends",
+    "explain",
+    "clear_analysis_cache",
+    "load_mtx",
+    "save_mtx",
+    "errors",
+    "TorchSlaError",
+    "InvalidArgumentError",
+    "SingularMatrixError",
+    "NotPositiveDefiniteError",
+    "BackendUnavailableError",
+    "MatrixMarketError",
+    "ConvergenceError",
+]

@@ -1,0 +1,166 @@
+"""CSR sparsity patterns, shared by every matrix with the same structure.
+
+A :class:`Pattern` is immutable. Whatever is derived from the structure alone (expanded row indices,
+the transpose permutation, diagonal positions, a fingerprint for caches, symbolic analyses) is
+computed once, on first use, and kept on the pattern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from .errors import InvalidArgumentError
+
+_INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+class Pattern:
+    """An immutable CSR pattern: ``crow`` (n_rows + 1) and ``col`` (nnz), both int64, sorted and unique
+    per row. Build with :meth:`from_coo` or :meth:`from_csr`; never mutate the tensors."""
+
+    __slots__ = ("crow", "col", "n_rows", "n_cols", "_cache")
+
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, n_rows: int, n_cols: int):
+        self.crow = crow
+        self.col = col
+        self.n_rows = int(n_rows)
+        self.n_cols = int(n_cols)
+        self._cache: dict[str, Any] = {}
+
+    # -- construction ------------------------------------------------------------------------------
+    @staticmethod
+    def from_coo(
+        row: torch.Tensor, col: torch.Tensor, n_rows: int, n_cols: int
+    ) -> tuple[Pattern, torch.Tensor | None, bool]:
+        """Sort COO indices into CSR.
+
+        Returns ``(pattern, where, has_duplicates)``. ``where[k]`` is the CSR position of COO entry ``k``;
+        it is ``None`` when the COO entries already are in CSR order without duplicates (then the values
+        can be used as they are).
+        """
+        row = row.to(torch.int64)
+        col = col.to(torch.int64)
+        nnz = row.numel()
+        key = row * n_cols + col
+        if nnz == 0 or bool((key[1:] > key[:-1]).all()):
+            crow = _crow_from_rows(row, n_rows)
+            return Pattern(crow, col.contiguous(), n_rows, n_cols), None, False
+        uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
+        u_row = torch.div(uniq, n_cols, rounding_mode="floor") if n_cols > 0 else uniq
+        u_col = uniq - u_row * n_cols
+        crow = _crow_from_rows(u_row, n_rows)
+        return Pattern(crow, u_col.contiguous(), n_rows, n_cols), inverse, uniq.numel() < nnz
+
+    @staticmethod
+    def from_csr(crow: torch.Tensor, col: torch.Tensor, n_rows: int, n_cols: int, check: bool = True) -> Pattern:
+        """Wrap CSR index arrays (checked for monotone crow, range, and sorted unique columns per row)."""
+        crow = crow.to(torch.int64).contiguous()
+        col = col.to(torch.int64).contiguous()
+        if check:
+            if crow.dim() != 1 or crow.numel() != n_rows + 1:
+                raise InvalidArgumentError(
+                    f"crow_indices: expected shape ({n_rows + 1},), got {tuple(crow.shape)}"
+                )
+            if int(crow[0]) != 0 or int(crow[-1]) != col.numel() or bool((crow[1:] < crow[:-1]).any()):
+                raise InvalidArgumentError("crow_indices: must start at 0, be non-decreasing and end at nnz")
+            p = Pattern(crow, col, n_rows, n_cols)
+            if col.numel() > 0:
+                if int(col.min()) < 0 or int(col.max()) >= n_cols:
+                    raise InvalidArgumentError(f"col_indices: entries must lie in [0, {n_cols})")
+                row = p.row
+                same_row = row[1:] == row[:-1]
+                if bool((same_row & (col[1:] <= col[:-1])).any()):
+                    raise InvalidArgumentError("col_indices: must be sorted and unique within each row")
+            return p
+        return Pattern(crow, col, n_rows, n_cols)
+
+    # -- derived data (cached) ---------------------------------------------------------------------
+    @property
+    def nnz(self) -> int:
+        return self.col.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.col.device
+
+    @property
+    def row(self) -> torch.Tensor:
+        """Row index of each stored entry (int64, length nnz)."""
+        r = self._cache.get("row")
+        if r is None:
+            counts = self.crow[1:] - self.crow[:-1]
+            r = torch.repeat_interleave(torch.arange(self.n_rows, device=self.device), counts)
+            self._cache["row"] = r
+        return r
+
+    @property
+    def fingerprint(self) -> tuple:
+        """Exact-content key of the pattern: shape plus a 128-bit BLAKE2 digest of crow and col."""
+        fp = self._cache.get("fingerprint")
+        if fp is None:
+            h = hashlib.blake2b(digest_size=16)
+            h.update(self.crow.detach().cpu().numpy().tobytes())
+            h.update(self.col.detach().cpu().numpy().tobytes())
+            fp = (self.n_rows, self.n_cols, h.hexdigest())
+            self._cache["fingerprint"] = fp
+        return fp
+
+    def transpose(self) -> tuple[Pattern, torch.Tensor]:
+        """Pattern of A^T and ``perm`` with ``values_T = values[..., perm]``."""
+        t = self._cache.get("transpose")
+        if t is None:
+            key = self.col * self.n_rows + self.row
+            perm = torch.argsort(key, stable=True)
+            t_col = self.row[perm].contiguous()
+            t_crow = _crow_from_rows(self.col[perm], self.n_cols)
+            pt = Pattern(t_crow, t_col, self.n_cols, self.n_rows)
+            pt._cache["transpose"] = (self, torch.argsort(perm))
+            t = (pt, perm)
+            self._cache["transpose"] = t
+        return t
+
+    @property
+    def is_structurally_symmetric(self) -> bool:
+        s = self._cache.get("sym")
+        if s is None:
+            if self.n_rows != self.n_cols:
+                s = False
+            else:
+                pt, _ = self.transpose()
+                s = torch.equal(pt.crow, self.crow) and torch.equal(pt.col, self.col)
+            self._cache["sym"] = s
+        return s
+
+    @property
+    def diag_positions(self) -> torch.Tensor | None:
+        """Positions of the diagonal entries in row order, or None when a diagonal entry is missing."""
+        if "diag" not in self._cache:
+            pos = torch.nonzero(self.row == self.col).flatten()
+            self._cache["diag"] = pos if pos.numel() == min(self.n_rows, self.n_cols) else None
+        return self._cache["diag"]
+
+    def empty_row_or_col(self) -> str | None:
+        """A description of the first empty row or column (structural singularity), or None."""
+        counts = self.crow[1:] - self.crow[:-1]
+        if self.n_rows and bool((counts == 0).any()):
+            return f"row {int(torch.nonzero(counts == 0)[0])} has no stored entries"
+        ccount = torch.bincount(self.col, minlength=self.n_cols)
+        if self.n_cols and bool((ccount == 0).any()):
+            return f"column {int(torch.nonzero(ccount == 0)[0])} has no stored entries"
+        return None
+
+    def to(self, device: torch.device) -> Pattern:
+        if torch.device(device) == self.device:
+            return self
+        return Pattern(self.crow.to(device), self.col.to(device), self.n_rows, self.n_cols)
+
+
+def _crow_from_rows(sorted_rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    counts = torch.bincount(sorted_rows, minlength=n_rows) if sorted_rows.numel() else None
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=sorted_rows.device)
+    if counts is not None:
+        crow[1:] = torch.cumsum(counts, 0)
+    return crow

@@ -1,0 +1,128 @@
+"""Entry points that accept any matrix form: ``solve`` and ``spsolve``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ._sparse_tensor import SparseTensor
+from .errors import InvalidArgumentError
+
+
+def as_sparse_tensor(A) -> SparseTensor:
+    """Convert a SparseTensor, torch sparse (COO/CSR) tensor, scipy.sparse matrix or
+    ``(values, row, col, shape)`` tuple to a :class:`SparseTensor`."""
+    if isinstance(A, SparseTensor):
+        return A
+    if isinstance(A, torch.Tensor):
+        if A.layout in (torch.sparse_coo, torch.sparse_csr):
+            return SparseTensor.from_torch_sparse(A)
+        raise InvalidArgumentError(
+            f"A: a dense tensor was given (layout {A.layout}); use SparseTensor.from_dense(A) if that is intended"
+        )
+    if isinstance(A, tuple) and len(A) == 4:
+        return SparseTensor(*A)
+    try:
+        import scipy.sparse as sp
+
+        if sp.issparse(A):
+            return SparseTensor.from_scipy(A)
+    except ImportError:  # pragma: no cover
+        pass
+    raise InvalidArgumentError(
+        f"A: expected a SparseTensor, torch sparse tensor, scipy.sparse matrix or (values, row, col, shape), "
+        f"got {type(A).__name__}"
+    )
+
+
+def _normalize_rhs(
+    A: SparseTensor, b: torch.Tensor, *, name: str, n: int
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """Bring ``b`` to a (B, n, k) stack matching A's flattened batch; return it and a function that puts
+    a (B, m, k) result back into b's layout (with m the result's row count)."""
+    batch = A.batch_shape
+    nb = len(batch)
+    shape = tuple(b.shape)
+    if b.dim() == nb + 1 and shape[:nb] == batch and shape[-1] == n:
+        vec, bshape = True, batch
+    elif b.dim() == nb + 2 and shape[:nb] == batch and shape[-2] == n:
+        vec, bshape = False, batch
+    elif b.dim() == 1 and shape[0] == n:
+        vec, bshape = True, ()
+    elif b.dim() == 2 and shape[0] == n:
+        vec, bshape = False, ()
+    else:
+        expected = f"({n},) or ({n}, k)"
+        if nb:
+            expected += f" or {batch + (n,)} or {batch + (n, 'k')}"
+        raise InvalidArgumentError(f"{name}: expected shape {expected} for A of shape {A.shape}, got {shape}")
+    bb = b.unsqueeze(-1) if vec else b
+    k = bb.shape[-1]
+    B = math.prod(batch)
+    if bshape != batch:
+        bb = bb.expand(batch + (n, k))
+    bb = bb.reshape(B, n, k)
+
+    def restore(y: torch.Tensor) -> torch.Tensor:
+        y = y.reshape(batch + tuple(y.shape[-2:]))
+        return y.squeeze(-1) if vec else y
+
+    return bb, restore
+
+
+def solve(
+    A,
+    b: torch.Tensor,
+    *,
+    backend: str = "auto",
+    method: str = "auto",
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Solve the sparse linear system ``A x = b``; differentiable with respect to ``b`` and A's values.
+
+    Parameters
+    ----------
+    A : SparseTensor, torch sparse COO/CSR tensor, scipy.sparse matrix, or ``(values, row, col, shape)``
+        Square, optionally batched (values with leading batch dims sharing one pattern).
+    b : Tensor
+        ``(n,)``, ``(n, k)``, or with A's batch dims in front. Same dtype and device as A.
+    backend : {"auto", "suitesparse", "eigen", "scipy"}
+        ``auto`` takes the fastest available for the device and dtype (see :func:`torch_sla.explain`).
+    method : {"auto", "cholesky", "ldl", "lu"}
+    check_finite : bool
+        Check A and b for NaN/Inf (default True).
+
+    Returns
+    -------
+    x : Tensor with the shape of ``b`` (plus A's batch dims).
+
+    Notes
+    -----
+    One autograd node per solve; backward is one adjoint solve with the forward's factors, and
+    ``grad_values[k] = -lambda[row_k] * conj(x[col_k])`` on the stored pattern only.
+    """
+    A = as_sparse_tensor(A)
+    if not isinstance(b, torch.Tensor):
+        b = torch.as_tensor(b, device=A.device)
+    return A.solve(b, backend=backend, method=method, check_finite=check_finite)
+
+
+def spsolve(
+    values: torch.Tensor,
+    row: torch.Tensor,
+    col: torch.Tensor,
+    shape,
+    b: torch.Tensor,
+    *,
+    backend: str = "auto",
+    method: str = "auto",
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """``solve(SparseTensor(values, row, col, shape), b)``: the COO entry point of torch-sla.
+
+    Gradients to ``values`` come back in the caller's COO order (duplicates each get the gradient of
+    their summed entry).
+    """
+    return solve(SparseTensor(values, row, col, shape), b, backend=backend, method=method, check_finite=check_finite)

@@ -1,0 +1,411 @@
+"""SparseTensor: a CSR matrix (optionally a batch of matrices sharing one pattern) for PyTorch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ._pattern import _INDEX_DTYPES, Pattern
+from .errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    import scipy.sparse
+
+    from ._direct import Factorization
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+def _check_values_dtype(values: torch.Tensor, what: str = "values") -> None:
+    if values.dtype not in SUPPORTED_DTYPES:
+        raise InvalidArgumentError(
+            f"{what}: dtype {values.dtype} is not supported; use float32, float64, complex64 or complex128"
+        )
+
+
+class SparseTensor:
+    """A sparse matrix in CSR form whose values may carry leading batch dimensions.
+
+    ``SparseTensor(values, row_indices, col_indices, shape)`` builds it from COO triplets, the same
+    signature as torch-sla. Duplicate entries are summed (as torch and SciPy do). The COO -> CSR
+    reordering is recorded by autograd, so gradients with respect to the ``values`` you passed come back
+    in your order.
+
+    Parameters
+    ----------
+    values : Tensor, shape ``(*batch, nnz)``
+        Entry values (float32, float64, complex64 or complex128). Leading dimensions form a batch of
+        matrices that share one sparsity pattern.
+    row_indices, col_indices : Tensor, shape ``(nnz,)``
+        int32 or int64 indices, 0-based.
+    shape : tuple
+        ``(n_rows, n_cols)`` or ``(*batch, n_rows, n_cols)``.
+
+    Attributes
+    ----------
+    values : Tensor ``(*batch, nnz_csr)`` in CSR order (after summing duplicates).
+    crow_indices, col_indices, row_indices : int64 CSR index tensors (``row_indices`` expanded per entry).
+    shape, batch_shape, dtype, device.
+    """
+
+    __slots__ = ("values", "_pattern", "_batch_shape", "_sym_cache", "__weakref__")
+
+    def __init__(
+        self,
+        values: torch.Tensor,
+        row_indices: torch.Tensor,
+        col_indices: torch.Tensor,
+        shape: Sequence[int],
+    ):
+        values = torch.as_tensor(values)
+        row_indices = torch.as_tensor(row_indices)
+        col_indices = torch.as_tensor(col_indices)
+        _check_values_dtype(values)
+        for name, idx in (("row_indices", row_indices), ("col_indices", col_indices)):
+            if idx.dtype not in _INDEX_DTYPES:
+                raise InvalidArgumentError(f"{name}: dtype must be int32 or int64, got {idx.dtype}")
+            if idx.dim() != 1:
+                raise InvalidArgumentError(f"{name}: expected a 1-D tensor, got shape {tuple(idx.shape)}")
+            if idx.device != values.device:
+                raise InvalidArgumentError(
+                    f"{name}: on device {idx.device} but values are on {values.device}"
+                )
+        nnz = row_indices.numel()
+        if col_indices.numel() != nnz:
+            raise InvalidArgumentError(
+                f"col_indices: has {col_indices.numel()} entries but row_indices has {nnz}"
+            )
+        if values.dim() == 0 or values.shape[-1] != nnz:
+            raise InvalidArgumentError(
+                f"values: expected shape (*batch, {nnz}) to match the {nnz} indices, got {tuple(values.shape)}"
+            )
+        shape = tuple(int(s) for s in shape)
+        batch = tuple(values.shape[:-1])
+        if len(shape) == 2:
+            n_rows, n_cols = shape
+        elif len(shape) >= 2 and shape[:-2] == batch:
+            n_rows, n_cols = shape[-2:]
+        else:
+            raise InvalidArgumentError(
+                f"shape: expected (n_rows, n_cols) or (*batch, n_rows, n_cols) with batch {batch}, got {shape}"
+            )
+        if n_rows < 0 or n_cols < 0:
+            raise InvalidArgumentError(f"shape: sizes must be non-negative, got {shape}")
+        if nnz:
+            for name, idx, bound in (("row_indices", row_indices, n_rows), ("col_indices", col_indices, n_cols)):
+                lo, hi = int(idx.min()), int(idx.max())
+                if lo < 0 or hi >= bound:
+                    bad = lo if lo < 0 else hi
+                    raise InvalidArgumentError(
+                        f"{name}: index {bad} is out of range for a matrix of shape ({n_rows}, {n_cols})"
+                    )
+        pattern, where, dup = Pattern.from_coo(row_indices, col_indices, n_rows, n_cols)
+        if where is None:
+            csr_values = values
+        elif dup:
+            csr_values = values.new_zeros(batch + (pattern.nnz,)).index_add(-1, where, values)
+        else:
+            perm = torch.empty_like(where)
+            perm[where] = torch.arange(nnz, device=where.device)
+            csr_values = values[..., perm]
+        self._init(csr_values, pattern)
+
+    def _init(self, values: torch.Tensor, pattern: Pattern) -> None:
+        self.values = values
+        self._pattern = pattern
+        self._batch_shape = tuple(values.shape[:-1])
+        self._sym_cache: dict[str, Any] = {}
+
+    @classmethod
+    def _from_pattern(cls, values: torch.Tensor, pattern: Pattern) -> SparseTensor:
+        obj = cls.__new__(cls)
+        obj._init(values, pattern)
+        return obj
+
+    # -- factories ---------------------------------------------------------------------------------
+    @classmethod
+    def from_csr(
+        cls,
+        values: torch.Tensor,
+        crow_indices: torch.Tensor,
+        col_indices: torch.Tensor,
+        shape: Sequence[int],
+    ) -> SparseTensor:
+        """Build from CSR arrays (checked: monotone ``crow_indices``, sorted unique columns per row)."""
+        values = torch.as_tensor(values)
+        _check_values_dtype(values)
+        n_rows, n_cols = (int(s) for s in tuple(shape)[-2:])
+        pattern = Pattern.from_csr(torch.as_tensor(crow_indices), torch.as_tensor(col_indices), n_rows, n_cols)
+        if values.dim() == 0 or values.shape[-1] != pattern.nnz:
+            raise InvalidArgumentError(
+                f"values: expected shape (*batch, {pattern.nnz}), got {tuple(values.shape)}"
+            )
+        return cls._from_pattern(values, pattern.to(values.device))
+
+    @classmethod
+    def from_dense(cls, dense: torch.Tensor) -> SparseTensor:
+        """Store the nonzeros of a dense ``(n_rows, n_cols)`` or ``(*batch, n_rows, n_cols)`` tensor.
+
+        For a batch, the pattern is the union of the nonzeros over the batch. Differentiable.
+        """
+        dense = torch.as_tensor(dense)
+        if dense.dim() < 2:
+            raise InvalidArgumentError(f"dense: expected at least 2 dimensions, got shape {tuple(dense.shape)}")
+        _check_values_dtype(dense, "dense")
+        mask = dense != 0
+        if dense.dim() > 2:
+            mask = mask.reshape(-1, *dense.shape[-2:]).any(0)
+        row, col = torch.nonzero(mask, as_tuple=True)
+        values = dense[..., row, col]
+        n_rows, n_cols = dense.shape[-2:]
+        pattern = Pattern(
+            torch.cat([row.new_zeros(1), torch.cumsum(torch.bincount(row, minlength=n_rows), 0)]),
+            col.contiguous(),
+            n_rows,
+            n_cols,
+        )
+        return cls._from_pattern(values, pattern)
+
+    @classmethod
+    def from_torch_sparse(cls, t: torch.Tensor) -> SparseTensor:
+        """Build from a ``torch.sparse_coo`` or ``torch.sparse_csr`` tensor (2-D, or batched CSR)."""
+        if t.layout == torch.sparse_coo:
+            if t.sparse_dim() != 2 or t.dense_dim() != 0:
+                raise InvalidArgumentError(
+                    f"t: expected a 2-D sparse COO tensor without dense dims, got sparse_dim={t.sparse_dim()}"
+                )
+            t = t.coalesce()
+            idx = t.indices()
+            return cls(t.values(), idx[0], idx[1], t.shape)
+        if t.layout == torch.sparse_csr:
+            return cls.from_csr(t.values(), t.crow_indices(), t.col_indices(), t.shape)
+        raise InvalidArgumentError(f"t: expected a sparse COO or CSR tensor, got layout {t.layout}")
+
+    @classmethod
+    def from_scipy(cls, m: scipy.sparse.spmatrix, dtype: torch.dtype | None = None) -> SparseTensor:
+        """Build from any ``scipy.sparse`` matrix or array (converted to CSR first)."""
+        import numpy as np
+        import scipy.sparse as sp
+
+        if not sp.issparse(m):
+            raise InvalidArgumentError(f"m: expected a scipy.sparse matrix, got {type(m).__name__}")
+        csr = sp.csr_matrix(m)
+        csr.sum_duplicates()
+        csr.sort_indices()
+        data = csr.data
+        if data.dtype.kind in "biu":
+            data = data.astype(np.float64)
+        values = torch.from_numpy(np.ascontiguousarray(data))
+        if dtype is not None:
+            values = values.to(dtype)
+        return cls.from_csr(
+            values,
+            torch.from_numpy(csr.indptr.astype(np.int64)),
+            torch.from_numpy(csr.indices.astype(np.int64)),
+            csr.shape,
+        )
+
+    # -- properties --------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._batch_shape + (self._pattern.n_rows, self._pattern.n_cols)
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self._batch_shape
+
+    @property
+    def batch_size(self) -> int:
+        return math.prod(self._batch_shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def nnz(self) -> int:
+        return self._pattern.nnz
+
+    @property
+    def crow_indices(self) -> torch.Tensor:
+        return self._pattern.crow
+
+    @property
+    def col_indices(self) -> torch.Tensor:
+        return self._pattern.col
+
+    @property
+    def row_indices(self) -> torch.Tensor:
+        return self._pattern.row
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.values.requires_grad
+
+    @property
+    def pattern(self) -> Pattern:
+        """The shared sparsity pattern (immutable)."""
+        return self._pattern
+
+    def __repr__(self) -> str:
+        return (
+            f"SparseTensor(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}, device={self.device}"
+            + (", requires_grad=True" if self.requires_grad else "")
+            + ")"
+        )
+
+    # -- conversions -------------------------------------------------------------------------------
+    def with_values(self, values: torch.Tensor) -> SparseTensor:
+        """A matrix with the same pattern (and its cached analyses) and new CSR-ordered values."""
+        values = torch.as_tensor(values, device=self.device)
+        _check_values_dtype(values)
+        if values.dim() == 0 or values.shape[-1] != self.nnz:
+            raise InvalidArgumentError(f"values: expected shape (*batch, {self.nnz}), got {tuple(values.shape)}")
+        return SparseTensor._from_pattern(values, self._pattern)
+
+    def to_coo(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(values, row_indices, col_indices)`` in CSR (row-major) order."""
+        return self.values, self._pattern.row, self._pattern.col
+
+    def to_dense(self) -> torch.Tensor:
+        """Dense ``(*batch, n_rows, n_cols)`` tensor (differentiable)."""
+        p = self._pattern
+        out = self.values.new_zeros(self._batch_shape + (p.n_rows * p.n_cols,))
+        out = out.index_add(-1, p.row * p.n_cols + p.col, self.values)
+        return out.reshape(self.shape)
+
+    def to_torch_sparse(self, layout: torch.layout = torch.sparse_csr) -> torch.Tensor:
+        """A ``torch.sparse_csr`` (default) or ``torch.sparse_coo`` tensor with the same entries."""
+        p = self._pattern
+        if layout == torch.sparse_csr:
+            if self._batch_shape:
+                b = self.batch_size
+                crow = p.crow.expand(b, -1).reshape(self._batch_shape + (-1,))
+                col = p.col.expand(b, -1).reshape(self._batch_shape + (-1,))
+                return torch.sparse_csr_tensor(crow, col, self.values, self.shape)
+            return torch.sparse_csr_tensor(p.crow, p.col, self.values, self.shape)
+        if layout == torch.sparse_coo:
+            if self._batch_shape:
+                raise InvalidArgumentError("layout: sparse_coo export of a batched SparseTensor is not supported")
+            idx = torch.stack([p.row, p.col])
+            return torch.sparse_coo_tensor(idx, self.values, self.shape, is_coalesced=True)
+        raise InvalidArgumentError(f"layout: expected torch.sparse_csr or torch.sparse_coo, got {layout}")
+
+    def to_scipy(self) -> scipy.sparse.csr_matrix:
+        """A ``scipy.sparse.csr_matrix`` copy (unbatched matrices only; values are detached)."""
+        import scipy.sparse as sp
+
+        if self._batch_shape:
+            raise InvalidArgumentError(f"A: to_scipy needs an unbatched matrix, got batch shape {self._batch_shape}")
+        p = self._pattern
+        return sp.csr_matrix(
+            (self.values.detach().cpu().numpy(), p.col.cpu().numpy(), p.crow.cpu().numpy()),
+            shape=(p.n_rows, p.n_cols),
+        )
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SparseTensor:
+        """Move to ``device`` and/or cast to ``dtype`` (differentiable)."""
+        if dtype is not None and dtype not in SUPPORTED_DTYPES:
+            raise InvalidArgumentError(f"dtype: {dtype} is not supported")
+        values = self.values.to(device=device if device is not None else self.device, dtype=dtype or self.dtype)
+        return SparseTensor._from_pattern(values, self._pattern.to(values.device))
+
+    def detach(self) -> SparseTensor:
+        return SparseTensor._from_pattern(self.values.detach(), self._pattern)
+
+    def requires_grad_(self, flag: bool = True) -> SparseTensor:
+        self.values.requires_grad_(flag)
+        return self
+
+    def T(self) -> SparseTensor:  # noqa: N802  (torch-sla's name)
+        """Transpose (differentiable); batch dimensions are kept."""
+        pt, perm = self._pattern.transpose()
+        return SparseTensor._from_pattern(self.values[..., perm], pt)
+
+    def H(self) -> SparseTensor:  # noqa: N802
+        """Conjugate transpose (the transpose for real matrices)."""
+        t = self.T()
+        return SparseTensor._from_pattern(t.values.conj() if t.values.is_complex() else t.values, t._pattern)
+
+    # -- structure ---------------------------------------------------------------------------------
+    def _symmetry(self, hermitian: bool) -> bool:
+        key = ("herm" if hermitian else "sym", self.values._version)
+        hit = self._sym_cache.get(key[0])
+        if hit is not None and hit[0] == key[1]:
+            return hit[1]
+        p = self._pattern
+        result = p.is_structurally_symmetric
+        if result:
+            _, perm = p.transpose()
+            v = self.values.detach()
+            vt = v[..., perm]
+            if hermitian and v.is_complex():
+                vt = vt.conj()
+            result = bool(torch.equal(v, vt))
+        self._sym_cache[key[0]] = (key[1], result)
+        return result
+
+    def is_symmetric(self) -> bool:
+        """Exactly equal to its transpose (every batch member). Cached until ``values`` changes."""
+        return self._symmetry(hermitian=False)
+
+    def is_hermitian(self) -> bool:
+        """Exactly equal to its conjugate transpose (``is_symmetric`` for real matrices). Cached."""
+        return self._symmetry(hermitian=True)
+
+    def has_positive_real_diagonal(self) -> bool:
+        """Every diagonal entry is stored, real and > 0 (for every batch member)."""
+        pos = self._pattern.diag_positions
+        if pos is None or self._pattern.n_rows != self._pattern.n_cols:
+            return False
+        d = self.values.detach()[..., pos]
+        if d.is_complex():
+            return bool((d.imag == 0).all() and (d.real > 0).all())
+        return bool((d > 0).all())
+
+    # -- algebra -----------------------------------------------------------------------------------
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """``A @ x`` for ``x`` of shape ``(n,)``, ``(n, k)``, or with the batch dims in front.
+
+        Differentiable with respect to the values and ``x``.
+        """
+        from ._solve import _normalize_rhs
+
+        x = torch.as_tensor(x)
+        p = self._pattern
+        xb, restore = _normalize_rhs(self, x, name="x", n=p.n_cols)
+        prod = self.values.reshape(-1, p.nnz)[:, :, None] * xb[:, p.col, :]
+        y = prod.new_zeros((prod.shape[0], p.n_rows, prod.shape[2])).index_add(1, p.row, prod)
+        return restore(y)
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.matmul(x)
+
+    # -- solves ------------------------------------------------------------------------------------
+    def solve(
+        self,
+        b: torch.Tensor,
+        *,
+        backend: str = "auto",
+        method: str = "auto",
+        check_finite: bool = True,
+    ) -> torch.Tensor:
+        """Solve ``A x = b`` (differentiable w.r.t. ``b`` and the values). See :func:`torch_sla.solve`."""
+        from ._direct import factorize
+
+        return factorize(self, backend=backend, method=method, check_finite=check_finite).solve(
+            b, check_finite=check_finite
+        )
+
+    def factorize(self, *, backend: str = "auto", method: str = "auto", check_finite: bool = True) -> Factorization:
+        """Factorize once; the returned object's ``solve`` reuses the factors and is differentiable."""
+        from ._direct import factorize
+
+        return factorize(self, backend=backend, method=method, check_finite=check_finite)

@@ -1,0 +1,52 @@
+"""Shared fixtures: small matrices of known structure, built with torch only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torch_sla as sla
+
+DIRECT_BACKENDS = [b for b in ("suitesparse", "eigen", "scipy") if sla.backends()[b].available]
+
+
+def poisson2d(m: int, dtype=torch.float64) -> sla.SparseTensor:
+    """5-point Laplacian on an m x m grid (SPD), as COO."""
+    n = m * m
+    idx = torch.arange(n)
+    x, y = idx % m, idx // m
+    rows, cols, vals = [idx], [idx], [torch.full((n,), 4.0)]
+    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        ok = (x + dx >= 0) & (x + dx < m) & (y + dy >= 0) & (y + dy < m)
+        rows.append(idx[ok])
+        cols.append(idx[ok] + dx + dy * m)
+        vals.append(torch.full((int(ok.sum()),), -1.0))
+    return sla.SparseTensor(torch.cat(vals).to(dtype), torch.cat(rows), torch.cat(cols), (n, n))
+
+
+def random_sparse(n: int, density: float, *, dtype=torch.float64, kind: str = "general", seed: int = 0):
+    """A random well-conditioned sparse matrix: 'general', 'spd' (Hermitian PD) or 'symmetric' (indefinite)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(n, n, generator=g) < density
+    real = torch.randn(n, n, generator=g, dtype=torch.float64)
+    if dtype.is_complex:
+        dense = torch.complex(real, torch.randn(n, n, generator=g, dtype=torch.float64))
+    else:
+        dense = real
+    dense = dense * mask
+    if kind == "general":
+        dense = dense + n * torch.eye(n, dtype=dense.dtype)
+    elif kind == "spd":
+        dense = dense + dense.mH + 2 * n * torch.eye(n, dtype=dense.dtype)
+    elif kind == "symmetric":
+        dense = dense + dense.mH
+        signs = torch.where(torch.arange(n) % 2 == 0, 1.0, -1.0).to(torch.float64)
+        dense = dense + torch.diag(signs * 2 * n).to(dense.dtype)
+    else:
+        raise ValueError(kind)
+    return dense.to(dtype)
+
+
+@pytest.fixture(params=DIRECT_BACKENDS)
+def backend(request):
+    return request.param
