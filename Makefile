@@ -27,7 +27,7 @@ test: test-cpp test-py
 
 bench: setup $(CPP_BUILD)/build.ninja
 	$(VENV)/bin/cmake --build $(CPP_BUILD) --target bench_direct
-	$(PY) benchmarks/run_all.py --cpp-bench $(CPP_BUILD)/bench_direct
+	$(PY) benchmarks/bench_direct.py --cpp-bench $(CPP_BUILD)/bench_direct
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -57,7 +57,7 @@ def grid_operator(m: int):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", type=int, default=316, help="unknowns per side (316 -> ~100k unknowns)")
-    parser.add_argument("--iters", type=int, default=60)
+    parser.add_argument("--iters", type=int, default=120)
     parser.add_argument("--noise", type=float, default=0.01, help="relative noise level of the data")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "output", "inverse_diffusion.png"))
     args = parser.parse_args()
@@ -108,11 +108,11 @@ def main():
         loss = misfit + reg
         loss.backward()  # one adjoint solve with the same factors
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         with torch.no_grad():
             rel = float((torch.exp(theta) - torch.exp(true_log)).norm() / torch.exp(true_log).norm())
         print(
-            f"iter {it:3d}  loss {float(loss):.4e}  misfit {float(misfit):.4e}  "
+            f"iter {it:3d}  loss {losses[-1]:.4e}  misfit {misfit.item():.4e}  "
             f"kappa rel. error {rel:.3f}  {time.perf_counter() - t0:.2f} s",
             flush=True,
         )

@@ -56,6 +56,9 @@ nb::dict build_info() {
 
 NB_MODULE(_C, m) {
   m.doc() = "torch_sla C++ core (internal; use the torch_sla package)";
+  // Factorizations may be kept alive until interpreter shutdown by autograd graphs or caches owned by
+  // other modules; nanobind would report those as leaks although nothing is lost.
+  nb::set_leak_warnings(false);
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
