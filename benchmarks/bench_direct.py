@@ -21,7 +21,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import problems  # noqa: E402
-
 import torch_sla as sla  # noqa: E402
 
 
@@ -67,7 +66,10 @@ def bench_vs_scipy(name, m, repeats, scipy_repeats):
 
 def bench_python_overhead(cpp_bench, problem, grid, repeats, threads):
     out = subprocess.run(
-        [cpp_bench, problem, str(grid), "cholesky", str(repeats), str(threads)], check=True, capture_output=True, text=True
+        [cpp_bench, problem, str(grid), "cholesky", str(repeats), str(threads)],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     cpp = json.loads(out.strip().splitlines()[-1])
     m = problems.poisson3d(grid) if problem == "poisson3d" else problems.poisson2d(grid)
@@ -80,7 +82,13 @@ def bench_python_overhead(cpp_bench, problem, grid, repeats, threads):
 
     ours()
     t_py = best_of(ours, repeats)
-    return {"case": f"{problem} {grid}", "n": cpp["n"], "cpp_s": cpp["total_s"], "python_s": t_py, "ratio": t_py / cpp["total_s"]}
+    return {
+        "case": f"{problem} {grid}",
+        "n": cpp["n"],
+        "cpp_s": cpp["total_s"],
+        "python_s": t_py,
+        "ratio": t_py / cpp["total_s"],
+    }
 
 
 def bench_backward_and_reuse(m, repeats):
@@ -143,14 +151,18 @@ def main():
     q = args.quick
     results = {"threads": args.threads}
 
-    print(f"torch_sla direct-solver benchmarks ({args.threads} threads, best of {args.repeats}, float64, one rhs)")
+    print(
+        f"torch_sla direct-solver benchmarks ({args.threads} threads, best of {args.repeats}, float64, one rhs)"
+    )
     sla.show_backends()
     cases = [
         ("SPD 3D Poisson", problems.poisson3d(16 if q else 40), 10.0),
         ("SPD 2D Poisson", problems.poisson2d(100 if q else 500), 3.0),
         ("unsym. 2D conv-diff", problems.convection_diffusion2d(60 if q else 300), 2.0),
     ]
-    print(f"\n{'case':<22}{'n':>9}{'method':>10}{'torch_sla':>11}{'scipy':>10}{'speedup':>9}{'target':>8}  ok")
+    print(
+        f"\n{'case':<22}{'n':>9}{'method':>10}{'torch_sla':>11}{'scipy':>10}{'speedup':>9}{'target':>8}  ok"
+    )
     results["vs_scipy"] = []
     for name, m, target in cases:
         r = bench_vs_scipy(name, m, args.repeats, 1 if m.shape[0] > 50000 else args.repeats)

@@ -41,11 +41,26 @@ def grid_operator(m: int):
     # COO contributions of each edge e (conductance k_e): +k at (i,i) and (j,j), -k at (i,j), (j,i).
     rows, cols, edge, sign = [], [], [], []
     e = torch.arange(a.numel())
-    for i_end, j_end in ((ia, ib), (ib, ia)):
+    for i_end in (ia, ib):
         ok = i_end >= 0
-        rows.append(i_end[ok]), cols.append(i_end[ok]), edge.append(e[ok]), sign.append(torch.ones(int(ok.sum())))
-    rows.append(ia[both]), cols.append(ib[both]), edge.append(e[both]), sign.append(-torch.ones(int(both.sum())))
-    rows.append(ib[both]), cols.append(ia[both]), edge.append(e[both]), sign.append(-torch.ones(int(both.sum())))
+        (
+            rows.append(i_end[ok]),
+            cols.append(i_end[ok]),
+            edge.append(e[ok]),
+            sign.append(torch.ones(int(ok.sum()))),
+        )
+    (
+        rows.append(ia[both]),
+        cols.append(ib[both]),
+        edge.append(e[both]),
+        sign.append(-torch.ones(int(both.sum()))),
+    )
+    (
+        rows.append(ib[both]),
+        cols.append(ia[both]),
+        edge.append(e[both]),
+        sign.append(-torch.ones(int(both.sum()))),
+    )
     rows, cols, edge, sign = (torch.cat(t) for t in (rows, cols, edge, sign))
     n = m * m
     pattern = sla.SparseTensor(torch.ones(rows.numel(), dtype=torch.float64), rows, cols, (n, n))
@@ -59,7 +74,9 @@ def main():
     parser.add_argument("--grid", type=int, default=316, help="unknowns per side (316 -> ~100k unknowns)")
     parser.add_argument("--iters", type=int, default=120)
     parser.add_argument("--noise", type=float, default=0.01, help="relative noise level of the data")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "output", "inverse_diffusion.png"))
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(__file__), "output", "inverse_diffusion.png")
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     m, h = args.grid, 1.0 / (args.grid + 1)
@@ -104,7 +121,9 @@ def main():
         A = assemble(theta)
         U = A.solve(F)  # one factorization, S right-hand sides, differentiable
         misfit = ((U - U_obs) ** 2).sum() / (2 * sigma**2 * F.shape[1] * n)
-        reg = beta * (((theta[1:, :] - theta[:-1, :]) ** 2).sum() + ((theta[:, 1:] - theta[:, :-1]) ** 2).sum())
+        reg = beta * (
+            ((theta[1:, :] - theta[:-1, :]) ** 2).sum() + ((theta[:, 1:] - theta[:, :-1]) ** 2).sum()
+        )
         loss = misfit + reg
         loss.backward()  # one adjoint solve with the same factors
         opt.step()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DIRECT_BACKENDS, poisson2d, random_sparse
 
 import torch_sla as sla
+from conftest import DIRECT_BACKENDS, poisson2d, random_sparse
 
 DTYPES = [torch.float32, torch.float64, torch.complex64, torch.complex128]
 TOL = {torch.float32: 1e-4, torch.float64: 1e-10, torch.complex64: 1e-4, torch.complex128: 1e-10}
@@ -27,8 +27,10 @@ def test_solve_matches_dense(backend, dtype, kind):
     dense = random_sparse(30, 0.15, dtype=dtype, kind=kind, seed=1)
     A = sla.SparseTensor.from_dense(dense)
     b = torch.randn(30, 3, dtype=torch.float64).to(dtype)
-    ref = torch.linalg.solve(dense.to(torch.complex128 if dtype.is_complex else torch.float64),
-                             b.to(torch.complex128 if dtype.is_complex else torch.float64))
+    ref = torch.linalg.solve(
+        dense.to(torch.complex128 if dtype.is_complex else torch.float64),
+        b.to(torch.complex128 if dtype.is_complex else torch.float64),
+    )
     for method in methods_for(backend, kind):
         x = A.solve(b, backend=backend, method=method)
         assert x.dtype == dtype and x.shape == b.shape
@@ -49,8 +51,12 @@ def test_auto_picks_cholesky_for_spd_and_lu_otherwise():
 
 def test_auto_falls_back_to_lu_when_cholesky_breaks_down():
     # Symmetric with a positive diagonal but indefinite: [[1, 2], [2, 1]].
-    A = sla.SparseTensor(torch.tensor([1.0, 2.0, 2.0, 1.0], dtype=torch.float64),
-                         torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1]), (2, 2))
+    A = sla.SparseTensor(
+        torch.tensor([1.0, 2.0, 2.0, 1.0], dtype=torch.float64),
+        torch.tensor([0, 0, 1, 1]),
+        torch.tensor([0, 1, 0, 1]),
+        (2, 2),
+    )
     f = A.factorize()
     assert f.method == "lu"
     assert any("fell back" in r for r in f.info["reasons"])
@@ -60,8 +66,12 @@ def test_auto_falls_back_to_lu_when_cholesky_breaks_down():
 
 @pytest.mark.parametrize("backend", [b for b in DIRECT_BACKENDS if b != "scipy"])  # scipy: LU only
 def test_explicit_cholesky_on_indefinite_raises(backend):
-    A = sla.SparseTensor(torch.tensor([1.0, 2.0, 2.0, 1.0], dtype=torch.float64),
-                         torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1]), (2, 2))
+    A = sla.SparseTensor(
+        torch.tensor([1.0, 2.0, 2.0, 1.0], dtype=torch.float64),
+        torch.tensor([0, 0, 1, 1]),
+        torch.tensor([0, 1, 0, 1]),
+        (2, 2),
+    )
     with pytest.raises(sla.NotPositiveDefiniteError, match="not positive definite"):
         A.solve(torch.ones(2, dtype=torch.float64), backend=backend, method="cholesky")
 
@@ -70,7 +80,9 @@ def test_batched_values_share_pattern(backend):
     base = poisson2d(5)
     scales = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
     values = base.values[None, :] * scales[:, None]
-    values = values + torch.linspace(0, 0.1, base.nnz, dtype=torch.float64)[None, :] * (base.row_indices == base.col_indices)
+    values = values + torch.linspace(0, 0.1, base.nnz, dtype=torch.float64)[None, :] * (
+        base.row_indices == base.col_indices
+    )
     A = base.with_values(values)
     assert A.shape == (3, 25, 25)
     b = torch.randn(3, 25, 2, dtype=torch.float64)
@@ -129,8 +141,12 @@ def test_entry_points_accept_all_matrix_forms():
 
 
 def test_empty_matrix_is_a_valid_solve():
-    A = sla.SparseTensor(torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.int64),
-                         torch.zeros(0, dtype=torch.int64), (0, 0))
+    A = sla.SparseTensor(
+        torch.zeros(0, dtype=torch.float64),
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0, dtype=torch.int64),
+        (0, 0),
+    )
     x = A.solve(torch.zeros(0, dtype=torch.float64))
     assert x.shape == (0,)
     x = A.solve(torch.zeros(0, 2, dtype=torch.float64))

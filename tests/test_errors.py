@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DIRECT_BACKENDS, poisson2d, random_sparse
 
 import torch_sla as sla
+from conftest import DIRECT_BACKENDS, poisson2d, random_sparse
 
 F64 = torch.float64
 
@@ -58,8 +58,12 @@ def test_index_and_value_validation():
     with pytest.raises(ValueError, match="values: dtype torch.int64 is not supported"):
         sla.SparseTensor(torch.ones(2, dtype=torch.int64), torch.tensor([0, 1]), torch.tensor([0, 1]), (2, 2))
     with pytest.raises(ValueError, match="shape: sizes must be non-negative"):
-        sla.SparseTensor(torch.ones(0, dtype=F64), torch.zeros(0, dtype=torch.int64),
-                         torch.zeros(0, dtype=torch.int64), (-1, 2))
+        sla.SparseTensor(
+            torch.ones(0, dtype=F64),
+            torch.zeros(0, dtype=torch.int64),
+            torch.zeros(0, dtype=torch.int64),
+            (-1, 2),
+        )
     with pytest.raises(ValueError, match="shape: expected"):
         coo([1.0], [0], [0], (1,))
 
@@ -117,7 +121,9 @@ def test_dtype_and_device_mismatch():
     with pytest.raises(ValueError, match="b: on device meta but A is on cpu"):
         A.solve(torch.ones(9, dtype=F64, device="meta"))
     with pytest.raises(ValueError, match="col_indices: on device"):
-        sla.SparseTensor(torch.ones(1, dtype=F64), torch.tensor([0]), torch.tensor([0], device="meta"), (1, 1))
+        sla.SparseTensor(
+            torch.ones(1, dtype=F64), torch.tensor([0]), torch.tensor([0], device="meta"), (1, 1)
+        )
 
 
 def test_unknown_backend_and_method():
@@ -140,11 +146,17 @@ def test_dense_tensor_is_rejected_with_a_hint():
 
 def test_bad_csr_arrays():
     with pytest.raises(ValueError, match="crow_indices"):
-        sla.SparseTensor.from_csr(torch.ones(2, dtype=F64), torch.tensor([0, 2, 1]), torch.tensor([0, 1]), (2, 2))
+        sla.SparseTensor.from_csr(
+            torch.ones(2, dtype=F64), torch.tensor([0, 2, 1]), torch.tensor([0, 1]), (2, 2)
+        )
     with pytest.raises(ValueError, match="col_indices: must be sorted and unique"):
-        sla.SparseTensor.from_csr(torch.ones(2, dtype=F64), torch.tensor([0, 2, 2]), torch.tensor([1, 0]), (2, 2))
+        sla.SparseTensor.from_csr(
+            torch.ones(2, dtype=F64), torch.tensor([0, 2, 2]), torch.tensor([1, 0]), (2, 2)
+        )
     with pytest.raises(ValueError, match=r"col_indices: entries must lie in \[0, 2\)"):
-        sla.SparseTensor.from_csr(torch.ones(2, dtype=F64), torch.tensor([0, 1, 2]), torch.tensor([0, 2]), (2, 2))
+        sla.SparseTensor.from_csr(
+            torch.ones(2, dtype=F64), torch.tensor([0, 1, 2]), torch.tensor([0, 2]), (2, 2)
+        )
 
 
 def test_core_validates_before_touching_memory():
@@ -154,7 +166,9 @@ def test_core_validates_before_touching_memory():
     col = torch.tensor([0, 7], dtype=torch.int64)
     with pytest.raises(sla.InvalidArgumentError, match="A: "):
         _C.analyze("eigen", "lu", "float64", 2, 2, crow, col)
-    with pytest.raises(sla.InvalidArgumentError, match="crow_indices, col_indices: must both be int32 or both int64"):
+    with pytest.raises(
+        sla.InvalidArgumentError, match="crow_indices, col_indices: must both be int32 or both int64"
+    ):
         _C.analyze("eigen", "lu", "float64", 2, 2, crow.to(torch.int32), col)
     sym = _C.analyze("eigen", "lu", "float64", 2, 2, torch.tensor([0, 1, 2]), torch.tensor([0, 1]))
     with pytest.raises(sla.InvalidArgumentError, match="values: expected 2 entries, got 3"):

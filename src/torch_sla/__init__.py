@@ -1,9 +1,9 @@
 """torch_sla: differentiable sparse linear algebra for PyTorch, with a C++ core.
 
-    import torch_sla as sla
-    A = sla.SparseTensor(values, row, col, (n, n))
-    x = A.solve(b)              # gradients flow to b and values
-    sla.explain(A, b)           # what backend="auto" picks, and why
+import torch_sla as sla
+A = sla.SparseTensor(values, row, col, (n, n))
+x = A.solve(b)              # gradients flow to b and values
+sla.explain(A, b)           # what backend="auto" picks, and why
 """
 
 from __future__ import annotations

@@ -178,7 +178,9 @@ def choose(A: SparseTensor, backend: str = "auto", method: str = "auto") -> Choi
         posdiag = herm and A.has_positive_real_diagonal()
         if posdiag and A.pattern._cache.get("cholesky_failed"):
             method = "lu"
-            reasons.append("symmetric with positive diagonal, but Cholesky failed earlier on this pattern: LU")
+            reasons.append(
+                "symmetric with positive diagonal, but Cholesky failed earlier on this pattern: LU"
+            )
         elif posdiag:
             method, fallback = "cholesky", "lu"
             reasons.append(
@@ -188,7 +190,9 @@ def choose(A: SparseTensor, backend: str = "auto", method: str = "auto") -> Choi
         else:
             method = "lu"
             reasons.append(
-                "not symmetric/Hermitian: LU" if not herm else "symmetric but the diagonal is not all positive: LU"
+                "not symmetric/Hermitian: LU"
+                if not herm
+                else "symmetric but the diagonal is not all positive: LU"
             )
     else:
         reasons.append(f"method {method!r} requested")
@@ -199,7 +203,9 @@ def choose(A: SparseTensor, backend: str = "auto", method: str = "auto") -> Choi
             why_not = reg[name].supports(A.device, A.dtype, method)
             if why_not is None:
                 backend = name
-                reasons.append(f"{name}: fastest available backend for {A.device.type}/{_dtype_name(A.dtype)}/{method}")
+                reasons.append(
+                    f"{name}: fastest available backend for {A.device.type}/{_dtype_name(A.dtype)}/{method}"
+                )
                 break
             tried.append(why_not)
         else:

@@ -55,7 +55,9 @@ class Pattern:
         return Pattern(crow, u_col.contiguous(), n_rows, n_cols), inverse, uniq.numel() < nnz
 
     @staticmethod
-    def from_csr(crow: torch.Tensor, col: torch.Tensor, n_rows: int, n_cols: int, check: bool = True) -> Pattern:
+    def from_csr(
+        crow: torch.Tensor, col: torch.Tensor, n_rows: int, n_cols: int, check: bool = True
+    ) -> Pattern:
         """Wrap CSR index arrays (checked for monotone crow, range, and sorted unique columns per row)."""
         crow = crow.to(torch.int64).contiguous()
         col = col.to(torch.int64).contiguous()

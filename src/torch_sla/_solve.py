@@ -125,4 +125,6 @@ def spsolve(
     Gradients to ``values`` come back in the caller's COO order (duplicates each get the gradient of
     their summed entry).
     """
-    return solve(SparseTensor(values, row, col, shape), b, backend=backend, method=method, check_finite=check_finite)
+    return solve(
+        SparseTensor(values, row, col, shape), b, backend=backend, method=method, check_finite=check_finite
+    )

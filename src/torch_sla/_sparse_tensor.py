@@ -95,7 +95,10 @@ class SparseTensor:
         if n_rows < 0 or n_cols < 0:
             raise InvalidArgumentError(f"shape: sizes must be non-negative, got {shape}")
         if nnz:
-            for name, idx, bound in (("row_indices", row_indices, n_rows), ("col_indices", col_indices, n_cols)):
+            for name, idx, bound in (
+                ("row_indices", row_indices, n_rows),
+                ("col_indices", col_indices, n_cols),
+            ):
                 lo, hi = int(idx.min()), int(idx.max())
                 if lo < 0 or hi >= bound:
                     bad = lo if lo < 0 else hi
@@ -138,7 +141,9 @@ class SparseTensor:
         values = torch.as_tensor(values)
         _check_values_dtype(values)
         n_rows, n_cols = (int(s) for s in tuple(shape)[-2:])
-        pattern = Pattern.from_csr(torch.as_tensor(crow_indices), torch.as_tensor(col_indices), n_rows, n_cols)
+        pattern = Pattern.from_csr(
+            torch.as_tensor(crow_indices), torch.as_tensor(col_indices), n_rows, n_cols
+        )
         if values.dim() == 0 or values.shape[-1] != pattern.nnz:
             raise InvalidArgumentError(
                 f"values: expected shape (*batch, {pattern.nnz}), got {tuple(values.shape)}"
@@ -153,7 +158,9 @@ class SparseTensor:
         """
         dense = torch.as_tensor(dense)
         if dense.dim() < 2:
-            raise InvalidArgumentError(f"dense: expected at least 2 dimensions, got shape {tuple(dense.shape)}")
+            raise InvalidArgumentError(
+                f"dense: expected at least 2 dimensions, got shape {tuple(dense.shape)}"
+            )
         _check_values_dtype(dense, "dense")
         mask = dense != 0
         if dense.dim() > 2:
@@ -267,7 +274,9 @@ class SparseTensor:
         values = torch.as_tensor(values, device=self.device)
         _check_values_dtype(values)
         if values.dim() == 0 or values.shape[-1] != self.nnz:
-            raise InvalidArgumentError(f"values: expected shape (*batch, {self.nnz}), got {tuple(values.shape)}")
+            raise InvalidArgumentError(
+                f"values: expected shape (*batch, {self.nnz}), got {tuple(values.shape)}"
+            )
         return SparseTensor._from_pattern(values, self._pattern)
 
     def to_coo(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -293,7 +302,9 @@ class SparseTensor:
             return torch.sparse_csr_tensor(p.crow, p.col, self.values, self.shape)
         if layout == torch.sparse_coo:
             if self._batch_shape:
-                raise InvalidArgumentError("layout: sparse_coo export of a batched SparseTensor is not supported")
+                raise InvalidArgumentError(
+                    "layout: sparse_coo export of a batched SparseTensor is not supported"
+                )
             idx = torch.stack([p.row, p.col])
             return torch.sparse_coo_tensor(idx, self.values, self.shape, is_coalesced=True)
         raise InvalidArgumentError(f"layout: expected torch.sparse_csr or torch.sparse_coo, got {layout}")
@@ -303,7 +314,9 @@ class SparseTensor:
         import scipy.sparse as sp
 
         if self._batch_shape:
-            raise InvalidArgumentError(f"A: to_scipy needs an unbatched matrix, got batch shape {self._batch_shape}")
+            raise InvalidArgumentError(
+                f"A: to_scipy needs an unbatched matrix, got batch shape {self._batch_shape}"
+            )
         p = self._pattern
         return sp.csr_matrix(
             (self.values.detach().cpu().numpy(), p.col.cpu().numpy(), p.crow.cpu().numpy()),
@@ -314,7 +327,9 @@ class SparseTensor:
         """Move to ``device`` and/or cast to ``dtype`` (differentiable)."""
         if dtype is not None and dtype not in SUPPORTED_DTYPES:
             raise InvalidArgumentError(f"dtype: {dtype} is not supported")
-        values = self.values.to(device=device if device is not None else self.device, dtype=dtype or self.dtype)
+        values = self.values.to(
+            device=device if device is not None else self.device, dtype=dtype or self.dtype
+        )
         return SparseTensor._from_pattern(values, self._pattern.to(values.device))
 
     def detach(self) -> SparseTensor:
@@ -404,7 +419,9 @@ class SparseTensor:
             b, check_finite=check_finite
         )
 
-    def factorize(self, *, backend: str = "auto", method: str = "auto", check_finite: bool = True) -> Factorization:
+    def factorize(
+        self, *, backend: str = "auto", method: str = "auto", check_finite: bool = True
+    ) -> Factorization:
         """Factorize once; the returned object's ``solve`` reuses the factors and is differentiable."""
         from ._direct import factorize
 
