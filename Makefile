@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 CPP_BUILD := build/cpp
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test test-cpp test-py bench lint format clean
+.PHONY: setup demo test test-cpp test-py test-eigen-only bench lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,7 +23,7 @@ test-cpp: setup $(CPP_BUILD)/build.ninja
 test-py: setup
 	$(PY) -m pytest -q tests
 
-test: test-cpp test-py
+test: test-cpp test-py test-eigen-only
 
 bench: setup $(CPP_BUILD)/build.ninja
 	$(VENV)/bin/cmake --build $(CPP_BUILD) --target bench_direct
@@ -38,3 +38,7 @@ format: setup
 
 clean:
 	rm -rf build .stamp
+
+# The package without SuiteSparse (Eigen backend only) must build and pass the same Python tests.
+test-eigen-only: setup
+	bash scripts/test_eigen_only.sh

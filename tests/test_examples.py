@@ -1,0 +1,59 @@
+"""The example and the benchmark script run end to end (at toy sizes; `make demo` / `make bench` run
+the real sizes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(args, tmp_path):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_inverse_problem_demo_runs_and_writes_png(tmp_path):
+    out = tmp_path / "demo.png"
+    r = run(["examples/inverse_diffusion.py", "--grid", "24", "--iters", "4", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("iter ") == 4
+    losses = [float(line.split()[3]) for line in r.stdout.splitlines() if line.startswith("iter ")]
+    assert losses[-1] < losses[0]  # gradient descent through the solves makes progress
+    assert out.exists() and out.stat().st_size > 10_000
+    assert f"wrote {out}" in r.stdout
+
+
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(ROOT, "build", "cpp", "bench_direct")),
+    reason="the C++ benchmark binary is built by `make test-cpp`",
+)
+def test_benchmark_script_quick_run(tmp_path):
+    js = tmp_path / "bench.json"
+    r = run(
+        [
+            "benchmarks/bench_direct.py",
+            "--quick",
+            "--repeats",
+            "1",
+            "--json",
+            str(js),
+            "--cpp-bench",
+            os.path.join(ROOT, "build", "cpp", "bench_direct"),
+        ],
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    data = json.loads(js.read_text())
+    assert len(data["vs_scipy"]) == 3
+    for row in data["vs_scipy"]:
+        assert row["max_rel_diff"] < 1e-8 and row["speedup"] > 0
+    assert data["python_overhead"]["ratio"] > 0
+    assert 0 < data["autograd_and_reuse"]["fb_over_f"]
