@@ -5,6 +5,7 @@
 #include <nanobind/ndarray.h>
 
 #include <complex>
+#include <cstring>
 #include <cstdint>
 #include <string>
 
@@ -42,5 +43,6 @@ inline ScalarType parse_scalar(const std::string& s) {
 
 void bind_direct(nb::module_& m);
 void bind_mtx(nb::module_& m);
+void bind_krylov(nb::module_& m);
 
 }  // namespace sla::bind

@@ -73,4 +73,5 @@ NB_MODULE(_C, m) {
         "Set the BLAS thread count (OpenBLAS); returns False when the BLAS has no such control.");
   sla::bind::bind_direct(m);
   sla::bind::bind_mtx(m);
+  sla::bind::bind_krylov(m);
 }

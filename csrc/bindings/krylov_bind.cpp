@@ -1,0 +1,199 @@
+// Bindings of the Krylov solvers, preconditioners and SpMV. Arrays are row-major (n, k) blocks.
+#include <nanobind/stl/function.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <memory>
+#include <string>
+
+#include "common.hpp"
+#include "sla/krylov.hpp"
+
+namespace sla::bind {
+namespace {
+
+CsrArrays csr_from(index_t n_rows, index_t n_cols, const Array& crow, const Array& col, const Array& values) {
+  expect_ndim(crow, 1, "crow_indices");
+  expect_ndim(col, 1, "col_indices");
+  expect_ndim(values, 1, "values");
+  CsrArrays a;
+  a.n_rows = n_rows;
+  a.n_cols = n_cols;
+  if (is_int32(crow) && is_int32(col)) a.index32 = true;
+  else if (!(is_int64(crow) && is_int64(col)))
+    fail(ErrorKind::InvalidArgument, "crow_indices, col_indices: must both be int32 or both int64");
+  a.indptr = crow.data();
+  a.indices = col.data();
+  a.values = values.data();
+  a.scalar = scalar_of(values, "values");
+  if (crow.shape(0) < 1) fail(ErrorKind::InvalidArgument, "crow_indices: empty, expected n_rows + 1 entries");
+  if (values.shape(0) != col.shape(0))
+    fail(ErrorKind::InvalidArgument, "values: ", values.shape(0), " entries but ", col.shape(0), " column indices");
+  validate_csr_arrays(a, static_cast<index_t>(crow.shape(0)), static_cast<index_t>(col.shape(0)), "A");
+  return a;
+}
+
+void check_block(const Array& v, const CsrArrays& a, index_t rows, const char* what) {
+  expect_ndim(v, 2, what);
+  if (static_cast<index_t>(v.shape(0)) != rows)
+    fail(ErrorKind::InvalidArgument, what, ": expected ", rows, " rows, got ", v.shape(0));
+  if (scalar_of(v, what) != a.scalar)
+    fail(ErrorKind::InvalidArgument, what, ": dtype must be ", scalar_name(a.scalar), " like A's values");
+}
+
+// A preconditioner implemented by a Python callable z = f(r) on torch tensors (n, k).
+class PyPreconditioner final : public Preconditioner {
+ public:
+  PyPreconditioner(nb::callable fn, ScalarType s, index_t n) : Preconditioner(s, n), fn_(std::move(fn)) {}
+  void apply(const void* r, void* z, index_t k, Op) const override {
+    nb::gil_scoped_acquire gil;
+    size_t shape[2] = {static_cast<size_t>(n_), static_cast<size_t>(k)};
+    nb::dlpack::dtype dt;
+    switch (scalar_) {
+      case ScalarType::Float32: dt = nb::dtype<float>(); break;
+      case ScalarType::Float64: dt = nb::dtype<double>(); break;
+      case ScalarType::Complex64: dt = nb::dtype<std::complex<float>>(); break;
+      case ScalarType::Complex128: dt = nb::dtype<std::complex<double>>(); break;
+    }
+    nb::ndarray<nb::numpy> view(const_cast<void*>(r), 2, shape, nb::handle(), nullptr, dt);
+    nb::object torch = nb::module_::import_("torch");
+    nb::object rt = torch.attr("from_numpy")(view.cast());
+    nb::object zt = fn_(rt);
+    nb::object znp = zt.attr("detach")().attr("cpu")().attr("contiguous")().attr("numpy")();
+    Array za = nb::cast<Array>(znp);
+    if (za.ndim() != 2 || static_cast<index_t>(za.shape(0)) != n_ || static_cast<index_t>(za.shape(1)) != k ||
+        scalar_of(za, "preconditioner") != scalar_)
+      fail(ErrorKind::InvalidArgument, "preconditioner: the callable must return a tensor of shape (", n_, ", ", k,
+           ") and dtype ", scalar_name(scalar_));
+    const size_t bytes = static_cast<size_t>(n_ * k) * za.itemsize();
+    std::memcpy(z, za.data(), bytes);
+  }
+  std::string name() const override { return "callable"; }
+
+ private:
+  nb::callable fn_;
+};
+
+PrecondKind parse_kind(const std::string& s) {
+  if (s == "jacobi") return PrecondKind::Jacobi;
+  if (s == "ssor") return PrecondKind::SSOR;
+  if (s == "ic0") return PrecondKind::IC0;
+  if (s == "ilu0") return PrecondKind::ILU0;
+  fail(ErrorKind::InvalidArgument, "preconditioner: unknown kind '", s, "' (expected jacobi, ssor, ic0, ilu0)");
+}
+
+KrylovMethod parse_krylov(const std::string& s) {
+  if (s == "cg") return KrylovMethod::CG;
+  if (s == "bicgstab") return KrylovMethod::BiCGStab;
+  if (s == "gmres") return KrylovMethod::GMRES;
+  if (s == "minres") return KrylovMethod::MINRES;
+  fail(ErrorKind::InvalidArgument, "method: unknown Krylov method '", s, "' (expected cg, bicgstab, gmres, minres)");
+}
+
+}  // namespace
+
+void bind_krylov(nb::module_& m) {
+  nb::class_<Preconditioner>(m, "Preconditioner", "A preconditioner built by the C++ core.")
+      .def_prop_ro("name", &Preconditioner::name)
+      .def_prop_ro("n", &Preconditioner::n)
+      .def("apply",
+           [](const Preconditioner& p, const Array& r, Array& z, const std::string& op) {
+             expect_ndim(r, 2, "r");
+             expect_ndim(z, 2, "z");
+             if (static_cast<index_t>(r.shape(0)) != p.n() || r.shape(0) != z.shape(0) || r.shape(1) != z.shape(1))
+               fail(ErrorKind::InvalidArgument, "r: expected shape (", p.n(), ", k) matching z");
+             if (scalar_of(r, "r") != p.scalar() || scalar_of(z, "z") != p.scalar())
+               fail(ErrorKind::InvalidArgument, "r: dtype must be ", scalar_name(p.scalar()));
+             const void* rp = r.data();
+             void* zp = z.data();
+             const index_t k = static_cast<index_t>(r.shape(1));
+             const Op o = op == "H" ? Op::H : Op::N;
+             nb::gil_scoped_release release;
+             p.apply(rp, zp, k, o);
+           },
+           nb::arg("r"), nb::arg("z"), nb::arg("op") = "N");
+
+  m.def(
+      "make_preconditioner",
+      [](const std::string& kind, index_t n, const Array& crow, const Array& col, const Array& values, double omega,
+         int threads) -> std::shared_ptr<Preconditioner> {
+        CsrArrays a = csr_from(n, n, crow, col, values);
+        nb::gil_scoped_release release;
+        return std::shared_ptr<Preconditioner>(make_preconditioner(parse_kind(kind), a, omega, threads));
+      },
+      nb::arg("kind"), nb::arg("n"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"),
+      nb::arg("omega") = 1.0, nb::arg("threads") = 1);
+
+  m.def(
+      "callable_preconditioner",
+      [](nb::callable fn, const std::string& dtype, index_t n) -> std::shared_ptr<Preconditioner> {
+        return std::make_shared<PyPreconditioner>(std::move(fn), parse_scalar(dtype), n);
+      },
+      nb::arg("fn"), nb::arg("dtype"), nb::arg("n"));
+
+  m.def(
+      "spmv",
+      [](index_t n_rows, index_t n_cols, const Array& crow, const Array& col, const Array& values, const Array& x,
+         Array& y, int threads) {
+        CsrArrays a = csr_from(n_rows, n_cols, crow, col, values);
+        check_block(x, a, n_cols, "x");
+        check_block(y, a, n_rows, "y");
+        if (x.shape(1) != y.shape(1)) fail(ErrorKind::InvalidArgument, "y: column count does not match x");
+        const void* xp = x.data();
+        void* yp = y.data();
+        const index_t k = static_cast<index_t>(x.shape(1));
+        nb::gil_scoped_release release;
+        spmv(a, xp, yp, k, threads);
+      },
+      nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"),
+      nb::arg("x"), nb::arg("y"), nb::arg("threads") = 1);
+
+  m.def(
+      "krylov_solve",
+      [](const std::string& method, index_t n, const Array& crow, const Array& col, const Array& values,
+         const Array& b, Array& x, std::shared_ptr<Preconditioner> precond, const std::string& precond_op,
+         double rtol, double atol, index_t maxiter, int restart, int threads, bool record_history,
+         nb::object callback) {
+        CsrArrays a = csr_from(n, n, crow, col, values);
+        check_block(b, a, n, "b");
+        check_block(x, a, n, "x0");
+        if (b.shape(1) != x.shape(1)) fail(ErrorKind::InvalidArgument, "x0: column count does not match b");
+        KrylovOptions o;
+        o.rtol = rtol;
+        o.atol = atol;
+        o.maxiter = maxiter;
+        o.restart = restart;
+        o.threads = threads;
+        o.record_history = record_history;
+        Progress progress;
+        if (!callback.is_none()) {
+          progress = [callback](index_t it, double rel) {
+            nb::gil_scoped_acquire gil;
+            callback(it, rel);  // a Python exception propagates as nb::python_error and aborts the solve
+          };
+        }
+        const KrylovMethod meth = parse_krylov(method);
+        const void* bp = b.data();
+        void* xp = x.data();
+        const index_t k = static_cast<index_t>(b.shape(1));
+        KrylovResult r;
+        {
+          nb::gil_scoped_release release;
+          r = krylov_solve(meth, a, bp, xp, k, precond.get(), precond_op == "H" ? Op::H : Op::N, o, progress);
+        }
+        nb::dict out;
+        out["iterations"] = r.iterations;
+        out["residual"] = r.residual;
+        out["converged"] = r.converged;
+        out["reason"] = r.reason;
+        out["residual_history"] = r.history;
+        return out;
+      },
+      nb::arg("method"), nb::arg("n"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"),
+      nb::arg("b"), nb::arg("x"), nb::arg("precond").none(), nb::arg("precond_op") = "N", nb::arg("rtol") = 1e-8,
+      nb::arg("atol") = 0.0, nb::arg("maxiter") = 1000, nb::arg("restart") = 30, nb::arg("threads") = 1,
+      nb::arg("record_history") = false, nb::arg("callback").none() = nb::none());
+}
+
+}  // namespace sla::bind

@@ -1,0 +1,198 @@
+// Krylov solvers and preconditioners on small matrices with known answers.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <complex>
+#include <cstdint>
+#include <vector>
+
+#include "sla/errors.hpp"
+#include "sla/krylov.hpp"
+
+using sla::index_t;
+
+namespace {
+
+// 1D Laplacian tridiag(-1, 2, -1) of size n (SPD), int32 indices.
+struct Lap1d {
+  std::vector<std::int32_t> p{0}, j;
+  std::vector<double> v;
+  index_t n;
+  explicit Lap1d(index_t n_, double shift = 0.0) : n(n_) {
+    for (index_t i = 0; i < n; ++i) {
+      if (i > 0) j.push_back(i - 1), v.push_back(-1);
+      j.push_back(i), v.push_back(2 + shift);
+      if (i < n - 1) j.push_back(i + 1), v.push_back(-1);
+      p.push_back(static_cast<std::int32_t>(j.size()));
+    }
+  }
+  sla::CsrArrays arrays() const {
+    sla::CsrArrays a;
+    a.n_rows = a.n_cols = n;
+    a.indptr = p.data();
+    a.indices = j.data();
+    a.values = v.data();
+    a.index32 = true;
+    return a;
+  }
+};
+
+std::vector<double> residual(const Lap1d& L, const std::vector<double>& x, const std::vector<double>& b, index_t k) {
+  std::vector<double> ax(b.size());
+  sla::spmv(L.arrays(), x.data(), ax.data(), k, 1);
+  for (size_t i = 0; i < b.size(); ++i) ax[i] = b[i] - ax[i];
+  return ax;
+}
+
+double norm(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x * x;
+  return std::sqrt(s);
+}
+
+TEST(Krylov, SpmvBlockMatchesHandComputation) {
+  Lap1d L(3);
+  std::vector<double> x{1, 10, 2, 20, 3, 30}, y(6);  // row-major 3 x 2
+  sla::spmv(L.arrays(), x.data(), y.data(), 2, 1);
+  EXPECT_EQ(y, (std::vector<double>{0, 0, 0, 0, 4, 40}));
+}
+
+class KrylovMethods : public ::testing::TestWithParam<sla::KrylovMethod> {};
+
+TEST_P(KrylovMethods, SolvesLaplacianWithEveryPreconditioner) {
+  Lap1d L(50, 0.1);
+  const index_t k = 2;
+  std::vector<double> b(50 * k);
+  for (index_t i = 0; i < 50; ++i) b[i * k] = 1.0, b[i * k + 1] = std::sin(0.3 * i);
+  sla::KrylovOptions o;
+  o.rtol = 1e-10;
+  o.maxiter = 500;
+  for (int pk = -1; pk < 4; ++pk) {
+    std::unique_ptr<sla::Preconditioner> M;
+    if (pk >= 0) M = sla::make_preconditioner(static_cast<sla::PrecondKind>(pk), L.arrays(), 1.2, 1);
+    std::vector<double> x(b.size(), 0.0);
+    auto r = sla::krylov_solve(GetParam(), L.arrays(), b.data(), x.data(), k, M.get(), sla::Op::N, o, nullptr);
+    EXPECT_TRUE(r.converged) << "precond " << pk << " reason " << r.reason;
+    EXPECT_LT(norm(residual(L, x, b, k)), 1e-9 * norm(b) * 10) << "precond " << pk;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Krylov, KrylovMethods,
+                         ::testing::Values(sla::KrylovMethod::CG, sla::KrylovMethod::BiCGStab,
+                                           sla::KrylovMethod::GMRES, sla::KrylovMethod::MINRES));
+
+TEST(Krylov, CgReportsIndefiniteMatrix) {
+  Lap1d L(20, -3.0);  // diagonal -1: indefinite
+  std::vector<double> b(20, 1.0), x(20, 0.0);
+  sla::KrylovOptions o;
+  o.maxiter = 1000;
+  auto r = sla::krylov_solve(sla::KrylovMethod::CG, L.arrays(), b.data(), x.data(), 1, nullptr, sla::Op::N, o, nullptr);
+  EXPECT_FALSE(r.converged);
+  EXPECT_EQ(r.reason, "indefinite");
+  EXPECT_LT(r.iterations, 5);
+}
+
+TEST(Krylov, NanStopsAtOnce) {
+  Lap1d L(20);
+  std::vector<double> b(20, 1.0), x(20, 0.0);
+  b[3] = std::nan("");
+  sla::KrylovOptions o;
+  o.maxiter = 1000;
+  for (auto m : {sla::KrylovMethod::CG, sla::KrylovMethod::GMRES, sla::KrylovMethod::BiCGStab, sla::KrylovMethod::MINRES}) {
+    std::fill(x.begin(), x.end(), 0.0);
+    auto r = sla::krylov_solve(m, L.arrays(), b.data(), x.data(), 1, nullptr, sla::Op::N, o, nullptr);
+    EXPECT_EQ(r.reason, "nan");
+    EXPECT_LT(r.iterations, 5);
+  }
+}
+
+TEST(Krylov, MaxiterIsReported) {
+  Lap1d L(200);
+  std::vector<double> b(200, 1.0), x(200, 0.0);
+  sla::KrylovOptions o;
+  o.maxiter = 3;
+  auto r = sla::krylov_solve(sla::KrylovMethod::CG, L.arrays(), b.data(), x.data(), 1, nullptr, sla::Op::N, o, nullptr);
+  EXPECT_FALSE(r.converged);
+  EXPECT_EQ(r.reason, "maxiter");
+  EXPECT_EQ(r.iterations, 3);
+}
+
+TEST(Krylov, IncompleteFactorizationsAreExactOnTridiagonal) {
+  // IC(0) and ILU(0) of a tridiagonal matrix have no dropped fill: they are exact, so one application
+  // solves the system.
+  Lap1d L(30);
+  std::vector<double> b(30), z(30);
+  for (int i = 0; i < 30; ++i) b[i] = 1.0 + i;
+  for (auto kind : {sla::PrecondKind::IC0, sla::PrecondKind::ILU0}) {
+    auto M = sla::make_preconditioner(kind, L.arrays(), 1.0, 1);
+    for (auto op : {sla::Op::N, sla::Op::H}) {
+      M->apply(b.data(), z.data(), 1, op);
+      EXPECT_LT(norm(residual(L, z, b, 1)), 1e-10 * norm(b));
+    }
+  }
+}
+
+TEST(Krylov, PreconditionerBreakdownsAreReported) {
+  Lap1d L(10, -3.0);  // negative diagonal: IC(0) fails at row 0
+  try {
+    sla::make_preconditioner(sla::PrecondKind::IC0, L.arrays(), 1.0, 1);
+    FAIL();
+  } catch (const sla::Error& e) {
+    EXPECT_EQ(e.kind(), sla::ErrorKind::NotPositiveDefinite);
+  }
+  Lap1d Z(4, -2.0);  // zero diagonal
+  for (auto kind : {sla::PrecondKind::ILU0, sla::PrecondKind::Jacobi}) {
+    try {
+      sla::make_preconditioner(kind, Z.arrays(), 1.0, 1);
+      FAIL();
+    } catch (const sla::Error& e) {
+      EXPECT_EQ(e.kind(), sla::ErrorKind::SingularMatrix);
+    }
+  }
+}
+
+TEST(Krylov, ComplexGmresAndAdjointPreconditioner) {
+  using C = std::complex<double>;
+  // Unsymmetric complex tridiagonal: diag 4+i, sub 1, super -1+2i.
+  const index_t n = 40;
+  std::vector<std::int64_t> p{0}, j;
+  std::vector<C> v;
+  for (index_t i = 0; i < n; ++i) {
+    if (i > 0) j.push_back(i - 1), v.push_back(C(1, 0));
+    j.push_back(i), v.push_back(C(4, 1));
+    if (i < n - 1) j.push_back(i + 1), v.push_back(C(-1, 2));
+    p.push_back(static_cast<std::int64_t>(j.size()));
+  }
+  sla::CsrArrays a;
+  a.n_rows = a.n_cols = n;
+  a.indptr = p.data();
+  a.indices = j.data();
+  a.values = v.data();
+  a.scalar = sla::ScalarType::Complex128;
+  std::vector<C> b(n, C(1, -1)), x(n, C(0, 0)), ax(n);
+  auto M = sla::make_preconditioner(sla::PrecondKind::ILU0, a, 1.0, 1);
+  sla::KrylovOptions o;
+  o.rtol = 1e-12;
+  auto r = sla::krylov_solve(sla::KrylovMethod::GMRES, a, b.data(), x.data(), 1, M.get(), sla::Op::N, o, nullptr);
+  EXPECT_TRUE(r.converged) << r.reason;
+  EXPECT_LE(r.iterations, 2);  // ILU(0) is exact here
+  sla::spmv(a, x.data(), ax.data(), 1, 1);
+  double err = 0;
+  for (index_t i = 0; i < n; ++i) err = std::max(err, std::abs(ax[i] - b[i]));
+  EXPECT_LT(err, 1e-10);
+}
+
+TEST(Krylov, RejectsBadOptions) {
+  Lap1d L(5);
+  std::vector<double> b(5, 1.0), x(5, 0.0);
+  sla::KrylovOptions o;
+  o.rtol = 0.0;
+  EXPECT_THROW(sla::krylov_solve(sla::KrylovMethod::CG, L.arrays(), b.data(), x.data(), 1, nullptr, sla::Op::N, o, nullptr),
+               sla::Error);
+  o.rtol = 1e-8;
+  o.maxiter = 0;
+  EXPECT_THROW(sla::krylov_solve(sla::KrylovMethod::CG, L.arrays(), b.data(), x.data(), 1, nullptr, sla::Op::N, o, nullptr),
+               sla::Error);
+}
+
+}  // namespace
