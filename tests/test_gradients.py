@@ -127,9 +127,9 @@ def test_one_autograd_node_per_solve_and_backward_reuses_factors(monkeypatch):
         seen.add(fn)
         names.append(type(fn).__name__)
         stack.extend(nxt for nxt, _ in fn.next_functions)
-    assert sum("FactorSolve" in nm for nm in names) == 1, names
+    assert sum("LinearSolve" in nm for nm in names) == 1, names
     assert all(
-        ("FactorSolve" in nm)
+        ("LinearSolve" in nm)
         or nm
         in (
             "AccumulateGrad",

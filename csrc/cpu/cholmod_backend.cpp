@@ -124,10 +124,13 @@ class CholmodSymbolic final : public Symbolic {
     cholmod_sparse a = sparse_view(plan_, nullptr, false);
     L_.reset(cholmod_l_analyze(&a, &c));
     if (!L_) fail(ErrorKind::Internal, "CHOLMOD analysis failed (status ", c.status, ")");
+    const double scalar_bytes = is_complex(scalar_) ? 16.0 : 8.0;
+    predicted_bytes_ = c.lnz * (scalar_bytes + 8.0);
   }
 
   Backend backend() const override { return Backend::SuiteSparse; }
   Method method() const override { return method_; }
+  double predicted_factor_bytes() const override { return predicted_bytes_; }
 
   std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                      const void* values) const override {
@@ -160,6 +163,7 @@ class CholmodSymbolic final : public Symbolic {
   }
 
   Method method_;
+  double predicted_bytes_ = -1.0;
   std::shared_ptr<CholmodCommon> common_;
   FactorPtr L_;  // symbolic factor, copied for each numeric factorization
 };

@@ -125,6 +125,7 @@ class UmfpackSymbolic final : public Symbolic {
 
   Backend backend() const override { return Backend::SuiteSparse; }
   Method method() const override { return Method::LU; }
+  double predicted_factor_bytes() const override { return predicted_bytes_; }
 
   std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                      const void* values) const override {
@@ -140,6 +141,7 @@ class UmfpackSymbolic final : public Symbolic {
     const SuiteSparse_long status = Umf<W>::symbolic(plan_, &symbolic_, control_.data(), info);
     if (status == UMFPACK_ERROR_out_of_memory) fail(ErrorKind::Internal, "UMFPACK analysis: out of memory");
     if (status != UMFPACK_OK) fail(ErrorKind::Internal, "UMFPACK analysis failed (status ", status, ")");
+    predicted_bytes_ = info[UMFPACK_NUMERIC_SIZE_ESTIMATE] * info[UMFPACK_SIZE_OF_UNIT];
   }
 
   template <class W>
@@ -163,6 +165,7 @@ class UmfpackSymbolic final : public Symbolic {
   }
 
   std::vector<double> control_;
+  double predicted_bytes_ = -1.0;
   void* symbolic_ = nullptr;
 };
 

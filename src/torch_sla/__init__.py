@@ -9,9 +9,10 @@ sla.explain(A, b)           # what backend="auto" picks, and why
 from __future__ import annotations
 
 from . import errors
-from ._backends import BackendInfo, Choice, backends, explain, show_backends
+from ._backends import BackendInfo, Choice, backends, explain, get_memory_budget, set_memory_budget, show_backends
 from ._direct import Factorization, clear_analysis_cache, factorize
 from ._io import load_mtx, save_mtx
+from ._iterative import LinearOperator, SolveInfo
 from ._solve import as_sparse_tensor, solve, spsolve
 from ._sparse_tensor import SparseTensor
 from .errors import (
@@ -35,6 +36,10 @@ __all__ = [
     "spsolve",
     "factorize",
     "as_sparse_tensor",
+    "LinearOperator",
+    "SolveInfo",
+    "set_memory_budget",
+    "get_memory_budget",
     "backends",
     "show_backends",
     "explain",

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._sparse_tensor import SparseTensor
 
 DIRECT_METHODS = ("cholesky", "ldl", "lu")
+ITERATIVE_METHODS = ("cg", "bicgstab", "gmres", "minres")
 _ALL_DTYPES = ("float32", "float64", "complex64", "complex128")
 
 
@@ -28,7 +29,7 @@ class BackendInfo:
     """What a backend can do, and whether it can run here."""
 
     name: str
-    kind: str  # "direct" for now
+    kind: str  # "direct" or "iterative"
     devices: tuple[str, ...]
     dtypes: tuple[str, ...]
     methods: tuple[str, ...]
@@ -96,6 +97,26 @@ def _registry() -> dict[str, BackendInfo]:
                 else f"the C++ core failed to import: {info.get('error')}"
             ),
         ),
+        "core": BackendInfo(
+            name="core",
+            kind="iterative",
+            devices=("cpu",),
+            dtypes=_ALL_DTYPES,
+            methods=ITERATIVE_METHODS,
+            differentiable=True,
+            available=core_ok,
+            note="C++ Krylov solvers (OpenMP, fused kernels, int32 indices); jacobi/ssor/ic0/ilu0 preconditioners",
+        ),
+        "torch": BackendInfo(
+            name="torch",
+            kind="iterative",
+            devices=("cpu", "cuda", "mps", "xpu"),
+            dtypes=_ALL_DTYPES,
+            methods=ITERATIVE_METHODS,
+            differentiable=True,
+            available=True,
+            note="PyTorch-native Krylov solvers on any device; jacobi/chebyshev preconditioners; matrix-free",
+        ),
         "scipy": BackendInfo(
             name="scipy",
             kind="direct",
@@ -113,6 +134,30 @@ _REGISTRY: dict[str, BackendInfo] | None = None
 
 # Order in which backend="auto" tries direct backends on the CPU: fastest first.
 _CPU_DIRECT_PREFERENCE = ("suitesparse", "eigen", "scipy")
+_ITERATIVE_PREFERENCE = ("core", "torch")
+
+_MEMORY_BUDGET: float | None = None
+
+
+def set_memory_budget(nbytes: float | None) -> None:
+    """Largest predicted factorization (bytes) that ``method="auto"`` accepts before it switches to an
+    iterative method. ``None`` restores the default: half of the physical memory."""
+    global _MEMORY_BUDGET
+    if nbytes is not None and not nbytes > 0:
+        raise InvalidArgumentError(f"nbytes: must be positive or None, got {nbytes}")
+    _MEMORY_BUDGET = None if nbytes is None else float(nbytes)
+
+
+def get_memory_budget() -> float:
+    """The budget ``set_memory_budget`` set (default: half of the physical memory)."""
+    if _MEMORY_BUDGET is not None:
+        return _MEMORY_BUDGET
+    import os
+
+    try:
+        return 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8e9
 
 
 def backends() -> dict[str, BackendInfo]:
@@ -150,6 +195,7 @@ class Choice:
     method: str
     fallback: str | None
     reasons: list[str]
+    kind: str = "direct"
 
     def __str__(self) -> str:
         lines = [f"backend={self.backend!r}, method={self.method!r}"]
@@ -163,17 +209,29 @@ def choose(A: SparseTensor, backend: str = "auto", method: str = "auto") -> Choi
     """Pick the backend and method for a direct solve of ``A`` (the whole of ``auto``)."""
     reg = backends()
     reasons: list[str] = []
-    if method != "auto" and method not in DIRECT_METHODS:
-        raise InvalidArgumentError(f"method: expected 'auto' or one of {DIRECT_METHODS}, got {method!r}")
+    if method != "auto" and method not in DIRECT_METHODS + ITERATIVE_METHODS:
+        raise InvalidArgumentError(
+            f"method: expected 'auto' or one of {DIRECT_METHODS + ITERATIVE_METHODS}, got {method!r}"
+        )
     if backend != "auto" and backend not in reg:
         raise InvalidArgumentError(f"backend: expected 'auto' or one of {tuple(reg)}, got {backend!r}")
+    if A.shape[-1] != A.shape[-2]:
+        raise InvalidArgumentError(f"A: a solve needs a square matrix, got shape {A.shape}")
+    explicit_iterative_backend = backend != "auto" and reg[backend].kind == "iterative"
+    no_direct_here = all(reg[b].supports(A.device, A.dtype, "lu") is not None for b in _CPU_DIRECT_PREFERENCE)
+    if method in ITERATIVE_METHODS or (method == "auto" and (explicit_iterative_backend or no_direct_here)):
+        if method == "auto":
+            method = _auto_krylov(A, reasons)
+            if no_direct_here and not explicit_iterative_backend:
+                reasons.insert(0, f"no direct backend runs on {A.device.type}: iterative")
+        else:
+            reasons.append(f"method {method!r} requested")
+        return _choose_iterative(A, backend, method, reasons)
 
     # Method: Cholesky for symmetric/Hermitian matrices with a positive real diagonal (a necessary
     # condition for positive definiteness; a failed Cholesky falls back to LU), LU otherwise.
     fallback = None
     if method == "auto":
-        if A.shape[-1] != A.shape[-2]:
-            raise InvalidArgumentError(f"A: a direct solve needs a square matrix, got shape {A.shape}")
         herm = A.is_hermitian()
         posdiag = herm and A.has_positive_real_diagonal()
         if posdiag and A.pattern._cache.get("cholesky_failed"):
@@ -224,6 +282,53 @@ def choose(A: SparseTensor, backend: str = "auto", method: str = "auto") -> Choi
     return Choice(backend, method, fallback, reasons)
 
 
+def _auto_krylov(A, reasons: list[str]) -> str:
+    """CG for Hermitian matrices with a positive real diagonal, MINRES for other Hermitian ones, GMRES else."""
+    if A.is_hermitian():
+        if A.has_positive_real_diagonal():
+            reasons.append("Hermitian with a positive diagonal: CG")
+            return "cg"
+        reasons.append("Hermitian, diagonal not all positive (maybe indefinite): MINRES")
+        return "minres"
+    reasons.append("not Hermitian: GMRES")
+    return "gmres"
+
+
+def _choose_iterative(A, backend: str, method: str, reasons: list[str]) -> Choice:
+    reg = backends()
+    if backend == "auto":
+        for name in _ITERATIVE_PREFERENCE:
+            if reg[name].supports(A.device, A.dtype, method) is None:
+                reasons.append(f"{name}: fastest iterative backend for {A.device.type}/{_dtype_name(A.dtype)}")
+                return Choice(name, method, None, reasons, kind="iterative")
+        raise BackendUnavailableError(f"A: no iterative backend runs {method} on {A.device}")
+    why_not = reg[backend].supports(A.device, A.dtype, method)
+    if why_not is not None:
+        raise BackendUnavailableError(why_not)
+    reasons.append(f"backend {backend!r} requested")
+    return Choice(backend, method, None, reasons, kind="iterative")
+
+
+def plan(A, backend: str = "auto", method: str = "auto") -> Choice:
+    """``choose`` plus the memory check of ``method="auto"``: when the predicted factorization would not
+    fit the memory budget (:func:`set_memory_budget`), solve iteratively instead."""
+    c = choose(A, backend, method)
+    if c.kind != "direct" or method != "auto" or backend != "auto" or c.backend == "scipy":
+        return c
+    from ._direct import _analysis
+
+    sym, _ = _analysis(A, c.backend, c.method)
+    predicted = float(sym.predicted_factor_bytes) * max(1, A.batch_size)
+    budget = get_memory_budget()
+    if predicted < 0:
+        return c
+    if predicted <= budget:
+        c.reasons.append(f"predicted factor size {predicted / 1e6:.1f} MB fits the memory budget ({budget / 1e6:.0f} MB)")
+        return c
+    reasons = [f"predicted factor size {predicted / 1e6:.1f} MB exceeds the memory budget ({budget / 1e6:.0f} MB): iterative"]
+    return _choose_iterative(A, "auto", _auto_krylov(A, reasons), reasons)
+
+
 def explain(A, b=None, *, backend: str = "auto", method: str = "auto") -> Choice:
     """What ``solve(A, b, backend=..., method=...)`` would use, and why. Printable.
 
@@ -232,7 +337,7 @@ def explain(A, b=None, *, backend: str = "auto", method: str = "auto") -> Choice
     from ._solve import as_sparse_tensor
 
     A = as_sparse_tensor(A)
-    c = choose(A, backend, method)
+    c = plan(A, backend, method)
     c.reasons.insert(
         0,
         f"A: shape {A.shape}, nnz {A.nnz}, dtype {_dtype_name(A.dtype)}, device {A.device}, "

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ._autograd import LinearSolve
 from ._backends import Choice, choose
 from ._sparse_tensor import SparseTensor
 from .errors import InvalidArgumentError, NotPositiveDefiniteError, SingularMatrixError
@@ -155,6 +156,10 @@ class Factorization:
     def shape(self) -> tuple[int, ...]:
         return self.A.shape
 
+    @property
+    def pattern(self):
+        return self.A.pattern
+
     def solve(self, b: torch.Tensor, *, check_finite: bool = True) -> torch.Tensor:
         """Solve ``A x = b`` with the stored factors.
 
@@ -183,7 +188,7 @@ class Factorization:
         bb, restore = _normalize_rhs(A, b, name="b", n=A.shape[-1])
         if A.shape[-1] == 0:
             return restore(torch.zeros_like(bb))
-        x = _FactorSolve.apply(A.values.reshape(-1, A.nnz), bb, self, op)
+        x = LinearSolve.apply(A.values.reshape(-1, A.nnz), bb, self, op)
         return restore(x)
 
     def _raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
@@ -191,43 +196,6 @@ class Factorization:
         if len(self._factors) == 1:
             return self._factors[0].solve(b[0], op).unsqueeze(0)
         return torch.stack([f.solve(b[i], op) for i, f in enumerate(self._factors)])
-
-
-class _FactorSolve(torch.autograd.Function):
-    """x = op(A)^{-1} b with op in {N, H}, for a (B, nnz) stack of values sharing one pattern.
-
-    Adjoint (g = dL/dx in torch's conjugate convention, row/col the pattern's entry coordinates):
-
-      op = N:  x = A^{-1} b.        lambda = A^{-H} g;   grad_b = lambda;
-               dL = -<lambda, dA x>  =>  grad_A = -lambda x^H  =>  grad_values[k] = -lambda[row_k] conj(x[col_k]).
-      op = H:  y = A^{-H} c.        mu = A^{-1} g;       grad_c = mu;
-               dy = -A^{-H} dA^H y  =>  grad_A = -(mu y^H)^H = -y mu^H
-                                    =>  grad_values[k] = -y[row_k] conj(mu[col_k]).
-
-    Right-hand-side columns are summed. lambda / mu come from the same factors (op flipped), through
-    this Function again, so the backward is itself differentiable (double backward). Special cases:
-    a real matrix has A^H = A^T; a Hermitian factorization (Cholesky/LDL^T) solves both ops identically.
-    """
-
-    @staticmethod
-    def forward(ctx, values: torch.Tensor, b: torch.Tensor, fact: Factorization, op: str) -> torch.Tensor:
-        x = fact._raw_solve(b.detach(), op)
-        ctx.fact = fact
-        ctx.op = op
-        ctx.save_for_backward(values, x)
-        return x
-
-    @staticmethod
-    def backward(ctx, gx: torch.Tensor):
-        values, x = ctx.saved_tensors
-        fact, op = ctx.fact, ctx.op
-        lam = _FactorSolve.apply(values, gx, fact, "H" if op == "N" else "N")
-        grad_values = None
-        if ctx.needs_input_grad[0]:
-            p = fact.A.pattern
-            left, right = (lam, x) if op == "N" else (x, lam)
-            grad_values = -(left[:, p.row, :] * right[:, p.col, :].conj()).sum(-1)
-        return grad_values, (lam if ctx.needs_input_grad[1] else None), None, None
 
 
 def factorize(
@@ -262,6 +230,11 @@ def factorize(
     if check_finite:
         _check_finite(A.values.detach(), "A.values")
     choice = choose(A, backend, method)
+    if choice.kind != "direct":
+        raise InvalidArgumentError(
+            f"method: factorize() needs a direct method and backend, got method={choice.method!r} on "
+            f"backend {choice.backend!r}; use solve() for iterative methods"
+        )
     n = A.shape[-1]
     if n == 0 or math.prod(A.batch_shape) == 0:
         return Factorization(A, choice, [], False)

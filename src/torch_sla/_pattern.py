@@ -154,6 +154,17 @@ class Pattern:
             return f"column {int(torch.nonzero(ccount == 0)[0])} has no stored entries"
         return None
 
+    def csr_for_core(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(crow, col) as int32 when the sizes fit (half the index traffic in SpMV), else int64; cached."""
+        c = self._cache.get("csr32")
+        if c is None:
+            if self.nnz < 2**31 - 1 and self.n_rows < 2**31 - 1 and self.n_cols < 2**31 - 1:
+                c = (self.crow.to(torch.int32), self.col.to(torch.int32))
+            else:
+                c = (self.crow, self.col)
+            self._cache["csr32"] = c
+        return c
+
     def to(self, device: torch.device) -> Pattern:
         if torch.device(device) == self.device:
             return self

@@ -72,6 +72,10 @@ def _normalize_rhs(
     return bb, restore
 
 
+_ITERATIVE_ONLY = ("rtol", "atol", "maxiter", "x0", "restart", "preconditioner", "callback", "return_info",
+                   "on_fail", "check_every", "omega", "degree")
+
+
 def solve(
     A,
     b: torch.Tensor,
@@ -79,34 +83,74 @@ def solve(
     backend: str = "auto",
     method: str = "auto",
     check_finite: bool = True,
+    **iterative,
 ) -> torch.Tensor:
     """Solve the sparse linear system ``A x = b``; differentiable with respect to ``b`` and A's values.
 
     Parameters
     ----------
-    A : SparseTensor, torch sparse COO/CSR tensor, scipy.sparse matrix, or ``(values, row, col, shape)``
+    A : SparseTensor, torch sparse COO/CSR tensor, scipy.sparse matrix, ``(values, row, col, shape)``, or
+        :class:`LinearOperator` (matrix-free, torch backend)
         Square, optionally batched (values with leading batch dims sharing one pattern).
     b : Tensor
         ``(n,)``, ``(n, k)``, or with A's batch dims in front. Same dtype and device as A.
-    backend : {"auto", "suitesparse", "eigen", "scipy"}
-        ``auto`` takes the fastest available for the device and dtype (see :func:`torch_sla.explain`).
-    method : {"auto", "cholesky", "ldl", "lu"}
+    backend : {"auto", "suitesparse", "eigen", "scipy", "core", "torch"}
+        Direct: suitesparse, eigen, scipy (CPU). Iterative: core (C++, CPU), torch (any device).
+        ``auto`` takes the fastest available for the device, dtype and method (see :func:`explain`).
+    method : {"auto", "cholesky", "ldl", "lu", "cg", "bicgstab", "gmres", "minres"}
+        ``auto``: a direct factorization on the CPU (Cholesky for Hermitian matrices with a positive
+        diagonal, else LU) unless its predicted size exceeds the memory budget
+        (:func:`set_memory_budget`) or the device has no direct backend; then CG (Hermitian, positive
+        diagonal), MINRES (other Hermitian) or GMRES.
     check_finite : bool
         Check A and b for NaN/Inf (default True).
+    **iterative
+        For iterative methods: ``rtol`` (1e-8), ``atol`` (0), ``maxiter`` (10 n), ``x0``, ``restart`` (30,
+        GMRES), ``preconditioner`` ("auto", "none", "jacobi", "ssor", "ic0", "ilu0" on core;
+        "jacobi", "chebyshev" on torch; a callable ``r -> M^{-1} r`` or a SparseTensor approximating
+        ``A^{-1}`` on both), ``callback(iteration, residual)``, ``return_info`` (return ``(x, SolveInfo)``),
+        ``on_fail`` ("warn" or "raise" :class:`ConvergenceError`), ``check_every`` (torch backend: test
+        convergence every few iterations, 10), ``omega`` (SSOR, 1.0), ``degree`` (Chebyshev, 4).
 
     Returns
     -------
-    x : Tensor with the shape of ``b`` (plus A's batch dims).
+    x : Tensor with the shape of ``b`` (plus A's batch dims); ``(x, info)`` with ``return_info=True``.
 
     Notes
     -----
-    One autograd node per solve; backward is one adjoint solve with the forward's factors, and
+    One autograd node per solve. Backward is one adjoint solve that reuses the forward's factors
+    (direct) or preconditioner and tolerance (iterative): ``grad_b = lambda = A^{-H} g`` and
     ``grad_values[k] = -lambda[row_k] * conj(x[col_k])`` on the stored pattern only.
     """
+    from ._backends import plan
+    from ._iterative import LinearOperator, iterative_solve, matrix_free_solve
+
+    unknown = set(iterative) - set(_ITERATIVE_ONLY)
+    if unknown:
+        raise TypeError(f"solve() got unexpected keyword arguments {sorted(unknown)}")
+    if isinstance(A, LinearOperator):
+        if backend not in ("auto", "torch"):
+            raise InvalidArgumentError(f"backend: a LinearOperator is solved by backend 'torch', not {backend!r}")
+        return matrix_free_solve(A, b, method=method, **iterative)
     A = as_sparse_tensor(A)
     if not isinstance(b, torch.Tensor):
         b = torch.as_tensor(b, device=A.device)
-    return A.solve(b, backend=backend, method=method, check_finite=check_finite)
+    choice = plan(A, backend, method)
+    if choice.kind == "iterative":
+        return iterative_solve(
+            A, b, method=choice.method, backend=choice.backend, check_finite=check_finite, **iterative
+        )
+    if iterative:
+        raise InvalidArgumentError(
+            f"{sorted(iterative)[0]}: applies to iterative methods only, but a direct method "
+            f"({choice.method}) was chosen; pass method='cg'/'gmres'/... to solve iteratively"
+        )
+    from ._direct import factorize
+
+    # factorize() repeats the (cheap) choice so that an automatic Cholesky can fall back to LU.
+    return factorize(A, backend=backend, method=method, check_finite=check_finite).solve(
+        b, check_finite=check_finite
+    )
 
 
 def spsolve(

@@ -411,13 +411,12 @@ class SparseTensor:
         backend: str = "auto",
         method: str = "auto",
         check_finite: bool = True,
+        **iterative,
     ) -> torch.Tensor:
         """Solve ``A x = b`` (differentiable w.r.t. ``b`` and the values). See :func:`torch_sla.solve`."""
-        from ._direct import factorize
+        from ._solve import solve
 
-        return factorize(self, backend=backend, method=method, check_finite=check_finite).solve(
-            b, check_finite=check_finite
-        )
+        return solve(self, b, backend=backend, method=method, check_finite=check_finite, **iterative)
 
     def factorize(
         self, *, backend: str = "auto", method: str = "auto", check_finite: bool = True

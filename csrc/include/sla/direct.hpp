@@ -45,6 +45,9 @@ class Symbolic {
   ScalarType scalar() const { return scalar_; }
   const CscPlan& plan() const { return plan_; }
   index_t n() const { return plan_.n; }
+  // Memory the numeric factors are predicted to take, in bytes, from the symbolic analysis alone
+  // (-1 when the backend gives no prediction).
+  virtual double predicted_factor_bytes() const { return -1.0; }
   // Numeric factorization sharing this analysis; `self` is the shared pointer that owns *this.
   virtual std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                              const void* values) const = 0;

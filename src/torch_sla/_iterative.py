@@ -1,0 +1,407 @@
+"""Iterative (Krylov) solves: the C++ core on the CPU (backend "core") and torch ops on any device
+(backend "torch"), with one autograd node per solve and an adjoint Krylov solve in backward."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ._autograd import LinearSolve
+from .errors import BackendUnavailableError, ConvergenceError, InvalidArgumentError
+
+ITERATIVE_METHODS = ("cg", "bicgstab", "gmres", "minres")
+CORE_PRECONDITIONERS = ("jacobi", "ssor", "ic0", "ilu0")
+TORCH_PRECONDITIONERS = ("jacobi", "chebyshev")
+
+
+@dataclasses.dataclass
+class SolveInfo:
+    """What an iterative solve did. ``adjoint`` is filled by the backward pass (its own solve)."""
+
+    method: str
+    backend: str
+    preconditioner: str
+    iterations: int = 0
+    residual: float = 0.0
+    converged: bool = True
+    reason: str = "converged"
+    residual_history: list[float] = dataclasses.field(default_factory=list)
+    adjoint: SolveInfo | None = None
+
+    def _merge(self, d: dict) -> None:
+        """Fold one batch member's result into this summary (worst case wins)."""
+        self.iterations = max(self.iterations, int(d["iterations"]))
+        self.residual = max(self.residual, float(d["residual"])) if math.isfinite(d["residual"]) else float("nan")
+        if not d["converged"] and self.converged:
+            self.converged, self.reason = False, d["reason"]
+        hist = list(d.get("residual_history") or [])
+        if len(hist) > len(self.residual_history):
+            self.residual_history.extend([0.0] * (len(hist) - len(self.residual_history)))
+        for i, h in enumerate(hist):
+            self.residual_history[i] = max(self.residual_history[i], h)
+
+
+class LinearOperator:
+    """A matrix-free linear operator for the ``torch`` backend.
+
+    Parameters
+    ----------
+    matvec : callable
+        ``matvec(x) -> A x`` for ``x`` of shape ``(n, k)``; written with torch ops, so autograd can
+        differentiate it with respect to ``parameters``.
+    shape : (n, n)
+    dtype, device : of the vectors it acts on.
+    rmatvec : callable, optional
+        ``A^H x``. When omitted, it is the vector-Jacobian product of ``matvec`` (exact for linear maps).
+    parameters : sequence of tensors
+        The tensors ``matvec`` depends on. The solution's gradient to each is one adjoint solve plus one
+        vector-Jacobian product of ``matvec``.
+    """
+
+    def __init__(
+        self,
+        matvec: Callable[[torch.Tensor], torch.Tensor],
+        shape: Sequence[int],
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+        rmatvec: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        parameters: Sequence[torch.Tensor] = (),
+    ):
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 0:
+            raise InvalidArgumentError(f"shape: expected a square (n, n), got {shape}")
+        self.matvec, self._rmatvec = matvec, rmatvec
+        self.shape, self.dtype, self.device = shape, dtype, torch.device(device)
+        self.parameters = tuple(parameters)
+
+    def rmatvec(self, x: torch.Tensor) -> torch.Tensor:
+        if self._rmatvec is not None:
+            return self._rmatvec(x)
+        with torch.enable_grad():
+            z = torch.zeros_like(x, requires_grad=True)
+            (y,) = torch.autograd.grad(self.matvec(z), z, x)
+        return y
+
+
+def _check_options(rtol, atol, maxiter, restart, check_every, on_fail):
+    if not (rtol > 0 or atol > 0) or rtol < 0 or atol < 0:
+        raise InvalidArgumentError(f"rtol: need rtol > 0 (or atol > 0), got rtol={rtol}, atol={atol}")
+    if maxiter is not None and maxiter <= 0:
+        raise InvalidArgumentError(f"maxiter: must be positive, got {maxiter}")
+    if restart <= 0:
+        raise InvalidArgumentError(f"restart: must be positive, got {restart}")
+    if check_every <= 0:
+        raise InvalidArgumentError(f"check_every: must be positive, got {check_every}")
+    if on_fail not in ("warn", "raise"):
+        raise InvalidArgumentError(f"on_fail: expected 'warn' or 'raise', got {on_fail!r}")
+
+
+def _report(info: SolveInfo, on_fail: str, what: str) -> None:
+    if info.converged:
+        return
+    msg = (
+        f"{what}: {info.method} ({info.backend}, preconditioner {info.preconditioner}) did not converge: "
+        f"{info.reason} after {info.iterations} iterations, relative residual {info.residual:.3g}. "
+        "Raise maxiter, use a stronger preconditioner, or a direct solve."
+    )
+    if on_fail == "raise":
+        raise ConvergenceError(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
+class KrylovSolver:
+    """Everything one iterative solve needs, kept for the adjoint solve in backward: the matrix values
+    (detached), its preconditioners (built once, per batch member) and the options."""
+
+    def __init__(self, A, method: str, backend: str, preconditioner: Any, opts: dict):
+        self.A = A
+        self.pattern = A.pattern
+        self.method = method
+        self.backend = backend
+        self.opts = opts
+        self.values = A.values.detach().reshape(-1, A.nnz)
+        self.n = A.shape[-1]
+        self.x0 = opts.pop("x0", None)
+        self._precond_spec = preconditioner
+        self.preconditioner_name, self._pre = self._build_preconditioners(preconditioner)
+        self.info = SolveInfo(method, backend, self.preconditioner_name)
+        self._adjoint_values = None
+        self._forward_done = False
+
+    # -- preconditioners ---------------------------------------------------------------------------
+    def _build_preconditioners(self, spec):
+        from ._sparse_tensor import SparseTensor
+
+        if spec is None or (isinstance(spec, str) and spec == "none"):
+            return "none", None
+        if isinstance(spec, SparseTensor):
+            P = spec
+            if P.shape[-2:] != (self.n, self.n) or P.dtype != self.A.dtype:
+                raise InvalidArgumentError(
+                    f"preconditioner: a SparseTensor preconditioner must be ({self.n}, {self.n}) with dtype "
+                    f"{self.A.dtype}, got {P.shape} {P.dtype}"
+                )
+            return "sparse", ("callable", lambda r: P.detach() @ r)
+        if callable(spec):
+            return getattr(spec, "__name__", "callable"), ("callable", spec)
+        if not isinstance(spec, str):
+            raise InvalidArgumentError(f"preconditioner: expected a name, a callable or a SparseTensor, got {spec!r}")
+        if self.backend == "core":
+            if spec not in CORE_PRECONDITIONERS:
+                raise BackendUnavailableError(
+                    f"preconditioner: {spec!r} is not available on backend 'core' (it has "
+                    f"{', '.join(CORE_PRECONDITIONERS)}); use backend='torch' for 'chebyshev'"
+                )
+            from . import _C
+
+            crow, col = self.pattern.csr_for_core()
+            threads = torch.get_num_threads()
+            pres = [
+                _C.make_preconditioner(spec, self.n, crow, col, v.contiguous(), self.opts["omega"], threads)
+                for v in self.values
+            ]
+            return spec, ("core", pres)
+        if spec not in TORCH_PRECONDITIONERS:
+            raise BackendUnavailableError(
+                f"preconditioner: {spec!r} is not available on backend 'torch' (it has "
+                f"{', '.join(TORCH_PRECONDITIONERS)}); use backend='core' on the CPU for ssor, ic0 and ilu0"
+            )
+        return spec, ("torch", spec)
+
+    def _torch_preconditioner(self, i: int, values: torch.Tensor, matvec, op: str):
+        from . import _krylov_torch as kt
+
+        kind = self._pre[1]
+        diag_pos = self.pattern.diag_positions
+        if diag_pos is None:
+            raise InvalidArgumentError(f"preconditioner: {kind!r} needs every diagonal entry of A to be stored")
+        diag = values[diag_pos]
+        jac = kt.JacobiPreconditioner(diag.conj() if op == "H" else diag)
+        if kind == "jacobi":
+            return jac
+        return kt.ChebyshevPreconditioner(
+            matvec, self.n, values.dtype, values.device, degree=self.opts["degree"], inner=jac
+        )
+
+    # -- solves ------------------------------------------------------------------------------------
+    def _operator_values(self, op: str) -> tuple[Any, torch.Tensor]:
+        """Pattern and (B, nnz) values of op(A)."""
+        if op == "N" or self.method in ("cg", "minres"):  # Hermitian methods: A^H = A
+            return self.pattern, self.values
+        if self._adjoint_values is None:
+            pt, perm = self.pattern.transpose()
+            v = self.values[:, perm]
+            self._adjoint_values = (pt, v.conj() if v.is_complex() else v)
+        return self._adjoint_values
+
+    def _raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
+        info = SolveInfo(self.method, self.backend, self.preconditioner_name)
+        pattern, values = self._operator_values(op)
+        out = torch.empty_like(b)
+        for i in range(b.shape[0]):
+            x0 = self.x0[i] if (op == "N" and self.x0 is not None) else None
+            if self.backend == "core":
+                out[i], d = self._solve_core(pattern, values[i], b[i], x0, i, op)
+            else:
+                out[i], d = self._solve_torch(pattern, values[i], b[i], x0, i, op)
+            info._merge(d)
+        if not self._forward_done:  # the first call is the forward solve, later ones are backward's
+            self.info, self._forward_done = info, True
+            _report(info, self.opts["on_fail"], "solve")
+        else:
+            self.info.adjoint = info
+            _report(info, self.opts["on_fail"], "adjoint solve (backward)")
+        return out
+
+    def _solve_core(self, pattern, values, b, x0, i, op):
+        from . import _C
+
+        crow, col = pattern.csr_for_core()
+        x = (x0.clone() if x0 is not None else torch.zeros_like(b)).contiguous()
+        pre = self._pre
+        M = None
+        if pre is not None and pre[0] == "core":
+            M = pre[1][i]
+        elif pre is not None:
+            M = _C.callable_preconditioner(pre[1], str(b.dtype).replace("torch.", ""), self.n)
+        o = self.opts
+        d = _C.krylov_solve(
+            self.method, self.n, crow, col, values.contiguous(), b.contiguous(), x, M, op,
+            o["rtol"], o["atol"], o["maxiter"] or 10 * max(self.n, 1), o["restart"], torch.get_num_threads(),
+            o["return_info"], o["callback"],
+        )
+        return x, d
+
+    def _solve_torch(self, pattern, values, b, x0, i, op):
+        from . import _krylov_torch as kt
+
+        mat = torch.sparse_csr_tensor(pattern.crow, pattern.col, values, (self.n, self.n))
+
+        def matvec(v):
+            return mat @ v
+
+        pre = self._pre
+        if pre is None:
+            M = None
+        elif pre[0] == "torch":
+            M = self._torch_preconditioner(i, self.values[i], matvec, op)
+        else:
+            M = pre[1]
+        o = self.opts
+        x, info = kt.krylov_solve(
+            matvec, b, method=self.method, rtol=o["rtol"], atol=o["atol"], maxiter=o["maxiter"], x0=x0,
+            restart=o["restart"], M=M, callback=o["callback"], check_every=o["check_every"],
+            record_history=o["return_info"],
+        )
+        return x, dataclasses.asdict(info)
+
+
+def iterative_solve(A, b: torch.Tensor, *, method: str, backend: str, preconditioner="auto", rtol=1e-8,
+                    atol=0.0, maxiter=None, x0=None, restart=30, callback=None, return_info=False,
+                    on_fail="warn", check_every=10, omega=1.0, degree=4, check_finite=True):
+    """Iterative solve of a SparseTensor system (see :func:`torch_sla.solve`)."""
+    from ._direct import _check_finite
+    from ._solve import _normalize_rhs
+
+    _check_options(rtol, atol, maxiter, restart, check_every, on_fail)
+    if A.shape[-1] != A.shape[-2]:
+        raise InvalidArgumentError(f"A: an iterative solve needs a square matrix, got shape {A.shape}")
+    b = torch.as_tensor(b)
+    if b.device != A.device:
+        raise InvalidArgumentError(f"b: on device {b.device} but A is on {A.device}")
+    if b.dtype != A.dtype:
+        raise InvalidArgumentError(f"b: dtype {b.dtype} does not match A's dtype {A.dtype}; convert one of them")
+    if check_finite:
+        _check_finite(A.values.detach(), "A.values")
+        _check_finite(b, "b")
+    bb, restore = _normalize_rhs(A, b, name="b", n=A.shape[-1])
+    x0b = None
+    if x0 is not None:
+        x0 = torch.as_tensor(x0)
+        if x0.shape != b.shape or x0.dtype != b.dtype or x0.device != b.device:
+            raise InvalidArgumentError(
+                f"x0: expected shape {tuple(b.shape)}, dtype {b.dtype}, device {b.device} like b, got "
+                f"{tuple(x0.shape)}, {x0.dtype}, {x0.device}"
+            )
+        x0b, _ = _normalize_rhs(A, x0.detach(), name="x0", n=A.shape[-1])
+    if preconditioner == "auto":
+        preconditioner = _auto_preconditioner(A, method, backend)
+    opts = dict(rtol=rtol, atol=atol, maxiter=maxiter, x0=x0b, restart=restart, callback=callback,
+                return_info=return_info, on_fail=on_fail, check_every=check_every, omega=omega, degree=degree)
+    solver = KrylovSolver(A, method, backend, preconditioner, opts)
+    if A.shape[-1] == 0:
+        x = torch.zeros_like(bb)
+    else:
+        x = LinearSolve.apply(A.values.reshape(-1, A.nnz), bb, solver, "N")
+    x = restore(x)
+    return (x, solver.info) if return_info else x
+
+
+def _auto_preconditioner(A, method: str, backend: str) -> str:
+    """Jacobi when the diagonal is stored and nonzero (positive for the Hermitian methods), else none."""
+    pos = A.pattern.diag_positions
+    if pos is None:
+        return "none"
+    d = A.values.detach()[..., pos]
+    if method in ("cg", "minres"):
+        ok = bool((d.real > 0).all()) if d.is_complex() else bool((d > 0).all())
+        return "jacobi" if ok else "none"
+    if backend == "core":
+        return "ilu0" if bool((d != 0).all()) else "none"
+    return "jacobi" if bool((d != 0).all()) else "none"
+
+
+class _MatrixFreeSolve(torch.autograd.Function):
+    """x = A(theta)^{-1} b for a matrix-free operator.
+
+    Backward: lambda = A^{-H} g (one adjoint Krylov solve with rmatvec), grad_b = lambda, and
+    grad_theta = VJP of theta -> A(theta) x at cotangent -lambda (dL = -<lambda, dA x>).
+    """
+
+    @staticmethod
+    def forward(ctx, b, solver, *params):
+        x = solver.solve(b.detach(), adjoint=False)
+        ctx.solver = solver
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        solver = ctx.solver
+        lam = solver.solve(g, adjoint=True)
+        grads = [None] * len(solver.op.parameters)
+        want = [i for i, p in enumerate(solver.op.parameters) if ctx.needs_input_grad[2 + i]]
+        if want:
+            with torch.enable_grad():
+                y = solver.op.matvec(x)
+                got = torch.autograd.grad(y, [solver.op.parameters[i] for i in want], -lam, allow_unused=True)
+            for i, gi in zip(want, got):
+                grads[i] = gi
+        return (lam if ctx.needs_input_grad[0] else None), None, *grads
+
+
+class _MatrixFreeSolver:
+    def __init__(self, op: LinearOperator, method, preconditioner, opts):
+        self.op, self.method, self.opts = op, method, opts
+        self.M = preconditioner
+        self.info = SolveInfo(method, "torch", "none" if preconditioner is None else "callable")
+
+    def solve(self, b, adjoint: bool):
+        from . import _krylov_torch as kt
+
+        o = self.opts
+        mv = self.op.rmatvec if adjoint and self.method not in ("cg", "minres") else self.op.matvec
+        with torch.no_grad() if not adjoint else torch.enable_grad():
+            x, info = kt.krylov_solve(
+                (lambda v: mv(v).detach()), b, method=self.method, rtol=o["rtol"], atol=o["atol"],
+                maxiter=o["maxiter"], x0=None if adjoint else o["x0"], restart=o["restart"], M=self.M,
+                callback=o["callback"], check_every=o["check_every"], record_history=o["return_info"],
+            )
+        si = SolveInfo(self.method, "torch", self.info.preconditioner)
+        si._merge(dataclasses.asdict(info))
+        if adjoint:
+            self.info.adjoint = si
+        else:
+            adj = self.info.adjoint
+            self.info = si
+            self.info.adjoint = adj
+        _report(si, o["on_fail"], "adjoint solve (backward)" if adjoint else "solve")
+        return x
+
+
+def matrix_free_solve(op: LinearOperator, b, *, method="auto", preconditioner=None, rtol=1e-8, atol=0.0,
+                      maxiter=None, x0=None, restart=30, callback=None, return_info=False, on_fail="warn",
+                      check_every=10):
+    """Solve ``op x = b`` for a :class:`LinearOperator` with a torch-native Krylov method."""
+    _check_options(rtol, atol, maxiter, restart, check_every, on_fail)
+    b = torch.as_tensor(b)
+    n = op.shape[0]
+    if b.dim() not in (1, 2) or b.shape[0] != n:
+        raise InvalidArgumentError(f"b: expected shape ({n},) or ({n}, k), got {tuple(b.shape)}")
+    if b.dtype != op.dtype or b.device != op.device:
+        raise InvalidArgumentError(f"b: expected dtype {op.dtype} on {op.device}, got {b.dtype} on {b.device}")
+    if method == "auto":
+        method = "gmres"
+    if method not in ITERATIVE_METHODS:
+        raise InvalidArgumentError(f"method: a LinearOperator needs one of {ITERATIVE_METHODS}, got {method!r}")
+    if isinstance(preconditioner, str) and preconditioner not in ("none", "auto"):
+        raise InvalidArgumentError("preconditioner: a LinearOperator takes a callable preconditioner (or None)")
+    if isinstance(preconditioner, str):
+        preconditioner = None
+    vec = b.dim() == 1
+    bb = b.unsqueeze(-1) if vec else b
+    x0b = None if x0 is None else torch.as_tensor(x0).reshape(bb.shape)
+    opts = dict(rtol=rtol, atol=atol, maxiter=maxiter, x0=x0b, restart=restart, callback=callback,
+                return_info=return_info, on_fail=on_fail, check_every=check_every)
+    solver = _MatrixFreeSolver(op, method, preconditioner, opts)
+    x = _MatrixFreeSolve.apply(bb, solver, *op.parameters)
+    x = x.squeeze(-1) if vec else x
+    return (x, solver.info) if return_info else x
