@@ -341,7 +341,7 @@ class _MatrixFreeSolve(torch.autograd.Function):
         want = [i for i, p in enumerate(solver.op.parameters) if ctx.needs_input_grad[2 + i]]
         if want:
             with torch.enable_grad():
-                y = solver.op.matvec(x)
+                y = solver.op.matvec(x.detach())
                 got = torch.autograd.grad(y, [solver.op.parameters[i] for i in want], -lam, allow_unused=True)
             for i, gi in zip(want, got):
                 grads[i] = gi
