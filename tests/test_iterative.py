@@ -46,8 +46,17 @@ def test_methods_match_dense(backend, method, make, dtype):
     torch.testing.assert_close(x, ref, rtol=1e-7, atol=1e-8)
 
 
-@pytest.mark.parametrize("pre,method", [("jacobi", "cg"), ("ssor", "cg"), ("ic0", "cg"), ("ilu0", "gmres"),
-                                        ("ilu0", "bicgstab"), ("jacobi", "minres")])
+@pytest.mark.parametrize(
+    "pre,method",
+    [
+        ("jacobi", "cg"),
+        ("ssor", "cg"),
+        ("ic0", "cg"),
+        ("ilu0", "gmres"),
+        ("ilu0", "bicgstab"),
+        ("jacobi", "minres"),
+    ],
+)
 def test_core_preconditioners_reduce_iterations(pre, method):
     A = poisson2d(20)
     if method != "cg" and method != "minres":
@@ -83,7 +92,9 @@ def test_user_preconditioners_callable_and_sparse(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("method,make", [("cg", spd), ("gmres", general), ("bicgstab", general), ("minres", spd)])
+@pytest.mark.parametrize(
+    "method,make", [("cg", spd), ("gmres", general), ("bicgstab", general), ("minres", spd)]
+)
 def test_gradcheck_iterative(backend, method, make):
     A0 = make(n=8, seed=3)
     r, c = A0.row_indices, A0.col_indices
@@ -154,7 +165,9 @@ def test_info_callback_history_and_warm_start(backend):
     A = poisson2d(12)
     b = torch.ones(144, dtype=F64)
     seen = []
-    x, info = A.solve(b, method="cg", backend=backend, return_info=True, callback=lambda it, r: seen.append((it, r)))
+    x, info = A.solve(
+        b, method="cg", backend=backend, return_info=True, callback=lambda it, r: seen.append((it, r))
+    )
     assert info.converged and info.iterations > 5 and seen
     assert len(info.residual_history) > 0 and info.residual <= 1e-7
     _, warm = A.solve(b, method="cg", backend=backend, x0=x + 1e-6, return_info=True)
@@ -178,7 +191,9 @@ def test_cg_on_indefinite_is_reported_quickly(backend):
     with pytest.raises(sla.ConvergenceError, match="indefinite"):
         A.solve(b, method="cg", backend=backend, preconditioner="none", on_fail="raise", maxiter=10_000)
     with pytest.warns(RuntimeWarning, match="indefinite"):
-        _, info = A.solve(b, method="cg", backend=backend, preconditioner="none", maxiter=10_000, return_info=True)
+        _, info = A.solve(
+            b, method="cg", backend=backend, preconditioner="none", maxiter=10_000, return_info=True
+        )
     assert info.reason == "indefinite" and info.iterations < 100
 
 
@@ -188,7 +203,9 @@ def test_nan_mid_iteration_stops(backend):
     b = torch.ones(100, dtype=F64)
     b[5] = float("nan")
     with pytest.warns(RuntimeWarning, match="nan"):
-        _, info = A.solve(b, method="gmres", backend=backend, check_finite=False, maxiter=10_000, return_info=True)
+        _, info = A.solve(
+            b, method="gmres", backend=backend, check_finite=False, maxiter=10_000, return_info=True
+        )
     assert info.reason == "nan" and info.iterations < 50
 
 
@@ -219,8 +236,12 @@ def test_preconditioner_breakdowns_are_clear():
     with pytest.raises(sla.NotPositiveDefiniteError, match="IC\\(0\\) broke down at row"):
         A.solve(torch.ones(20, dtype=F64), method="minres", backend="core", preconditioner="ic0")
     # ILU(0) / Jacobi need a nonzero diagonal.
-    Z = sla.SparseTensor(torch.tensor([0.0, 1.0, 1.0, 2.0], dtype=F64), torch.tensor([0, 0, 1, 1]),
-                         torch.tensor([0, 1, 0, 1]), (2, 2))
+    Z = sla.SparseTensor(
+        torch.tensor([0.0, 1.0, 1.0, 2.0], dtype=F64),
+        torch.tensor([0, 0, 1, 1]),
+        torch.tensor([0, 1, 0, 1]),
+        (2, 2),
+    )
     with pytest.raises(sla.SingularMatrixError, match="ILU\\(0\\) found a zero pivot at row 0"):
         Z.solve(torch.ones(2, dtype=F64), method="gmres", backend="core", preconditioner="ilu0")
 

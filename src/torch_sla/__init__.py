@@ -12,7 +12,7 @@ from . import errors
 from ._backends import BackendInfo, Choice, backends, explain, get_memory_budget, set_memory_budget, show_backends
 from ._direct import Factorization, clear_analysis_cache, factorize
 from ._io import load_mtx, save_mtx
-from ._iterative import LinearOperator, SolveInfo
+from ._iterative import LinearOperator, SolveInfo, lstsq
 from ._solve import as_sparse_tensor, solve, spsolve
 from ._sparse_tensor import SparseTensor
 from .errors import (
@@ -34,6 +34,7 @@ __all__ = [
     "Choice",
     "solve",
     "spsolve",
+    "lstsq",
     "factorize",
     "as_sparse_tensor",
     "LinearOperator",

@@ -299,7 +299,9 @@ def _choose_iterative(A, backend: str, method: str, reasons: list[str]) -> Choic
     if backend == "auto":
         for name in _ITERATIVE_PREFERENCE:
             if reg[name].supports(A.device, A.dtype, method) is None:
-                reasons.append(f"{name}: fastest iterative backend for {A.device.type}/{_dtype_name(A.dtype)}")
+                reasons.append(
+                    f"{name}: fastest iterative backend for {A.device.type}/{_dtype_name(A.dtype)}"
+                )
                 return Choice(name, method, None, reasons, kind="iterative")
         raise BackendUnavailableError(f"A: no iterative backend runs {method} on {A.device}")
     why_not = reg[backend].supports(A.device, A.dtype, method)
@@ -323,9 +325,13 @@ def plan(A, backend: str = "auto", method: str = "auto") -> Choice:
     if predicted < 0:
         return c
     if predicted <= budget:
-        c.reasons.append(f"predicted factor size {predicted / 1e6:.1f} MB fits the memory budget ({budget / 1e6:.0f} MB)")
+        c.reasons.append(
+            f"predicted factor size {predicted / 1e6:.1f} MB fits the memory budget ({budget / 1e6:.0f} MB)"
+        )
         return c
-    reasons = [f"predicted factor size {predicted / 1e6:.1f} MB exceeds the memory budget ({budget / 1e6:.0f} MB): iterative"]
+    reasons = [
+        f"predicted factor size {predicted / 1e6:.1f} MB exceeds the memory budget ({budget / 1e6:.0f} MB): iterative"
+    ]
     return _choose_iterative(A, "auto", _auto_krylov(A, reasons), reasons)
 
 

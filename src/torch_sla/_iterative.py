@@ -36,7 +36,9 @@ class SolveInfo:
     def _merge(self, d: dict) -> None:
         """Fold one batch member's result into this summary (worst case wins)."""
         self.iterations = max(self.iterations, int(d["iterations"]))
-        self.residual = max(self.residual, float(d["residual"])) if math.isfinite(d["residual"]) else float("nan")
+        self.residual = (
+            max(self.residual, float(d["residual"])) if math.isfinite(d["residual"]) else float("nan")
+        )
         if not d["converged"] and self.converged:
             self.converged, self.reason = False, d["reason"]
         hist = list(d.get("residual_history") or [])
@@ -151,7 +153,9 @@ class KrylovSolver:
         if callable(spec):
             return getattr(spec, "__name__", "callable"), ("callable", spec)
         if not isinstance(spec, str):
-            raise InvalidArgumentError(f"preconditioner: expected a name, a callable or a SparseTensor, got {spec!r}")
+            raise InvalidArgumentError(
+                f"preconditioner: expected a name, a callable or a SparseTensor, got {spec!r}"
+            )
         if self.backend == "core":
             if spec not in CORE_PRECONDITIONERS:
                 raise BackendUnavailableError(
@@ -180,7 +184,9 @@ class KrylovSolver:
         kind = self._pre[1]
         diag_pos = self.pattern.diag_positions
         if diag_pos is None:
-            raise InvalidArgumentError(f"preconditioner: {kind!r} needs every diagonal entry of A to be stored")
+            raise InvalidArgumentError(
+                f"preconditioner: {kind!r} needs every diagonal entry of A to be stored"
+            )
         diag = values[diag_pos]
         jac = kt.JacobiPreconditioner(diag.conj() if op == "H" else diag)
         if kind == "jacobi":
@@ -232,16 +238,32 @@ class KrylovSolver:
             M = _C.callable_preconditioner(pre[1], str(b.dtype).replace("torch.", ""), self.n)
         o = self.opts
         d = _C.krylov_solve(
-            self.method, self.n, crow, col, values.contiguous(), b.contiguous(), x, M, op,
-            o["rtol"], o["atol"], o["maxiter"] or 10 * max(self.n, 1), o["restart"], torch.get_num_threads(),
-            o["return_info"], o["callback"],
+            self.method,
+            self.n,
+            crow,
+            col,
+            values.contiguous(),
+            b.contiguous(),
+            x,
+            M,
+            op,
+            o["rtol"],
+            o["atol"],
+            o["maxiter"] or 10 * max(self.n, 1),
+            o["restart"],
+            torch.get_num_threads(),
+            o["return_info"],
+            o["callback"],
         )
         return x, d
 
     def _solve_torch(self, pattern, values, b, x0, i, op):
         from . import _krylov_torch as kt
 
-        mat = torch.sparse_csr_tensor(pattern.crow, pattern.col, values, (self.n, self.n))
+        crow, col = pattern.csr_for_core()  # int32 indices when they fit: less index traffic in SpMV
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            mat = torch.sparse_csr_tensor(crow, col, values, (self.n, self.n))
 
         def matvec(v):
             return mat @ v
@@ -255,16 +277,42 @@ class KrylovSolver:
             M = pre[1]
         o = self.opts
         x, info = kt.krylov_solve(
-            matvec, b, method=self.method, rtol=o["rtol"], atol=o["atol"], maxiter=o["maxiter"], x0=x0,
-            restart=o["restart"], M=M, callback=o["callback"], check_every=o["check_every"],
+            matvec,
+            b,
+            method=self.method,
+            rtol=o["rtol"],
+            atol=o["atol"],
+            maxiter=o["maxiter"],
+            x0=x0,
+            restart=o["restart"],
+            M=M,
+            callback=o["callback"],
+            check_every=o["check_every"],
             record_history=o["return_info"],
         )
         return x, dataclasses.asdict(info)
 
 
-def iterative_solve(A, b: torch.Tensor, *, method: str, backend: str, preconditioner="auto", rtol=1e-8,
-                    atol=0.0, maxiter=None, x0=None, restart=30, callback=None, return_info=False,
-                    on_fail="warn", check_every=10, omega=1.0, degree=4, check_finite=True):
+def iterative_solve(
+    A,
+    b: torch.Tensor,
+    *,
+    method: str,
+    backend: str,
+    preconditioner="auto",
+    rtol=1e-8,
+    atol=0.0,
+    maxiter=None,
+    x0=None,
+    restart=30,
+    callback=None,
+    return_info=False,
+    on_fail="warn",
+    check_every=10,
+    omega=1.0,
+    degree=4,
+    check_finite=True,
+):
     """Iterative solve of a SparseTensor system (see :func:`torch_sla.solve`)."""
     from ._direct import _check_finite
     from ._solve import _normalize_rhs
@@ -276,7 +324,9 @@ def iterative_solve(A, b: torch.Tensor, *, method: str, backend: str, preconditi
     if b.device != A.device:
         raise InvalidArgumentError(f"b: on device {b.device} but A is on {A.device}")
     if b.dtype != A.dtype:
-        raise InvalidArgumentError(f"b: dtype {b.dtype} does not match A's dtype {A.dtype}; convert one of them")
+        raise InvalidArgumentError(
+            f"b: dtype {b.dtype} does not match A's dtype {A.dtype}; convert one of them"
+        )
     if check_finite:
         _check_finite(A.values.detach(), "A.values")
         _check_finite(b, "b")
@@ -292,8 +342,19 @@ def iterative_solve(A, b: torch.Tensor, *, method: str, backend: str, preconditi
         x0b, _ = _normalize_rhs(A, x0.detach(), name="x0", n=A.shape[-1])
     if preconditioner == "auto":
         preconditioner = _auto_preconditioner(A, method, backend)
-    opts = dict(rtol=rtol, atol=atol, maxiter=maxiter, x0=x0b, restart=restart, callback=callback,
-                return_info=return_info, on_fail=on_fail, check_every=check_every, omega=omega, degree=degree)
+    opts = dict(
+        rtol=rtol,
+        atol=atol,
+        maxiter=maxiter,
+        x0=x0b,
+        restart=restart,
+        callback=callback,
+        return_info=return_info,
+        on_fail=on_fail,
+        check_every=check_every,
+        omega=omega,
+        degree=degree,
+    )
     solver = KrylovSolver(A, method, backend, preconditioner, opts)
     if A.shape[-1] == 0:
         x = torch.zeros_like(bb)
@@ -361,9 +422,18 @@ class _MatrixFreeSolver:
         mv = self.op.rmatvec if adjoint and self.method not in ("cg", "minres") else self.op.matvec
         with torch.no_grad() if not adjoint else torch.enable_grad():
             x, info = kt.krylov_solve(
-                (lambda v: mv(v).detach()), b, method=self.method, rtol=o["rtol"], atol=o["atol"],
-                maxiter=o["maxiter"], x0=None if adjoint else o["x0"], restart=o["restart"], M=self.M,
-                callback=o["callback"], check_every=o["check_every"], record_history=o["return_info"],
+                (lambda v: mv(v).detach()),
+                b,
+                method=self.method,
+                rtol=o["rtol"],
+                atol=o["atol"],
+                maxiter=o["maxiter"],
+                x0=None if adjoint else o["x0"],
+                restart=o["restart"],
+                M=self.M,
+                callback=o["callback"],
+                check_every=o["check_every"],
+                record_history=o["return_info"],
             )
         si = SolveInfo(self.method, "torch", self.info.preconditioner)
         si._merge(dataclasses.asdict(info))
@@ -377,9 +447,22 @@ class _MatrixFreeSolver:
         return x
 
 
-def matrix_free_solve(op: LinearOperator, b, *, method="auto", preconditioner=None, rtol=1e-8, atol=0.0,
-                      maxiter=None, x0=None, restart=30, callback=None, return_info=False, on_fail="warn",
-                      check_every=10):
+def matrix_free_solve(
+    op: LinearOperator,
+    b,
+    *,
+    method="auto",
+    preconditioner=None,
+    rtol=1e-8,
+    atol=0.0,
+    maxiter=None,
+    x0=None,
+    restart=30,
+    callback=None,
+    return_info=False,
+    on_fail="warn",
+    check_every=10,
+):
     """Solve ``op x = b`` for a :class:`LinearOperator` with a torch-native Krylov method."""
     _check_options(rtol, atol, maxiter, restart, check_every, on_fail)
     b = torch.as_tensor(b)
@@ -387,21 +470,162 @@ def matrix_free_solve(op: LinearOperator, b, *, method="auto", preconditioner=No
     if b.dim() not in (1, 2) or b.shape[0] != n:
         raise InvalidArgumentError(f"b: expected shape ({n},) or ({n}, k), got {tuple(b.shape)}")
     if b.dtype != op.dtype or b.device != op.device:
-        raise InvalidArgumentError(f"b: expected dtype {op.dtype} on {op.device}, got {b.dtype} on {b.device}")
+        raise InvalidArgumentError(
+            f"b: expected dtype {op.dtype} on {op.device}, got {b.dtype} on {b.device}"
+        )
     if method == "auto":
         method = "gmres"
     if method not in ITERATIVE_METHODS:
-        raise InvalidArgumentError(f"method: a LinearOperator needs one of {ITERATIVE_METHODS}, got {method!r}")
+        raise InvalidArgumentError(
+            f"method: a LinearOperator needs one of {ITERATIVE_METHODS}, got {method!r}"
+        )
     if isinstance(preconditioner, str) and preconditioner not in ("none", "auto"):
-        raise InvalidArgumentError("preconditioner: a LinearOperator takes a callable preconditioner (or None)")
+        raise InvalidArgumentError(
+            "preconditioner: a LinearOperator takes a callable preconditioner (or None)"
+        )
     if isinstance(preconditioner, str):
         preconditioner = None
     vec = b.dim() == 1
     bb = b.unsqueeze(-1) if vec else b
     x0b = None if x0 is None else torch.as_tensor(x0).reshape(bb.shape)
-    opts = dict(rtol=rtol, atol=atol, maxiter=maxiter, x0=x0b, restart=restart, callback=callback,
-                return_info=return_info, on_fail=on_fail, check_every=check_every)
+    opts = dict(
+        rtol=rtol,
+        atol=atol,
+        maxiter=maxiter,
+        x0=x0b,
+        restart=restart,
+        callback=callback,
+        return_info=return_info,
+        on_fail=on_fail,
+        check_every=check_every,
+    )
     solver = _MatrixFreeSolver(op, method, preconditioner, opts)
     x = _MatrixFreeSolve.apply(bb, solver, *op.parameters)
+    x = x.squeeze(-1) if vec else x
+    return (x, solver.info) if return_info else x
+
+
+# -- least squares -------------------------------------------------------------------------------------
+class _LstsqSolver:
+    """LSQR on a (possibly rectangular) unbatched SparseTensor, for min ||A x - b||."""
+
+    def __init__(self, A, opts):
+        self.A, self.opts = A, opts
+        p = A.pattern
+        crow, col = p.csr_for_core()
+        v = A.values.detach()
+        pt, perm = p.transpose()
+        vt = v[perm].conj() if v.is_complex() else v[perm]
+        ct, colt = pt.csr_for_core()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            self.mat = torch.sparse_csr_tensor(crow, col, v, A.shape)
+            self.mat_h = torch.sparse_csr_tensor(ct, colt, vt, (A.shape[1], A.shape[0]))
+        self.info = SolveInfo("lsqr", "torch", "none")
+
+    def run(self, adjoint: bool, rhs, what: str):
+        from . import _krylov_torch as kt
+
+        o = self.opts
+        fwd, bwd = (self.mat_h, self.mat) if adjoint else (self.mat, self.mat_h)
+        x, info = kt.lsqr(
+            lambda v: fwd @ v,
+            lambda v: bwd @ v,
+            rhs,
+            rtol=o["rtol"],
+            atol=o["atol"],
+            maxiter=o["maxiter"],
+            callback=o["callback"],
+            check_every=o["check_every"],
+            record_history=o["return_info"],
+        )
+        si = SolveInfo("lsqr", "torch", "none")
+        si._merge(dataclasses.asdict(info))
+        if what == "solve":
+            self.info = si
+        else:
+            self.info.adjoint = si
+        # In least squares the residual need not vanish: judge convergence by LSQR's own test.
+        if not info.converged:
+            _report(si, o["on_fail"], what)
+        return x
+
+
+class _Lstsq(torch.autograd.Function):
+    """x = argmin ||A x - b|| for A (m x n) of full column rank, r = b - A x.
+
+    dx = (A^H A)^{-1} (dA^H r - A^H dA x) + A^+ db. With lambda = (A^H A)^{-1} g and y = A lambda = A^{+H} g:
+      dL = <lambda, dA^H r> - <y, dA x> + <y, db>
+      =>  grad_b = y,   grad_A = r lambda^H - y x^H   (on the pattern: r[row] conj(lambda[col]) - y[row] conj(x[col])).
+    y is the minimum-norm solution of A^H y = g and lambda solves A lambda = y (consistent): two LSQR solves.
+    """
+
+    @staticmethod
+    def forward(ctx, values, b, solver):
+        x = solver.run(False, b.detach(), "solve")
+        r = b.detach() - solver.mat @ x
+        ctx.solver = solver
+        ctx.save_for_backward(x, r)
+        return x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, r = ctx.saved_tensors
+        s = ctx.solver
+        y = s.run(True, g, "adjoint solve (backward)")
+        grad_values = None
+        if ctx.needs_input_grad[0]:
+            lam = s.run(False, y, "adjoint solve (backward)")
+            p = s.A.pattern
+            grad_values = (r[p.row] * lam[p.col].conj() - y[p.row] * x[p.col].conj()).sum(-1)
+        return grad_values, y, None
+
+
+def lstsq(
+    A,
+    b,
+    *,
+    rtol=1e-10,
+    atol=0.0,
+    maxiter=None,
+    callback=None,
+    return_info=False,
+    on_fail="warn",
+    check_every=10,
+):
+    """Least squares ``min ||A x - b||`` for a sparse, possibly rectangular ``A`` (LSQR, torch backend).
+
+    Differentiable with respect to ``b`` and A's values when A has full column rank (two extra LSQR
+    solves in backward). ``b``: ``(m,)`` or ``(m, k)``. Returns ``x`` (``(n,)`` / ``(n, k)``), and a
+    :class:`SolveInfo` with ``return_info=True``.
+    """
+    from ._solve import as_sparse_tensor
+
+    _check_options(rtol, atol, maxiter, 1, check_every, on_fail)
+    A = as_sparse_tensor(A)
+    if A.batch_shape:
+        raise InvalidArgumentError(f"A: lstsq takes an unbatched matrix, got batch shape {A.batch_shape}")
+    b = torch.as_tensor(b)
+    m = A.shape[0]
+    if b.dim() not in (1, 2) or b.shape[0] != m:
+        raise InvalidArgumentError(
+            f"b: expected shape ({m},) or ({m}, k) for A of shape {A.shape}, got {tuple(b.shape)}"
+        )
+    if b.dtype != A.dtype or b.device != A.device:
+        raise InvalidArgumentError(f"b: expected dtype {A.dtype} on {A.device}, got {b.dtype} on {b.device}")
+    vec = b.dim() == 1
+    bb = b.unsqueeze(-1) if vec else b
+    opts = dict(
+        rtol=rtol,
+        atol=atol,
+        maxiter=maxiter,
+        callback=callback,
+        return_info=return_info,
+        check_every=check_every,
+        on_fail=on_fail,
+    )
+    solver = _LstsqSolver(A, opts)
+    x = _Lstsq.apply(A.values, bb, solver)
     x = x.squeeze(-1) if vec else x
     return (x, solver.info) if return_info else x

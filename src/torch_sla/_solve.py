@@ -72,8 +72,20 @@ def _normalize_rhs(
     return bb, restore
 
 
-_ITERATIVE_ONLY = ("rtol", "atol", "maxiter", "x0", "restart", "preconditioner", "callback", "return_info",
-                   "on_fail", "check_every", "omega", "degree")
+_ITERATIVE_ONLY = (
+    "rtol",
+    "atol",
+    "maxiter",
+    "x0",
+    "restart",
+    "preconditioner",
+    "callback",
+    "return_info",
+    "on_fail",
+    "check_every",
+    "omega",
+    "degree",
+)
 
 
 def solve(
@@ -130,7 +142,9 @@ def solve(
         raise TypeError(f"solve() got unexpected keyword arguments {sorted(unknown)}")
     if isinstance(A, LinearOperator):
         if backend not in ("auto", "torch"):
-            raise InvalidArgumentError(f"backend: a LinearOperator is solved by backend 'torch', not {backend!r}")
+            raise InvalidArgumentError(
+                f"backend: a LinearOperator is solved by backend 'torch', not {backend!r}"
+            )
         return matrix_free_solve(A, b, method=method, **iterative)
     A = as_sparse_tensor(A)
     if not isinstance(b, torch.Tensor):
