@@ -21,7 +21,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import problems  # noqa: E402
-
 import torch_sla as sla  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

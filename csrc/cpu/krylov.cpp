@@ -198,6 +198,20 @@ void cg(const Ctx<T, I>& c, const T* b, T* x, index_t k, KrylovResult& res) {
         column_sums(n, k, th, rz_new, [&](index_t i, index_t j) { return re_dot(r[i * k + j], z[i * k + j]); });
         column_sums(n, k, th, rr_new, [&](index_t i, index_t j) { return abs2(r[i * k + j]); });
       }
+    } else if (k == 1) {
+      // x += a p, r -= a q and |r|^2 in one pass; then z = M^{-1} r and r^H z.
+      double s2 = 0.0;
+      const R a = alpha[0];
+#pragma omp parallel for schedule(static) reduction(+ : s2) num_threads(clamp_threads(th)) if (n > 20000)
+      for (index_t i = 0; i < n; ++i) {
+        x[i] += a * p[i];
+        const T ri = r[i] - a * q[i];
+        r[i] = ri;
+        s2 += abs2(ri);
+      }
+      rr_new.assign(1, s2);
+      c.precond(r.data(), z.data(), 1);
+      column_sums(n, 1, th, rz_new, [&](index_t i, index_t) { return re_dot(r[i], z[i]); });
     } else {
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (nk > 20000)
       for (index_t i = 0; i < n; ++i)

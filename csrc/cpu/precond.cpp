@@ -19,6 +19,7 @@ struct OwnedCsr {
   std::vector<T> v;
   std::vector<index_t> diag;
 
+  OwnedCsr() = default;
   explicit OwnedCsr(const CsrArrays& a) : n(a.n_rows) {
     const Csr<T, I> A = typed<T, I>(a);
     p.assign(A.p, A.p + n + 1);
@@ -37,63 +38,97 @@ struct OwnedCsr {
   }
 };
 
-// Triangular sweeps over the strictly lower (L) or upper (U) part of a CSR matrix, with the diagonal
-// given separately by d (d == nullptr: unit diagonal) and the off-diagonal part scaled by w:
-//   lower:   (D + w L) y = r        upper:   (D + w U) y = r
-//   lower_h: (D + w L)^H y = r      upper_h: (D + w U)^H y = r     (conjugate transposes, column sweeps)
-// In place on y (which holds r on entry), k columns.
+// A triangular factor stored for fast sequential sweeps: the strictly off-diagonal entries of each row,
+// pre-multiplied by the row's inverse pivot, so that a row is  y_i = r_i * dinv_i - sum_j v_ij y_j  and
+// the row-to-row dependency is one fused multiply-add (entries are sorted, so the nearest neighbour,
+// usually the dependency, comes last in a forward sweep and first in a backward one).
 template <class T, class I>
-void sweep_lower(const OwnedCsr<T, I>& m, const T* d, T w, T* y, index_t k) {
-  for (index_t i = 0; i < m.n; ++i) {
-    T* yi = y + i * k;
-    for (I q = m.p[i]; q < m.p[i + 1] && static_cast<index_t>(m.j[q]) < i; ++q) {
-      const T a = w * m.v[q];
-      const T* yj = y + static_cast<index_t>(m.j[q]) * k;
-      for (index_t c = 0; c < k; ++c) yi[c] -= a * yj[c];
+struct Tri {
+  index_t n = 0;
+  std::vector<I> p, j;
+  std::vector<T> v;
+  std::vector<T> dinv;  // empty: unit diagonal
+  bool forward = true;  // lower triangular (forward sweep) or upper (backward sweep)
+
+  // y = op^{-1} x for row-major n x k blocks; x may alias y.
+  void solve(const T* x, T* y, index_t k) const {
+    const bool unit = dinv.empty();
+    if (k == 1) {
+      // The previous row's result stays in a register: the usual dependency (the nearest neighbour,
+      // the last entry of a forward row and the first of a backward row) skips a store-to-load round trip.
+      T prev{};
+      if (forward) {
+        for (index_t i = 0; i < n; ++i) {
+          T s = unit ? x[i] : x[i] * dinv[i];
+          I q = p[i];
+          const I end = p[i + 1];
+          const bool near = end > q && static_cast<index_t>(j[end - 1]) == i - 1;
+          for (; q < end - (near ? 1 : 0); ++q) s -= v[q] * y[j[q]];
+          if (near) s -= v[end - 1] * prev;
+          y[i] = s;
+          prev = s;
+        }
+      } else {
+        for (index_t i = n - 1; i >= 0; --i) {
+          T s = unit ? x[i] : x[i] * dinv[i];
+          const I beg = p[i];
+          I q = p[i + 1] - 1;
+          const bool near = q >= beg && static_cast<index_t>(j[beg]) == i + 1;
+          for (; q >= beg + (near ? 1 : 0); --q) s -= v[q] * y[j[q]];
+          if (near) s -= v[beg] * prev;
+          y[i] = s;
+          prev = s;
+        }
+      }
+      return;
     }
-    if (d != nullptr)
-      for (index_t c = 0; c < k; ++c) yi[c] /= d[i];
+    if (x != y) std::copy(x, x + n * k, y);
+    for (index_t step = 0; step < n; ++step) {
+      const index_t i = forward ? step : n - 1 - step;
+      T* yi = y + i * k;
+      if (!unit)
+        for (index_t c = 0; c < k; ++c) yi[c] *= dinv[i];
+      for (I q = p[i]; q < p[i + 1]; ++q) {
+        const T a = v[q];
+        const T* yj = y + static_cast<index_t>(j[q]) * k;
+        for (index_t c = 0; c < k; ++c) yi[c] -= a * yj[c];
+      }
+    }
   }
-}
+};
+
+// From the CSR m, the triangle  (diag + w * part)  with part = strict lower (lower=true) or strict upper,
+// optionally conjugate-transposed (then the strict lower part becomes an upper triangle and vice versa).
+// diag: the diagonal values (nullptr: unit).
 template <class T, class I>
-void sweep_upper(const OwnedCsr<T, I>& m, const T* d, T w, T* y, index_t k) {
-  for (index_t i = m.n - 1; i >= 0; --i) {
-    T* yi = y + i * k;
-    for (I q = m.p[i + 1] - 1; q >= m.p[i] && static_cast<index_t>(m.j[q]) > i; --q) {
-      const T a = w * m.v[q];
-      const T* yj = y + static_cast<index_t>(m.j[q]) * k;
-      for (index_t c = 0; c < k; ++c) yi[c] -= a * yj[c];
-    }
-    if (d != nullptr)
-      for (index_t c = 0; c < k; ++c) yi[c] /= d[i];
+Tri<T, I> make_tri(const OwnedCsr<T, I>& m, bool lower, bool conj_transpose, const T* diag, T w) {
+  Tri<T, I> t;
+  t.n = m.n;
+  t.forward = lower != conj_transpose;
+  if (diag != nullptr) {
+    t.dinv.resize(m.n);
+    for (index_t i = 0; i < m.n; ++i) t.dinv[i] = T(1) / (conj_transpose ? conj_(diag[i]) : diag[i]);
   }
-}
-template <class T, class I>
-void sweep_lower_h(const OwnedCsr<T, I>& m, const T* d, T w, T* y, index_t k) {
-  // (D + wL)^H is upper triangular: backward, scattering row i's entries to the columns j < i.
-  for (index_t i = m.n - 1; i >= 0; --i) {
-    T* yi = y + i * k;
-    if (d != nullptr)
-      for (index_t c = 0; c < k; ++c) yi[c] /= conj_(d[i]);
-    for (I q = m.p[i]; q < m.p[i + 1] && static_cast<index_t>(m.j[q]) < i; ++q) {
-      const T a = conj_(w * m.v[q]);
-      T* yj = y + static_cast<index_t>(m.j[q]) * k;
-      for (index_t c = 0; c < k; ++c) yj[c] -= a * yi[c];
+  auto keep = [&](index_t i, index_t c) { return lower ? c < i : c > i; };
+  t.p.assign(m.n + 1, 0);
+  for (index_t i = 0; i < m.n; ++i)
+    for (I q = m.p[i]; q < m.p[i + 1]; ++q)
+      if (keep(i, m.j[q])) ++t.p[(conj_transpose ? static_cast<index_t>(m.j[q]) : i) + 1];
+  for (index_t i = 0; i < m.n; ++i) t.p[i + 1] += t.p[i];
+  t.j.resize(t.p[m.n]);
+  t.v.resize(t.p[m.n]);
+  std::vector<index_t> next(t.p.begin(), t.p.end() - 1);
+  for (index_t i = 0; i < m.n; ++i)  // rows in order: columns come out sorted in the transposed case too
+    for (I q = m.p[i]; q < m.p[i + 1]; ++q) {
+      const index_t c = m.j[q];
+      if (!keep(i, c)) continue;
+      const index_t row = conj_transpose ? c : i, col = conj_transpose ? i : c;
+      const index_t dst = next[row]++;
+      t.j[dst] = static_cast<I>(col);
+      const T a = conj_transpose ? conj_(w * m.v[q]) : w * m.v[q];
+      t.v[dst] = t.dinv.empty() ? a : a * t.dinv[row];
     }
-  }
-}
-template <class T, class I>
-void sweep_upper_h(const OwnedCsr<T, I>& m, const T* d, T w, T* y, index_t k) {
-  for (index_t i = 0; i < m.n; ++i) {
-    T* yi = y + i * k;
-    if (d != nullptr)
-      for (index_t c = 0; c < k; ++c) yi[c] /= conj_(d[i]);
-    for (I q = m.p[i + 1] - 1; q >= m.p[i] && static_cast<index_t>(m.j[q]) > i; --q) {
-      const T a = conj_(w * m.v[q]);
-      T* yj = y + static_cast<index_t>(m.j[q]) * k;
-      for (index_t c = 0; c < k; ++c) yj[c] -= a * yi[c];
-    }
-  }
+  return t;
 }
 
 template <class T>
@@ -126,36 +161,37 @@ class SsorPrecond final : public Preconditioner {
   SsorPrecond(const CsrArrays& a, double omega) : Preconditioner(scalar_tag<T>::value, a.n_rows), m_(a), w_(omega) {
     m_.require_diagonal("SSOR");
     d_.resize(n_);
+    dinv_.resize(n_);
     for (index_t i = 0; i < n_; ++i) {
       d_[i] = m_.v[m_.diag[i]];
       if (d_[i] == T(0))
         fail(ErrorKind::SingularMatrix, "preconditioner: SSOR needs a nonzero diagonal; A[", i, ", ", i, "] is 0");
+      dinv_[i] = T(1) / d_[i];
     }
+    const T w = static_cast<real_t<T>>(w_);
+    lo_ = make_tri(m_, true, false, d_.data(), w);
+    up_ = make_tri(m_, false, false, d_.data(), w);
+    uh_ = make_tri(m_, false, true, d_.data(), w);
+    lh_ = make_tri(m_, true, true, d_.data(), w);
   }
   // M = (D + wL) D^{-1} (D + wU) / (w (2 - w));  M^{-1} r = w(2-w) (D+wU)^{-1} D (D+wL)^{-1} r.
+  // M^{-H} r = w(2-w) (D+wL)^{-H} D^H (D+wU)^{-H} r.
   void apply(const void* r, void* z, index_t k, Op op) const override {
     T* zz = static_cast<T*>(z);
-    std::copy(static_cast<const T*>(r), static_cast<const T*>(r) + n_ * k, zz);
-    const T w = static_cast<real_t<T>>(w_);
     const T scale = static_cast<real_t<T>>(w_ * (2.0 - w_));
-    if (op == Op::N) {
-      sweep_lower(m_, d_.data(), w, zz, k);
-      for (index_t i = 0; i < n_; ++i)
-        for (index_t c = 0; c < k; ++c) zz[i * k + c] *= d_[i] * scale;
-      sweep_upper(m_, d_.data(), w, zz, k);
-    } else {
-      sweep_upper_h(m_, d_.data(), w, zz, k);
-      for (index_t i = 0; i < n_; ++i)
-        for (index_t c = 0; c < k; ++c) zz[i * k + c] *= conj_(d_[i]) * scale;
-      sweep_lower_h(m_, d_.data(), w, zz, k);
-    }
+    const bool h = op == Op::H;
+    (h ? uh_ : lo_).solve(static_cast<const T*>(r), zz, k);
+    for (index_t i = 0; i < n_; ++i)
+      for (index_t c = 0; c < k; ++c) zz[i * k + c] *= (h ? conj_(d_[i]) : d_[i]) * scale;
+    (h ? lh_ : up_).solve(zz, zz, k);
   }
   std::string name() const override { return "ssor"; }
 
  private:
   OwnedCsr<T, I> m_;
-  std::vector<T> d_;
+  std::vector<T> d_, dinv_;
   double w_;
+  Tri<T, I> lo_, up_, uh_, lh_;  // (D + wL), (D + wU), (D + wU)^H, (D + wL)^H
 };
 
 // IC(0): L with the pattern of tril(A), A ~ L L^H. Row-oriented (left-looking by rows):
@@ -189,13 +225,15 @@ class Ic0Precond final : public Preconditioner {
       m_.v[m_.diag[i]] = d_[i];
       for (I q = m_.p[i]; q <= m_.diag[i]; ++q) pos[m_.j[q]] = -1;
     }
+    std::vector<T> diag(d_.begin(), d_.end());
+    l_ = make_tri(m_, true, false, diag.data(), T(1));
+    lh_ = make_tri(m_, true, true, diag.data(), T(1));
   }
   // M = L L^H is Hermitian: op does not matter. z = L^{-H} L^{-1} r.
   void apply(const void* r, void* z, index_t k, Op) const override {
     T* zz = static_cast<T*>(z);
-    std::copy(static_cast<const T*>(r), static_cast<const T*>(r) + n_ * k, zz);
-    sweep_lower(m_, d_.data(), T(1), zz, k);
-    sweep_lower_h(m_, d_.data(), T(1), zz, k);
+    l_.solve(static_cast<const T*>(r), zz, k);
+    lh_.solve(zz, zz, k);
   }
   std::string name() const override { return "ic0"; }
 
@@ -204,8 +242,9 @@ class Ic0Precond final : public Preconditioner {
     if constexpr (is_complex_t<T>::value) return static_cast<double>(v.real());
     else return static_cast<double>(v);
   }
-  OwnedCsr<T, I> m_;
+  OwnedCsr<T, I> m_;  // L in the lower part
   std::vector<T> d_;
+  Tri<T, I> l_, lh_;
 };
 
 // ILU(0): L (unit lower) and U on the pattern of A, in place (IKJ variant).
@@ -230,26 +269,30 @@ class Ilu0Precond final : public Preconditioner {
              "; use preconditioner='jacobi' or a direct solve");
       for (I q = m_.p[i]; q < m_.p[i + 1]; ++q) pos[m_.j[q]] = -1;
     }
-    d_.resize(n_);
-    for (index_t i = 0; i < n_; ++i) d_[i] = m_.v[m_.diag[i]];
+    std::vector<T> u_diag(n_);
+    for (index_t i = 0; i < n_; ++i) u_diag[i] = m_.v[m_.diag[i]];
+    l_ = make_tri(m_, true, false, static_cast<const T*>(nullptr), T(1));
+    u_ = make_tri(m_, false, false, u_diag.data(), T(1));
+    uh_ = make_tri(m_, false, true, u_diag.data(), T(1));
+    lh_ = make_tri(m_, true, true, static_cast<const T*>(nullptr), T(1));
   }
   // M = L U: z = U^{-1} L^{-1} r;  M^H = U^H L^H: z = L^{-H} U^{-H} r.
   void apply(const void* r, void* z, index_t k, Op op) const override {
     T* zz = static_cast<T*>(z);
-    std::copy(static_cast<const T*>(r), static_cast<const T*>(r) + n_ * k, zz);
+    const T* rr = static_cast<const T*>(r);
     if (op == Op::N) {
-      sweep_lower(m_, static_cast<const T*>(nullptr), T(1), zz, k);
-      sweep_upper(m_, d_.data(), T(1), zz, k);
+      l_.solve(rr, zz, k);
+      u_.solve(zz, zz, k);
     } else {
-      sweep_upper_h(m_, d_.data(), T(1), zz, k);
-      sweep_lower_h(m_, static_cast<const T*>(nullptr), T(1), zz, k);
+      uh_.solve(rr, zz, k);
+      lh_.solve(zz, zz, k);
     }
   }
   std::string name() const override { return "ilu0"; }
 
  private:
   OwnedCsr<T, I> m_;
-  std::vector<T> d_;
+  Tri<T, I> l_, u_, uh_, lh_;  // L (unit), U, U^H, L^H (unit)
 };
 
 }  // namespace
