@@ -7,9 +7,9 @@ import importlib.util
 
 import pytest
 import torch
-from conftest import poisson2d, random_sparse
 
 import torch_sla as sla
+from conftest import poisson2d, random_sparse
 
 HAVE_TORCH_KRYLOV = importlib.util.find_spec("torch_sla._krylov_torch") is not None
 BACKENDS = ["core"] + (["torch"] if HAVE_TORCH_KRYLOV else [])

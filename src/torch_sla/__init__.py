@@ -9,7 +9,15 @@ sla.explain(A, b)           # what backend="auto" picks, and why
 from __future__ import annotations
 
 from . import errors
-from ._backends import BackendInfo, Choice, backends, explain, get_memory_budget, set_memory_budget, show_backends
+from ._backends import (
+    BackendInfo,
+    Choice,
+    backends,
+    explain,
+    get_memory_budget,
+    set_memory_budget,
+    show_backends,
+)
 from ._direct import Factorization, clear_analysis_cache, factorize
 from ._io import load_mtx, save_mtx
 from ._iterative import LinearOperator, SolveInfo, lstsq
