@@ -474,6 +474,131 @@ def test_gmres_breakdown_on_singular_matrix():
     assert torch.equal(x, torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=torch.float64))
 
 
+# ----------------------------------------------------------------------------------------------------
+# Zero columns, one-hot right-hand sides and exact convergence are not failures
+
+# Lower bidiagonal: for b = e_0, BiCGStab's r_1 has r_1[0] = 0, so rhat^H r_1 = 0 with rhat = r_0.
+_BIDIAGONAL = [[16.0, 0.0, 0.0], [-3.0, 12.0, 0.0], [0.0, -3.0, 10.0]]
+# For b = e_3, rhat = r_0 gives rhat^H A p_k = 0 at a later step while rhat^H r_k != 0.
+_SHADOW_LOST = [
+    [12.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    [0.0, 8.0, 0.0, 0.0, -1.0, 3.0, 0.0],
+    [0.0, 0.0, 10.0, -3.0, 0.0, 0.0, 0.0],
+    [0.0, 0.0, 0.0, 10.0, 0.0, 1.0, 1.0],
+    [0.0, 0.0, 0.0, 3.0, 8.0, 0.0, 3.0],
+    [0.0, 0.0, 0.0, 0.0, 0.0, 16.0, 0.0],
+    [-3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 8.0],
+]
+
+
+def _one_hot_columns(n: int, dtype: torch.dtype) -> list[torch.Tensor]:
+    """For each row i, the right-hand sides [e_i, 0] and [0, e_i]."""
+    out = []
+    for i in range(n):
+        for j in range(2):
+            b = torch.zeros(n, 2, dtype=dtype)
+            b[i, j] = 1
+            out.append(b)
+    return out
+
+
+@pytest.mark.parametrize("method", ["cg", "bicgstab", "gmres", "minres"])
+@pytest.mark.parametrize("precond", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("check_every", [1, 10])
+def test_diagonal_system_solved_exactly_in_one_step(method, precond, dtype, check_every):
+    """One-hot columns next to zero columns: every method solves them in one step, with no failure."""
+    d = torch.tensor([2.0, 4.0, 0.5, 8.0, 1.0, 0.25], dtype=torch.float64).to(dtype)  # exact reciprocals
+    n = d.shape[0]
+    a = torch.diag(d)
+    b = torch.zeros(n, 4, dtype=dtype)
+    b[1, 0] = 1
+    b[4, 2] = -3  # columns 1 and 3 stay zero
+    M = JacobiPreconditioner(d) if precond else None
+    x, info = krylov_solve(
+        dense_matvec(a), b, method=method, rtol=1e-12, M=M, maxiter=50, check_every=check_every
+    )
+    assert info.converged and info.reason == "converged", info
+    assert info.iterations == 1
+    assert info.residual == 0.0
+    assert torch.equal(x, b / d[:, None])
+
+
+@pytest.mark.parametrize("method", ["cg", "bicgstab", "gmres", "minres"])
+@pytest.mark.parametrize("precond", [False, True])
+def test_diagonal_system_with_inexact_reciprocals(method, precond):
+    d = torch.tensor([3.0, 7.0, 49.0, 0.1, 5.5], dtype=torch.float64)
+    a = torch.diag(d)
+    M = JacobiPreconditioner(d) if precond else None
+    for b in _one_hot_columns(d.shape[0], torch.float64):
+        x, info = krylov_solve(dense_matvec(a), b, method=method, rtol=1e-12, M=M, check_every=1)
+        assert info.converged and info.reason == "converged", (b, info)
+        assert info.iterations == 1
+        assert torch.allclose(x, b / d[:, None], rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("matrix", [_BIDIAGONAL, _SHADOW_LOST], ids=["rho", "rv"])
+@pytest.mark.parametrize("precond", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_bicgstab_renews_an_orthogonal_shadow_residual(matrix, precond, dtype):
+    """A shadow residual orthogonal to the residual (or to A p) is replaced: no false "breakdown"."""
+    a = torch.tensor(matrix, dtype=torch.float64).to(dtype)
+    n = a.shape[0]
+    M = JacobiPreconditioner(torch.diagonal(a)) if precond else None
+    for b in _one_hot_columns(n, dtype):
+        for check_every in (1, 10):
+            x, info = krylov_solve(
+                dense_matvec(a), b, method="bicgstab", rtol=1e-12, M=M, check_every=check_every
+            )
+            assert info.converged and info.reason == "converged", (b, info)
+            assert info.iterations <= 2 * n
+            assert rel_err(x, reference(a, b)) < 1e-10
+
+
+def test_bicgstab_first_step_orthogonal_shadow_residual():
+    """The case of the original report: e_0 against a lower bidiagonal matrix, one column at a time."""
+    a = torch.tensor(_BIDIAGONAL, dtype=torch.float64)
+    b = torch.tensor([[1.0], [0.0], [0.0]], dtype=torch.float64)
+    x, info = krylov_solve(dense_matvec(a), b, method="bicgstab", rtol=1e-13, check_every=1)
+    assert info.converged and info.reason == "converged", info
+    assert rel_err(x, reference(a, b)) < 1e-12
+
+
+@pytest.mark.parametrize("method", ["cg", "bicgstab", "gmres", "minres"])
+def test_one_hot_columns_next_to_zero_columns(method):
+    """Every one-hot right-hand side of a sparse matrix, next to a zero column, converges."""
+    if method in ("cg", "minres"):
+        a = poisson_dense(3)
+    else:
+        a = torch.tensor(_SHADOW_LOST, dtype=torch.float64)
+    n = a.shape[0]
+    for precond in (False, True):
+        M = JacobiPreconditioner(torch.diagonal(a)) if precond else None
+        for b in _one_hot_columns(n, torch.float64):
+            x, info = krylov_solve(dense_matvec(a), b, method=method, rtol=1e-12, M=M, check_every=3)
+            assert info.converged and info.reason == "converged", (b, info)
+            assert rel_err(x, reference(a, b)) < 1e-10
+            zero = b.abs().sum(0) == 0
+            assert torch.equal(x[:, zero], torch.zeros(n, 1, dtype=torch.float64))
+
+
+def test_bicgstab_genuine_breakdown_next_to_zero_and_solved_columns():
+    """A column that breaks down from a fresh shadow residual is still reported among good columns."""
+    a = torch.tensor(
+        [[0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 4.0]],
+        dtype=torch.float64,
+    )
+    b = torch.zeros(4, 3, dtype=torch.float64)
+    b[0, 0] = 1  # the rotation block: rhat^H A r = 0 at the first step
+    b[2, 2] = 1  # solved in one step; column 1 is zero
+    for check_every in (1, 10):
+        x, info = krylov_solve(dense_matvec(a), b, method="bicgstab", maxiter=100, check_every=check_every)
+        assert info.reason == "breakdown" and not info.converged
+        assert info.iterations <= 1
+        assert torch.equal(x[:, 1], torch.zeros(4, dtype=torch.float64))
+        assert torch.equal(x[:, 2], torch.tensor([0.0, 0.0, 0.5, 0.0], dtype=torch.float64))
+
+
 def test_zero_rhs_and_empty():
     a = poisson_dense(5)
     x, info = krylov_solve(dense_matvec(a), torch.zeros(25, 2, dtype=torch.float64), method="cg")

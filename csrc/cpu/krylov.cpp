@@ -380,12 +380,27 @@ ColResult bicgstab(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& 
   std::fill(p.begin(), p.end(), T{});
   double rn = Vec<T>::nrm2(r, c.o.threads);
   ColResult out;
+  // A zero rho = rhat^H r or rhat^H v with r != 0 is a breakdown of the shadow residual, not of the
+  // problem: restart from the current iterate with rhat = r. Only a breakdown right after a restart
+  // (or omega = 0) is reported.
+  bool fresh = true;
+  auto restart = [&]() {
+    rhat = r;
+    rho_old = alpha = omega = T(1);
+    std::fill(v.begin(), v.end(), T{});
+    std::fill(p.begin(), p.end(), T{});
+    fresh = true;
+  };
   for (index_t it = 0; it < c.o.maxiter; ++it) {
     if (rn <= tol) {
       out.reason = "converged";
       return out;
     }
-    const T rho = Vec<T>::dot(rhat, r);
+    T rho = Vec<T>::dot(rhat, r);
+    if (rho == T(0) && !fresh) {
+      restart();
+      rho = Vec<T>::dot(rhat, r);
+    }
     if (rho == T(0) || omega == T(0)) {
       out.reason = "breakdown";
       return out;
@@ -396,9 +411,14 @@ ColResult bicgstab(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& 
     op.A(ph, v);
     const T rv = Vec<T>::dot(rhat, v);
     if (rv == T(0)) {
-      out.reason = "breakdown";
-      return out;
+      if (fresh) {
+        out.reason = "breakdown";
+        return out;
+      }
+      restart();
+      continue;
     }
+    fresh = false;
     alpha = rho / rv;
     for (index_t i = 0; i < n; ++i) s[i] = r[i] - alpha * v[i];
     const double sn = Vec<T>::nrm2(s, c.o.threads);

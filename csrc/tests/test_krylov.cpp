@@ -196,3 +196,25 @@ TEST(Krylov, RejectsBadOptions) {
 }
 
 }  // namespace
+
+namespace {
+TEST(Krylov, BiCGStabRenewsAnOrthogonalShadowResidual) {
+  // Lower bidiagonal [[2,0,0],[1,2,0],[0,1,2]] with b = e_0: after one step the residual is
+  // orthogonal to the first shadow residual; BiCGStab must restart, not report a breakdown.
+  std::vector<std::int64_t> p{0, 1, 3, 5}, j{0, 0, 1, 1, 2};
+  std::vector<double> v{2, 1, 2, 1, 2};
+  sla::CsrArrays a;
+  a.n_rows = a.n_cols = 3;
+  a.indptr = p.data();
+  a.indices = j.data();
+  a.values = v.data();
+  std::vector<double> b{1, 0, 0}, x(3, 0.0);
+  sla::KrylovOptions o;
+  o.rtol = 1e-12;
+  auto r = sla::krylov_solve(sla::KrylovMethod::BiCGStab, a, b.data(), x.data(), 1, nullptr, sla::Op::N, o, nullptr);
+  EXPECT_TRUE(r.converged) << r.reason;
+  EXPECT_NEAR(x[0], 0.5, 1e-12);
+  EXPECT_NEAR(x[1], -0.25, 1e-12);
+  EXPECT_NEAR(x[2], 0.125, 1e-12);
+}
+}  // namespace

@@ -70,8 +70,8 @@ class KrylovInfo:
     reason : str
         ``"converged"``, ``"maxiter"``, ``"indefinite"`` (CG/MINRES met ``p^H A p <= 0`` or a
         preconditioner that is not positive definite), ``"breakdown"`` (a division by an exact zero in
-        BiCGStab or a singular Hessenberg matrix in GMRES) or ``"nan"`` (NaN/Inf appeared; the solve
-        stops at the next check).
+        BiCGStab that renewing the shadow residual does not cure, or a singular Hessenberg matrix in
+        GMRES) or ``"nan"`` (NaN/Inf appeared; the solve stops at the next check).
     """
 
     iterations: int = 0
@@ -306,6 +306,13 @@ def _cg(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, s
 
 # ----------------------------------------------------------------------------------------------------
 # BiCGStab, right preconditioned: solves A M^{-1} u = b, x = M^{-1} u.
+#
+# The shadow residual rhat starts as r_0. It can become orthogonal to a nonzero residual: rhat^H r_k = 0
+# or rhat^H A M^{-1} p_k = 0, typically for sparse structured systems (b = e_i where row i of A has no
+# off-diagonal entry gives r_1[i] = 0, so rhat^H r_1 = 0 with rhat = r_0). The column then starts
+# again from its current iterate with rhat = r_k, a new shadow residual. "breakdown" is reported only when BiCGStab cannot proceed from
+# a fresh shadow residual either: rhat = r with r^H A M^{-1} r = 0, or omega = 0 (t^H s = 0, which
+# makes the restarted step break down at once).
 
 
 def _bicgstab(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, st: _State) -> str:
@@ -320,20 +327,29 @@ def _bicgstab(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | N
     st.est = rnorm
     active = rnorm > tol
     brk = torch.zeros_like(active)
+    lost = torch.zeros_like(active)  # rhat^H A M^{-1} p was zero at the last step: renew rhat
+    first = True
     while True:
         rho = _dot(rhat, r)
-        stop = active & (rho == 0)
+        renew = lost | (active & (rho == 0))
+        active = active | lost
+        rhat.lerp_(r, renew.to(r.dtype))  # rhat = r in the renewed columns (exact for weights 0 and 1)
+        rho = torch.where(renew, (rnorm * rnorm).to(rho.dtype), rho)
+        stop = active & (rho == 0)  # ||r||^2 underflowed
         brk = brk | stop
         active = active & ~stop
-        beta = torch.where(active, (rho / _safe(rho_old)) * (alpha / _safe(omega)), 0)
+        beta = torch.where(active & ~renew, (rho / _safe(rho_old)) * (alpha / _safe(omega)), 0)
         p.addcmul_(v, -omega).mul_(beta).add_(r)  # p = r + beta (p - omega v)
         phat = p if M is None else M(p)
         v = matvec(phat)
         rv = _dot(rhat, v)
         st.watch(active, rv)
         stop = active & (rv == 0)
-        brk = brk | stop
+        genuine = stop if first else stop & renew  # rhat == r: no other shadow residual to try
+        brk = brk | genuine
+        lost = stop ^ genuine
         active = active & ~stop
+        first = False
         alpha = torch.where(active, rho / _safe(rv), 0)
         r.addcmul_(v, -alpha)  # r now holds s = r - alpha v
         x.addcmul_(phat, alpha)
@@ -345,7 +361,7 @@ def _bicgstab(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | N
         ts = _dot(t, r)
         st.watch(active, tt, ts)
         omega_new = ts / _safe(tt).to(ts.dtype)
-        stop = half & (omega_new == 0)
+        stop = half & (omega_new == 0)  # t^H s = 0: with rhat = s the next step breaks down as well
         brk = brk | stop
         half = half & ~stop
         om = torch.where(half, omega_new, 0)
