@@ -57,3 +57,30 @@ def test_benchmark_script_quick_run(tmp_path):
         assert row["max_rel_diff"] < 1e-8 and row["speedup"] > 0
     assert data["python_overhead"]["ratio"] > 0
     assert 0 < data["autograd_and_reuse"]["fb_over_f"]
+
+
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(ROOT, "build", "cpp", "bench_stream")),
+    reason="the C++ STREAM binary is built by `make test-cpp`",
+)
+def test_krylov_benchmark_quick_run(tmp_path):
+    js = tmp_path / "krylov.json"
+    r = run(
+        [
+            "benchmarks/bench_krylov.py",
+            "--quick",
+            "--json",
+            str(js),
+            "--stream",
+            os.path.join(ROOT, "build", "cpp", "bench_stream"),
+        ],
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    data = json.loads(js.read_text())
+    assert data["triad_gbps"] > 0
+    assert data["bandwidth"]["core"]["ms_per_iteration"] > 0
+    it_j, it_ic = data["ic0_vs_jacobi"]["jacobi"][1], data["ic0_vs_jacobi"]["ic0"][1]
+    assert it_ic < it_j
+    # The adjoint-based backward keeps memory flat in the iteration count.
+    assert data["memory"]["core"]["relative_difference"] < 0.5
