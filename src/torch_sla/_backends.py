@@ -198,7 +198,7 @@ class Choice:
     kind: str = "direct"
 
     def __str__(self) -> str:
-        lines = [f"backend={self.backend!r}, method={self.method!r}"]
+        lines = [f"{self.kind} solve: backend={self.backend!r}, method={self.method!r}"]
         if self.fallback:
             lines[0] += f", fallback={self.fallback!r}"
         lines += [f"  - {r}" for r in self.reasons]

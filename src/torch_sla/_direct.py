@@ -173,18 +173,10 @@ class Factorization:
         return self._apply(b, "H", check_finite)
 
     def _apply(self, b: torch.Tensor, op: str, check_finite: bool) -> torch.Tensor:
-        from ._solve import _normalize_rhs
+        from ._solve import _check_rhs, _normalize_rhs
 
         A = self.A
-        b = torch.as_tensor(b)
-        if b.device != A.device:
-            raise InvalidArgumentError(f"b: on device {b.device} but A is on {A.device}")
-        if b.dtype != A.dtype:
-            raise InvalidArgumentError(
-                f"b: dtype {b.dtype} does not match A's dtype {A.dtype}; convert one of them"
-            )
-        if check_finite:
-            _check_finite(b, "b")
+        b = _check_rhs(A, b, check_finite)
         bb, restore = _normalize_rhs(A, b, name="b", n=A.shape[-1])
         if A.shape[-1] == 0:
             return restore(torch.zeros_like(bb))

@@ -315,21 +315,14 @@ def iterative_solve(
 ):
     """Iterative solve of a SparseTensor system (see :func:`torch_sla.solve`)."""
     from ._direct import _check_finite
-    from ._solve import _normalize_rhs
+    from ._solve import _check_rhs, _normalize_rhs
 
     _check_options(rtol, atol, maxiter, restart, check_every, on_fail)
     if A.shape[-1] != A.shape[-2]:
         raise InvalidArgumentError(f"A: an iterative solve needs a square matrix, got shape {A.shape}")
-    b = torch.as_tensor(b)
-    if b.device != A.device:
-        raise InvalidArgumentError(f"b: on device {b.device} but A is on {A.device}")
-    if b.dtype != A.dtype:
-        raise InvalidArgumentError(
-            f"b: dtype {b.dtype} does not match A's dtype {A.dtype}; convert one of them"
-        )
     if check_finite:
         _check_finite(A.values.detach(), "A.values")
-        _check_finite(b, "b")
+    b = _check_rhs(A, b, check_finite)
     bb, restore = _normalize_rhs(A, b, name="b", n=A.shape[-1])
     x0b = None
     if x0 is not None:

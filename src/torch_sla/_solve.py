@@ -37,6 +37,20 @@ def as_sparse_tensor(A) -> SparseTensor:
     )
 
 
+def _check_rhs(A: SparseTensor, b, check_finite: bool) -> torch.Tensor:
+    """``b`` as a tensor on A's device with A's dtype (else a clear error), checked for NaN/Inf."""
+    b = torch.as_tensor(b)
+    if b.device != A.device:
+        raise InvalidArgumentError(f"b: on device {b.device} but A is on {A.device}")
+    if b.dtype != A.dtype:
+        raise InvalidArgumentError(
+            f"b: dtype {b.dtype} does not match A's dtype {A.dtype}; convert one of them"
+        )
+    if check_finite and b.numel() and not bool(torch.isfinite(b).all()):
+        raise InvalidArgumentError("b: contains NaN or Inf (pass check_finite=False to skip this check)")
+    return b
+
+
 def _normalize_rhs(
     A: SparseTensor, b: torch.Tensor, *, name: str, n: int
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
