@@ -323,6 +323,9 @@ def plan(A, backend: str = "auto", method: str = "auto") -> Choice:
     predicted = float(sym.predicted_factor_bytes) * max(1, A.batch_size)
     budget = get_memory_budget()
     if predicted < 0:
+        c.reasons.append(
+            f"backend {c.backend!r} gives no factor-size prediction: the memory budget is not checked"
+        )
         return c
     if predicted <= budget:
         c.reasons.append(
