@@ -243,6 +243,20 @@ class _State:
         )
         return done, nan or values[0], values[1:]
 
+    def verdict(self, flag: Tensor, name: str) -> str | None:
+        """At a convergence check: why the solve stops ("nan", ``name`` when ``flag`` is set in any
+        column, "converged", "maxiter"), or None to go on."""
+        done, nan, (flagged,) = self.check(flag)
+        if nan:
+            return "nan"
+        if flagged:
+            return name
+        if done:
+            return "converged"
+        if self.monitor.it >= self.monitor.maxiter:
+            return "maxiter"
+        return None
+
 
 # ----------------------------------------------------------------------------------------------------
 # Conjugate gradients
@@ -292,16 +306,8 @@ def _cg(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, s
         torch.addcmul(z, p, beta, out=p)  # p = z + beta p
         rz = rz_new
         mon.it += 1
-        if mon.due():
-            done, nan, (indefinite,) = st.check(bad)
-            if nan:
-                return "nan"
-            if indefinite:
-                return "indefinite"
-            if done:
-                return "converged"
-            if mon.it >= mon.maxiter:
-                return "maxiter"
+        if mon.due() and (why := st.verdict(bad, "indefinite")) is not None:
+            return why
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -374,16 +380,8 @@ def _bicgstab(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | N
         omega = torch.where(half, omega_new, omega)
         rho_old = torch.where(active, rho, rho_old)
         mon.it += 1
-        if mon.due():
-            done, nan, (broke,) = st.check(brk)
-            if nan:
-                return "nan"
-            if broke:
-                return "breakdown"
-            if done:
-                return "converged"
-            if mon.it >= mon.maxiter:
-                return "maxiter"
+        if mon.due() and (why := st.verdict(brk, "breakdown")) is not None:
+            return why
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -456,16 +454,8 @@ def _minres(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | Non
         active = active & ~neg & (est > tol)
         first = False
         mon.it += 1
-        if mon.due():
-            done, nan, (indefinite,) = st.check(bad)
-            if nan:
-                return "nan"
-            if indefinite:
-                return "indefinite"
-            if done:
-                return "converged"
-            if mon.it >= mon.maxiter:
-                return "maxiter"
+        if mon.due() and (why := st.verdict(bad, "indefinite")) is not None:
+            return why
 
 
 # ----------------------------------------------------------------------------------------------------
