@@ -295,6 +295,8 @@ def _auto_krylov(A, reasons: list[str]) -> str:
 
 
 def _choose_iterative(A, backend: str, method: str, reasons: list[str]) -> Choice:
+    from ._iterative import _auto_preconditioner
+
     reg = backends()
     if backend == "auto":
         for name in _ITERATIVE_PREFERENCE:
@@ -302,12 +304,20 @@ def _choose_iterative(A, backend: str, method: str, reasons: list[str]) -> Choic
                 reasons.append(
                     f"{name}: fastest iterative backend for {A.device.type}/{_dtype_name(A.dtype)}"
                 )
-                return Choice(name, method, None, reasons, kind="iterative")
-        raise BackendUnavailableError(f"A: no iterative backend runs {method} on {A.device}")
-    why_not = reg[backend].supports(A.device, A.dtype, method)
-    if why_not is not None:
-        raise BackendUnavailableError(why_not)
-    reasons.append(f"backend {backend!r} requested")
+                backend = name
+                break
+        else:
+            raise BackendUnavailableError(f"A: no iterative backend runs {method} on {A.device}")
+    else:
+        why_not = reg[backend].supports(A.device, A.dtype, method)
+        if why_not is not None:
+            raise BackendUnavailableError(why_not)
+        reasons.append(f"backend {backend!r} requested")
+    pre = _auto_preconditioner(A, method, backend)
+    reasons.append(
+        f"preconditioner='auto' would be {pre!r}: Jacobi for CG/MINRES when the diagonal is positive, "
+        "ILU(0) for GMRES/BiCGStab on core (Jacobi on torch) when it is nonzero, else none"
+    )
     return Choice(backend, method, None, reasons, kind="iterative")
 
 
