@@ -47,6 +47,19 @@ def random_sparse(n: int, density: float, *, dtype=torch.float64, kind: str = "g
     return dense.to(dtype)
 
 
+def autograd_node_names(t: torch.Tensor) -> list[str]:
+    """Class names of every node in t's autograd graph (walked from t.grad_fn to the leaves)."""
+    seen, stack, names = set(), [t.grad_fn], []
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.append(type(fn).__name__)
+        stack.extend(nxt for nxt, _ in fn.next_functions)
+    return names
+
+
 @pytest.fixture(params=DIRECT_BACKENDS)
 def backend(request):
     return request.param

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import torch_sla as sla
-from conftest import random_sparse
+from conftest import autograd_node_names, random_sparse
 
 
 def _coo(dense):
@@ -119,14 +119,7 @@ def test_one_autograd_node_per_solve_and_backward_reuses_factors(monkeypatch):
     monkeypatch.setattr(d, "_factor_all", counting)
     x = f.solve(b)
     # Walk the graph from x to the leaves: exactly one solve node, the rest are views/accumulators.
-    seen, stack, names = set(), [x.grad_fn], []
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.append(type(fn).__name__)
-        stack.extend(nxt for nxt, _ in fn.next_functions)
+    names = autograd_node_names(x)
     assert sum("LinearSolve" in nm for nm in names) == 1, names
     assert all(
         ("LinearSolve" in nm)

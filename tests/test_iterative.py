@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import torch_sla as sla
-from conftest import poisson2d, random_sparse
+from conftest import autograd_node_names, poisson2d, random_sparse
 
 HAVE_TORCH_KRYLOV = importlib.util.find_spec("torch_sla._krylov_torch") is not None
 BACKENDS = ["core"] + (["torch"] if HAVE_TORCH_KRYLOV else [])
@@ -147,14 +147,7 @@ def test_one_node_and_adjoint_info(backend):
     v = A.values.clone().requires_grad_()
     b = torch.randn(30, dtype=F64, requires_grad=True)
     x, info = A.with_values(v).solve(b, method="cg", backend=backend, return_info=True)
-    seen, stack, names = set(), [x.grad_fn], []
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.append(type(fn).__name__)
-        stack.extend(nxt for nxt, _ in fn.next_functions)
+    names = autograd_node_names(x)
     assert sum("LinearSolve" in nm for nm in names) == 1, names
     x.sum().backward()
     assert info.adjoint is not None and info.adjoint.converged and info.adjoint.iterations > 0

@@ -102,7 +102,8 @@ void finish(const Ctx<T, I>& c, const T* b, const T* x, index_t k, KrylovResult&
 }
 
 // Preconditioned CG on k columns at once. Per iteration: q = A p with p^H q fused into the SpMV pass;
-// x += a p, r -= a q, z = M^{-1} r with r^H z and |r|^2 fused (one pass when M is Jacobi); p = z + b p.
+// x += a p, r -= a q (with |r|^2 when k = 1); z = M^{-1} r and r^H z; p = z + b p. One column with a
+// Jacobi preconditioner takes the two-pass cg_jacobi_1 instead.
 template <class T, class I>
 void cg(const Ctx<T, I>& c, const T* b, T* x, index_t k, KrylovResult& res) {
   using R = real_t<T>;
@@ -112,8 +113,6 @@ void cg(const Ctx<T, I>& c, const T* b, T* x, index_t k, KrylovResult& res) {
   c.matvec(x, q.data(), k);
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (nk > 20000)
   for (index_t i = 0; i < nk; ++i) r[i] = b[i] - q[i];
-  const std::vector<T>* dinv = jacobi_inv_diag<T>(c.M);
-  if (dinv != nullptr && c.mop == Op::H) dinv = nullptr;  // fused path only for op N (Hermitian use)
   c.precond(r.data(), z.data(), k);
   p = z;
   std::vector<double> bn, rz, rr, pq;
@@ -169,36 +168,7 @@ void cg(const Ctx<T, I>& c, const T* b, T* x, index_t k, KrylovResult& res) {
     }
     // x += a p; r -= a q; z = M^{-1} r; rz = r^H z; rr = |r|^2
     std::vector<double> rz_new, rr_new;
-    if (dinv != nullptr) {
-      const T* d = dinv->data();
-      if (k == 1) {
-        double s1 = 0.0, s2 = 0.0;
-        const R a = alpha[0];
-#pragma omp parallel for schedule(static) reduction(+ : s1, s2) num_threads(clamp_threads(th)) if (n > 20000)
-        for (index_t i = 0; i < n; ++i) {
-          x[i] += a * p[i];
-          const T ri = r[i] - a * q[i];
-          r[i] = ri;
-          const T zi = d[i] * ri;
-          z[i] = zi;
-          s1 += re_dot(ri, zi);
-          s2 += abs2(ri);
-        }
-        rz_new.assign(1, s1);
-        rr_new.assign(1, s2);
-      } else {
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (nk > 20000)
-        for (index_t i = 0; i < n; ++i)
-          for (index_t j = 0; j < k; ++j) {
-            const index_t e = i * k + j;
-            x[e] += alpha[j] * p[e];
-            r[e] -= alpha[j] * q[e];
-            z[e] = d[i] * r[e];
-          }
-        column_sums(n, k, th, rz_new, [&](index_t i, index_t j) { return re_dot(r[i * k + j], z[i * k + j]); });
-        column_sums(n, k, th, rr_new, [&](index_t i, index_t j) { return abs2(r[i * k + j]); });
-      }
-    } else if (k == 1) {
+    if (k == 1) {
       // x += a p, r -= a q and |r|^2 in one pass; then z = M^{-1} r and r^H z.
       double s2 = 0.0;
       const R a = alpha[0];
