@@ -9,18 +9,17 @@ sla.explain(A, b)           # what backend="auto" picks, and why
 from __future__ import annotations
 
 from . import errors
-from ._backends import (
-    BackendInfo,
-    Choice,
-    backends,
-    explain,
-    get_memory_budget,
-    set_memory_budget,
-    show_backends,
+from ._backends import BackendInfo, Choice, backends, explain, show_backends
+from ._direct import (
+    Factorization,
+    analysis_cache_info,
+    clear_analysis_cache,
+    factorize,
+    set_analysis_cache_limit,
 )
-from ._direct import Factorization, clear_analysis_cache, factorize
 from ._io import load_mtx, save_mtx
 from ._iterative import LinearOperator, SolveInfo, lstsq
+from ._memory import get_memory_budget, set_memory_budget
 from ._solve import as_sparse_tensor, solve, spsolve
 from ._sparse_tensor import SparseTensor
 from .errors import (
@@ -53,6 +52,8 @@ __all__ = [
     "show_backends",
     "explain",
     "clear_analysis_cache",
+    "set_analysis_cache_limit",
+    "analysis_cache_info",
     "load_mtx",
     "save_mtx",
     "errors",

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import BackendUnavailableError, InvalidArgumentError
+from ._checks import dtype_name
+from ._memory import fmt_bytes, get_memory_budget
+from .errors import BackendUnavailableError, InvalidArgumentError, SingularMatrixError
 
 if TYPE_CHECKING:
     from ._sparse_tensor import SparseTensor
@@ -43,15 +45,11 @@ class BackendInfo:
             return f"backend '{self.name}' is not available: {self.note}"
         if device.type not in self.devices:
             return f"backend '{self.name}' runs on {', '.join(self.devices)}, not {device.type}"
-        if _dtype_name(dtype) not in self.dtypes:
+        if dtype_name(dtype) not in self.dtypes:
             return f"backend '{self.name}' does not support dtype {dtype}"
         if method not in self.methods:
             return f"backend '{self.name}' has no method '{method}' (it has {', '.join(self.methods)})"
         return None
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def _core_build_info() -> dict:
@@ -136,30 +134,6 @@ _REGISTRY: dict[str, BackendInfo] | None = None
 _CPU_DIRECT_PREFERENCE = ("suitesparse", "eigen", "scipy")
 _ITERATIVE_PREFERENCE = ("core", "torch")
 
-_MEMORY_BUDGET: float | None = None
-
-
-def set_memory_budget(nbytes: float | None) -> None:
-    """Largest predicted factorization (bytes) that ``method="auto"`` accepts before it switches to an
-    iterative method. ``None`` restores the default: half of the physical memory."""
-    global _MEMORY_BUDGET
-    if nbytes is not None and not nbytes > 0:
-        raise InvalidArgumentError(f"nbytes: must be positive or None, got {nbytes}")
-    _MEMORY_BUDGET = None if nbytes is None else float(nbytes)
-
-
-def get_memory_budget() -> float:
-    """The budget ``set_memory_budget`` set (default: half of the physical memory)."""
-    if _MEMORY_BUDGET is not None:
-        return _MEMORY_BUDGET
-    import os
-
-    try:
-        return 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 8e9
-
-
 def backends() -> dict[str, BackendInfo]:
     """The registry: name -> :class:`BackendInfo`."""
     global _REGISTRY
@@ -205,8 +179,40 @@ class Choice:
         return "\n".join(lines)
 
 
-def choose(A: SparseTensor, backend: str = "auto", method: str = "auto") -> Choice:
-    """Pick the backend and method for a direct solve of ``A`` (the whole of ``auto``)."""
+# Methods that read A as Hermitian: Cholesky and LDL^T factor the lower triangle only; CG and MINRES
+# (and their adjoint solves) assume A^H = A.
+HERMITIAN_METHODS = ("cholesky", "ldl", "cg", "minres")
+
+
+def symmetry_tolerance(dtype: torch.dtype) -> float:
+    """Largest relative asymmetry ``max|A - A^H| / max|A|`` that the Hermitian methods accept: 100 units
+    of roundoff of the dtype, room for assembly in a different summation order and no more."""
+    return 100.0 * torch.finfo(dtype).eps
+
+
+def check_hermitian(A: SparseTensor, method: str) -> None:
+    """Raise when a method that reads A as Hermitian is asked for a matrix that is not (cached per
+    values)."""
+    defect = A.asymmetry(hermitian=True)
+    tol = symmetry_tolerance(A.dtype)
+    if defect <= tol:
+        return
+    what = "Hermitian" if A.dtype.is_complex else "symmetric"
+    other = "lu" if method in DIRECT_METHODS else "gmres' or 'bicgstab"
+    raise InvalidArgumentError(
+        f"method: {method!r} needs a {what} matrix, but max|A - A^{'H' if A.dtype.is_complex else 'T'}| / "
+        f"max|A| is {defect:.3g} (tolerance {tol:.3g}); it would return a wrong answer. Use method='{other}', "
+        f"or pass check_symmetry=False if A is {what} up to an error you accept"
+    )
+
+
+def choose(
+    A: SparseTensor, backend: str = "auto", method: str = "auto", *, check_symmetry: bool = True
+) -> Choice:
+    """Pick the backend and method for a solve of ``A`` (the whole of ``auto``).
+
+    An explicit Hermitian method (``cholesky``, ``ldl``, ``cg``, ``minres``) on a matrix that is not
+    Hermitian raises :class:`InvalidArgumentError` unless ``check_symmetry=False``."""
     reg = backends()
     reasons: list[str] = []
     if method != "auto" and method not in DIRECT_METHODS + ITERATIVE_METHODS:
@@ -217,6 +223,8 @@ def choose(A: SparseTensor, backend: str = "auto", method: str = "auto") -> Choi
         raise InvalidArgumentError(f"backend: expected 'auto' or one of {tuple(reg)}, got {backend!r}")
     if A.shape[-1] != A.shape[-2]:
         raise InvalidArgumentError(f"A: a solve needs a square matrix, got shape {A.shape}")
+    if check_symmetry and method in HERMITIAN_METHODS:
+        check_hermitian(A, method)
     explicit_iterative_backend = backend != "auto" and reg[backend].kind == "iterative"
     no_direct_here = all(reg[b].supports(A.device, A.dtype, "lu") is not None for b in _CPU_DIRECT_PREFERENCE)
     if method in ITERATIVE_METHODS or (method == "auto" and (explicit_iterative_backend or no_direct_here)):
@@ -262,7 +270,7 @@ def choose(A: SparseTensor, backend: str = "auto", method: str = "auto") -> Choi
             if why_not is None:
                 backend = name
                 reasons.append(
-                    f"{name}: fastest available backend for {A.device.type}/{_dtype_name(A.dtype)}/{method}"
+                    f"{name}: fastest available backend for {A.device.type}/{dtype_name(A.dtype)}/{method}"
                 )
                 break
             tried.append(why_not)
@@ -302,7 +310,7 @@ def _choose_iterative(A, backend: str, method: str, reasons: list[str]) -> Choic
         for name in _ITERATIVE_PREFERENCE:
             if reg[name].supports(A.device, A.dtype, method) is None:
                 reasons.append(
-                    f"{name}: fastest iterative backend for {A.device.type}/{_dtype_name(A.dtype)}"
+                    f"{name}: fastest iterative backend for {A.device.type}/{dtype_name(A.dtype)}"
                 )
                 backend = name
                 break
@@ -321,16 +329,46 @@ def _choose_iterative(A, backend: str, method: str, reasons: list[str]) -> Choic
     return Choice(backend, method, None, reasons, kind="iterative")
 
 
-def plan(A, backend: str = "auto", method: str = "auto") -> Choice:
-    """``choose`` plus the memory check of ``method="auto"``: when the predicted factorization would not
-    fit the memory budget (:func:`set_memory_budget`), solve iteratively instead."""
-    c = choose(A, backend, method)
-    if c.kind != "direct" or method != "auto" or backend != "auto" or c.backend == "scipy":
+def predicted_solve_bytes(A: SparseTensor, sym, nrhs: int = 1) -> float:
+    """Peak memory a direct solve of ``A`` is predicted to take, from the symbolic analysis ``sym``:
+    the factors of every batch member plus what the solve allocates besides them (-1 when the backend
+    gives no factor-size prediction).
+
+    Besides the factors (``sym.predicted_factor_bytes``) a solve holds the analysis (``sym.memory_bytes``:
+    the CSC plan and the library's symbolic data), the pattern's derived index arrays (expanded rows,
+    int32 copies), the library's numeric workspace and its copy of the values (about ``n`` + ``nnz``
+    scalars and index words), and per right-hand side a handful of ``n``-vectors (b, x, the transposed
+    and converted copies the core makes, autograd's saved x)."""
+    factor = float(sym.predicted_factor_bytes)
+    if factor < 0:
+        return -1.0
+    n, nnz = A.shape[-1], A.nnz
+    item = A.values.element_size()
+    batch = max(1, A.batch_size)
+    per_matrix = factor + 16.0 * (n + nnz) + 2.0 * item * nnz
+    pattern = float(getattr(sym, 'memory_bytes', 24 * (n + nnz))) + 20.0 * nnz + 12.0 * n
+    vectors = 8.0 * item * n * max(1, nrhs) * batch
+    return batch * per_matrix + pattern + vectors
+
+
+def plan(A, backend: str = "auto", method: str = "auto", *, check_symmetry: bool = True, nrhs: int = 1) -> Choice:
+    """``choose`` plus the memory check of ``method="auto"``: when the predicted peak memory of a direct
+    solve (factors and the rest, :func:`predicted_solve_bytes`) would not fit the memory budget
+    (:func:`set_memory_budget`), solve iteratively instead. A structurally singular matrix (an empty row
+    or column) raises :class:`SingularMatrixError` before any analysis."""
+    c = choose(A, backend, method, check_symmetry=check_symmetry)
+    if c.kind != "direct":
+        return c
+    if A.shape[-1] > 0:
+        empty = A.pattern.empty_row_or_col()
+        if empty is not None:
+            raise SingularMatrixError(f"A is structurally singular: {empty}")
+    if method != "auto" or backend != "auto" or c.backend == "scipy" or A.shape[-1] == 0:
         return c
     from ._direct import _analysis
 
     sym, _ = _analysis(A, c.backend, c.method)
-    predicted = float(sym.predicted_factor_bytes) * max(1, A.batch_size)
+    predicted = predicted_solve_bytes(A, sym, nrhs)
     budget = get_memory_budget()
     if predicted < 0:
         c.reasons.append(
@@ -339,16 +377,18 @@ def plan(A, backend: str = "auto", method: str = "auto") -> Choice:
         return c
     if predicted <= budget:
         c.reasons.append(
-            f"predicted factor size {predicted / 1e6:.1f} MB fits the memory budget ({budget / 1e6:.0f} MB)"
+            f"predicted peak memory {fmt_bytes(predicted)} (factors and workspace) fits the memory budget "
+            f"({fmt_bytes(budget)})"
         )
         return c
     reasons = [
-        f"predicted factor size {predicted / 1e6:.1f} MB exceeds the memory budget ({budget / 1e6:.0f} MB): iterative"
+        f"predicted peak memory {fmt_bytes(predicted)} (factors and workspace) exceeds the memory budget "
+        f"({fmt_bytes(budget)}): iterative"
     ]
     return _choose_iterative(A, "auto", _auto_krylov(A, reasons), reasons)
 
 
-def explain(A, b=None, *, backend: str = "auto", method: str = "auto") -> Choice:
+def explain(A, b=None, *, backend: str = "auto", method: str = "auto", check_symmetry: bool = True) -> Choice:
     """What ``solve(A, b, backend=..., method=...)`` would use, and why. Printable.
 
     ``A`` may be anything :func:`torch_sla.solve` accepts.
@@ -356,13 +396,13 @@ def explain(A, b=None, *, backend: str = "auto", method: str = "auto") -> Choice
     from ._solve import as_sparse_tensor
 
     A = as_sparse_tensor(A)
-    c = plan(A, backend, method)
+    c = plan(A, backend, method, check_symmetry=check_symmetry)
     c.reasons.insert(
         0,
-        f"A: shape {A.shape}, nnz {A.nnz}, dtype {_dtype_name(A.dtype)}, device {A.device}, "
+        f"A: shape {A.shape}, nnz {A.nnz}, dtype {dtype_name(A.dtype)}, device {A.device}, "
         f"symmetric={A.is_symmetric()}, hermitian={A.is_hermitian()}",
     )
     if b is not None:
         b = torch.as_tensor(b)
-        c.reasons.insert(1, f"b: shape {tuple(b.shape)}, dtype {_dtype_name(b.dtype)}")
+        c.reasons.insert(1, f"b: shape {tuple(b.shape)}, dtype {dtype_name(b.dtype)}")
     return c

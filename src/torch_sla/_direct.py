@@ -3,20 +3,81 @@
 from __future__ import annotations
 
 import collections
-import math
+import threading
 from typing import Any
 
 import torch
 
 from ._autograd import LinearSolve
 from ._backends import Choice, choose
-from ._sparse_tensor import SparseTensor
+from ._checks import as_float, dtype_name, to_core
+from ._checks import check_finite as check_finite_values
+from ._sparse_tensor import SparseTensor, values_version
 from .errors import InvalidArgumentError, NotPositiveDefiniteError, SingularMatrixError
 
-# Symbolic analyses by (pattern fingerprint, backend, method, dtype): a new matrix with the same
-# pattern (the normal case in a training loop) skips the ordering and symbolic factorization.
-_ANALYSIS_CACHE: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
-_ANALYSIS_CACHE_SIZE = 16
+
+class AnalysisCache:
+    """Symbolic analyses by (pattern fingerprint, backend, method, dtype), least recently used first out,
+    bounded by the bytes the analyses hold. A new matrix with the same pattern (the normal case in a
+    training loop) skips the ordering and symbolic factorization. Safe to use from several threads."""
+
+    def __init__(self, limit_bytes: float):
+        self._lock = threading.Lock()
+        self._entries: collections.OrderedDict[tuple, tuple[Any, int]] = collections.OrderedDict()
+        self._bytes = 0
+        self.limit_bytes = float(limit_bytes)
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple):
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return hit[0]
+
+    def put(self, key: tuple, sym, nbytes: int):
+        """Store ``sym`` (unless it alone exceeds the limit) and return the cached analysis for ``key``:
+        ``sym``, or the one another thread stored first."""
+        with self._lock:
+            old = self._entries.get(key)
+            if old is not None:
+                return old[0]
+            if nbytes <= self.limit_bytes:
+                self._entries[key] = (sym, nbytes)
+                self._bytes += nbytes
+                self._evict()
+            return sym
+
+    def _evict(self) -> None:
+        while self._bytes > self.limit_bytes and self._entries:
+            _, (_, nbytes) = self._entries.popitem(last=False)
+            self._bytes -= nbytes
+
+    def set_limit(self, limit_bytes: float) -> None:
+        with self._lock:
+            self.limit_bytes = float(limit_bytes)
+            self._evict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def info(self) -> dict:
+        with self._lock:
+            return {
+                "entries": len(self._entries),
+                "bytes": self._bytes,
+                "limit_bytes": self.limit_bytes,
+                "hits": self.hits,
+                "misses": self.misses,
+            }
+
+
+_ANALYSIS_CACHE = AnalysisCache(1 << 30)
 
 
 def clear_analysis_cache() -> None:
@@ -24,15 +85,15 @@ def clear_analysis_cache() -> None:
     _ANALYSIS_CACHE.clear()
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
+def set_analysis_cache_limit(nbytes: float) -> None:
+    """Bound the memory held by cached symbolic analyses (default 1 GiB); 0 disables the cache. The least
+    recently used analyses are dropped first."""
+    _ANALYSIS_CACHE.set_limit(as_float(nbytes, "nbytes", lo=0.0))
 
 
-def _check_finite(t: torch.Tensor, what: str) -> None:
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        raise InvalidArgumentError(
-            f"{what}: contains NaN or Inf (pass check_finite=False to skip this check)"
-        )
+def analysis_cache_info() -> dict:
+    """``entries``, ``bytes`` (held by the cached analyses), ``limit_bytes``, ``hits`` and ``misses``."""
+    return _ANALYSIS_CACHE.info()
 
 
 # -- raw factors: solve without autograd, one per batch member ----------------------------------------
@@ -46,7 +107,7 @@ class _CoreFactor:
 
     def solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
         # The core takes right-hand sides column-major: (n, k) row-major b is (k, n) after .T.
-        bt = b.t().contiguous()
+        bt = to_core(b.t())
         xt = torch.empty_like(bt)
         self.numeric.solve(bt, xt, op)
         return xt.t()
@@ -66,7 +127,7 @@ class _ScipyFactor:
         self.dtype = dtype
 
     def solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
-        x = self.lu.solve(b.detach().cpu().numpy(), trans="N" if op == "N" else "H")
+        x = self.lu.solve(to_core(b.detach()).cpu().numpy(), trans="N" if op == "N" else "H")
         return torch.from_numpy(x).to(self.dtype)
 
     @property
@@ -79,20 +140,17 @@ def _analysis(A: SparseTensor, backend: str, method: str) -> tuple[Any, bool]:
     from . import _C
 
     p = A.pattern
-    key = (p.fingerprint, backend, method, _dtype_name(A.dtype))
+    key = (p.fingerprint, backend, method, dtype_name(A.dtype))
     sym = _ANALYSIS_CACHE.get(key)
     if sym is not None:
-        _ANALYSIS_CACHE.move_to_end(key)
         return sym, True
-    sym = _C.analyze(backend, method, _dtype_name(A.dtype), p.n_rows, p.n_cols, p.crow, p.col)
-    _ANALYSIS_CACHE[key] = sym
-    while len(_ANALYSIS_CACHE) > _ANALYSIS_CACHE_SIZE:
-        _ANALYSIS_CACHE.popitem(last=False)
-    return sym, False
+    crow, col = p.csr_for_core()
+    sym = _C.analyze(backend, method, dtype_name(A.dtype), p.n_rows, p.n_cols, crow, col)
+    return _ANALYSIS_CACHE.put(key, sym, int(getattr(sym, 'memory_bytes', 24 * (p.n_rows + p.nnz)))), False
 
 
 def _factor_all(A: SparseTensor, backend: str, method: str) -> tuple[list, bool]:
-    values = A.values.detach().reshape(-1, A.nnz)
+    values = A.values.detach().reshape(A.batch_size, A.nnz)
     if backend == "scipy":
         import scipy.sparse.linalg as spla
 
@@ -120,7 +178,7 @@ def _factor_all(A: SparseTensor, backend: str, method: str) -> tuple[list, bool]
 
     _C.set_blas_threads(torch.get_num_threads())
     sym, reused = _analysis(A, backend, method)
-    return [_CoreFactor(_C.factorize(sym, v.contiguous())) for v in values], reused
+    return [_CoreFactor(_C.factorize(sym, to_core(v))) for v in values], reused
 
 
 class Factorization:
@@ -129,6 +187,11 @@ class Factorization:
     Created by :meth:`SparseTensor.factorize` or :func:`torch_sla.factorize`. Gradients flow to ``b`` and
     to the values of the matrix that was factorized; backward solves with the same factors (no
     refactorization).
+
+    The factors belong to the values as they were when ``factorize`` ran. Changing those values in place
+    afterwards (``A.values.mul_(3)``) makes every later ``solve`` raise :class:`InvalidArgumentError`:
+    call ``factorize`` again. (Assigning a new tensor to ``A.values`` does not affect the factorization,
+    which keeps its own reference to the old one.)
 
     Attributes
     ----------
@@ -143,6 +206,8 @@ class Factorization:
         self.backend = choice.backend
         self.method = choice.method
         self._factors = factors
+        self._values = A.values
+        self._version = values_version(A.values)
         self.info = {
             "analysis_reused": reused,
             "factor_nnz": factors[0].factor_nnz if factors else 0,
@@ -165,6 +230,7 @@ class Factorization:
 
         ``b`` has shape ``(n,)`` or ``(n, k)`` (broadcast over the batch) or the batch dims in front:
         ``(*batch, n)`` / ``(*batch, n, k)``. Returns ``x`` of the same shape as ``b`` (with the batch).
+        Raises :class:`InvalidArgumentError` if the factorized values were changed in place since.
         """
         return self._apply(b, "N", check_finite)
 
@@ -175,16 +241,21 @@ class Factorization:
     def _apply(self, b: torch.Tensor, op: str, check_finite: bool) -> torch.Tensor:
         from ._solve import _check_rhs, _normalize_rhs
 
+        if values_version(self._values) != self._version:
+            raise InvalidArgumentError(
+                "A.values: changed in place after factorize(), so the factors are stale; call "
+                "factorize() again (or change values out of place: A.with_values(new_values))"
+            )
         A = self.A
         b = _check_rhs(A, b, check_finite)
         bb, restore = _normalize_rhs(A, b, name="b", n=A.shape[-1])
-        if A.shape[-1] == 0:
-            return restore(torch.zeros_like(bb))
-        x = LinearSolve.apply(A.values.reshape(-1, A.nnz), bb, self, op)
+        x = LinearSolve.apply(self._values.reshape(A.batch_size, A.nnz), bb, self, op)
         return restore(x)
 
     def _raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
         """Solve for a (B, n, k) stack without autograd."""
+        if not self._factors:  # n = 0 or an empty batch: nothing to solve
+            return torch.zeros_like(b)
         if len(self._factors) == 1:
             return self._factors[0].solve(b[0], op).unsqueeze(0)
         return torch.stack([f.solve(b[i], op) for i, f in enumerate(self._factors)])
@@ -196,6 +267,7 @@ def factorize(
     backend: str = "auto",
     method: str = "auto",
     check_finite: bool = True,
+    check_symmetry: bool = True,
 ) -> Factorization:
     """Factorize a sparse matrix once for repeated, differentiable solves.
 
@@ -205,9 +277,14 @@ def factorize(
     backend : {"auto", "suitesparse", "eigen", "scipy"}
     method : {"auto", "cholesky", "ldl", "lu"}
         ``auto``: Cholesky for symmetric/Hermitian matrices with a positive real diagonal (LU if the
-        Cholesky factorization breaks down), LU otherwise.
+        Cholesky factorization breaks down), LU otherwise. ``cholesky`` and ``ldl`` read only the lower
+        triangle, so they need a symmetric (Hermitian) matrix.
     check_finite : bool
         Check the values for NaN/Inf first (as scipy.linalg does).
+    check_symmetry : bool
+        With ``method="cholesky"`` or ``"ldl"``, check that A is symmetric (Hermitian) up to 100 units of
+        roundoff relative to its largest entry, and raise :class:`InvalidArgumentError` otherwise
+        (default). ``False`` skips the check: the lower triangle is then used as it is.
 
     Raises
     ------
@@ -220,15 +297,15 @@ def factorize(
     if A.shape[-1] != A.shape[-2]:
         raise InvalidArgumentError(f"A: a direct solve needs a square matrix, got shape {A.shape}")
     if check_finite:
-        _check_finite(A.values.detach(), "A.values")
-    choice = choose(A, backend, method)
+        check_finite_values(A.values.detach(), "A.values")
+    choice = choose(A, backend, method, check_symmetry=check_symmetry)
     if choice.kind != "direct":
         raise InvalidArgumentError(
             f"method: factorize() needs a direct method and backend, got method={choice.method!r} on "
             f"backend {choice.backend!r}; use solve() for iterative methods"
         )
     n = A.shape[-1]
-    if n == 0 or math.prod(A.batch_shape) == 0:
+    if n == 0 or A.batch_size == 0:
         return Factorization(A, choice, [], False)
     empty = A.pattern.empty_row_or_col()
     if empty is not None:

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 
 from ._autograd import LinearSolve
+from ._checks import INT32_MAX, as_float, as_int, as_shape, to_core
+from ._checks import check_finite as check_finite_values
 from .errors import BackendUnavailableError, ConvergenceError, InvalidArgumentError
 
 ITERATIVE_METHODS = ("cg", "bicgstab", "gmres", "minres")
@@ -75,8 +77,8 @@ class LinearOperator:
         rmatvec: Callable[[torch.Tensor], torch.Tensor] | None = None,
         parameters: Sequence[torch.Tensor] = (),
     ):
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 0:
+        shape = as_shape(shape)
+        if len(shape) != 2 or shape[0] != shape[1]:
             raise InvalidArgumentError(f"shape: expected a square (n, n), got {shape}")
         self.matvec, self._rmatvec = matvec, rmatvec
         self.shape, self.dtype, self.device = shape, dtype, torch.device(device)
@@ -91,17 +93,22 @@ class LinearOperator:
         return y
 
 
-def _check_options(rtol, atol, maxiter, restart, check_every, on_fail):
-    if not (rtol > 0 or atol > 0) or rtol < 0 or atol < 0:
+def _check_options(rtol, atol, maxiter, restart, check_every, on_fail) -> dict:
+    """Validated, normalized options of an iterative solve (a clear error naming the bad one)."""
+    rtol = as_float(rtol, "rtol", lo=0.0)
+    atol = as_float(atol, "atol", lo=0.0)
+    if not (rtol > 0 or atol > 0):
         raise InvalidArgumentError(f"rtol: need rtol > 0 (or atol > 0), got rtol={rtol}, atol={atol}")
-    if maxiter is not None and maxiter <= 0:
-        raise InvalidArgumentError(f"maxiter: must be positive, got {maxiter}")
-    if restart <= 0:
-        raise InvalidArgumentError(f"restart: must be positive, got {restart}")
-    if check_every <= 0:
-        raise InvalidArgumentError(f"check_every: must be positive, got {check_every}")
     if on_fail not in ("warn", "raise"):
         raise InvalidArgumentError(f"on_fail: expected 'warn' or 'raise', got {on_fail!r}")
+    return dict(
+        rtol=rtol,
+        atol=atol,
+        maxiter=None if maxiter is None else as_int(maxiter, "maxiter", lo=1, hi=2**62),
+        restart=as_int(restart, "restart", lo=1, hi=INT32_MAX),
+        check_every=as_int(check_every, "check_every", lo=1, hi=2**62),
+        on_fail=on_fail,
+    )
 
 
 def _report(info: SolveInfo, on_fail: str, what: str) -> None:
@@ -127,7 +134,7 @@ class KrylovSolver:
         self.method = method
         self.backend = backend
         self.opts = opts
-        self.values = A.values.detach().reshape(-1, A.nnz)
+        self.values = A.values.detach().reshape(A.batch_size, A.nnz)
         self.n = A.shape[-1]
         self.x0 = opts.pop("x0", None)
         self._precond_spec = preconditioner
@@ -151,7 +158,8 @@ class KrylovSolver:
                 )
             return "sparse", ("callable", lambda r: P.detach() @ r)
         if callable(spec):
-            return getattr(spec, "__name__", "callable"), ("callable", spec)
+            # The core copies the callable's result from raw memory: materialize lazy conj/neg views.
+            return getattr(spec, "__name__", "callable"), ("callable", lambda r: to_core(spec(r)))
         if not isinstance(spec, str):
             raise InvalidArgumentError(
                 f"preconditioner: expected a name, a callable or a SparseTensor, got {spec!r}"
@@ -167,7 +175,7 @@ class KrylovSolver:
             crow, col = self.pattern.csr_for_core()
             threads = torch.get_num_threads()
             pres = [
-                _C.make_preconditioner(spec, self.n, crow, col, v.contiguous(), self.opts["omega"], threads)
+                _C.make_preconditioner(spec, self.n, crow, col, to_core(v), self.opts["omega"], threads)
                 for v in self.values
             ]
             return spec, ("core", pres)
@@ -208,6 +216,8 @@ class KrylovSolver:
 
     def _raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
         info = SolveInfo(self.method, self.backend, self.preconditioner_name)
+        if self.n == 0 or b.shape[0] == 0:  # an empty system: nothing to iterate on
+            return torch.zeros_like(b)
         pattern, values = self._operator_values(op)
         out = torch.empty_like(b)
         for i in range(b.shape[0]):
@@ -229,7 +239,7 @@ class KrylovSolver:
         from . import _C
 
         crow, col = pattern.csr_for_core()
-        x = (x0.clone() if x0 is not None else torch.zeros_like(b)).contiguous()
+        x = to_core(x0.clone() if x0 is not None else torch.zeros_like(b))
         pre = self._pre
         M = None
         if pre is not None and pre[0] == "core":
@@ -242,15 +252,15 @@ class KrylovSolver:
             self.n,
             crow,
             col,
-            values.contiguous(),
-            b.contiguous(),
+            to_core(values),
+            to_core(b),
             x,
             M,
             op,
             o["rtol"],
             o["atol"],
             o["maxiter"] or 10 * max(self.n, 1),
-            o["restart"],
+            min(o["restart"], self.n),  # a Krylov space has at most n dimensions; GMRES allocates restart + 1 vectors
             torch.get_num_threads(),
             o["return_info"],
             o["callback"],
@@ -314,14 +324,19 @@ def iterative_solve(
     check_finite=True,
 ):
     """Iterative solve of a SparseTensor system (see :func:`torch_sla.solve`)."""
-    from ._direct import _check_finite
     from ._solve import _check_rhs, _normalize_rhs
 
-    _check_options(rtol, atol, maxiter, restart, check_every, on_fail)
+    opts = _check_options(rtol, atol, maxiter, restart, check_every, on_fail)
+    opts.update(
+        callback=callback,
+        return_info=bool(return_info),
+        omega=as_float(omega, "omega", lo=0.0, hi=2.0, open_lo=True, open_hi=True),
+        degree=as_int(degree, "degree", lo=1, hi=1000),
+    )
     if A.shape[-1] != A.shape[-2]:
         raise InvalidArgumentError(f"A: an iterative solve needs a square matrix, got shape {A.shape}")
     if check_finite:
-        _check_finite(A.values.detach(), "A.values")
+        check_finite_values(A.values.detach(), "A.values")
     b = _check_rhs(A, b, check_finite)
     bb, restore = _normalize_rhs(A, b, name="b", n=A.shape[-1])
     x0b = None
@@ -333,26 +348,13 @@ def iterative_solve(
                 f"{tuple(x0.shape)}, {x0.dtype}, {x0.device}"
             )
         x0b, _ = _normalize_rhs(A, x0.detach(), name="x0", n=A.shape[-1])
-    if preconditioner == "auto":
+    if A.shape[-1] == 0 or A.batch_size == 0:
+        preconditioner = "none"  # nothing to precondition (and nothing to build one from)
+    elif preconditioner == "auto":
         preconditioner = _auto_preconditioner(A, method, backend)
-    opts = dict(
-        rtol=rtol,
-        atol=atol,
-        maxiter=maxiter,
-        x0=x0b,
-        restart=restart,
-        callback=callback,
-        return_info=return_info,
-        on_fail=on_fail,
-        check_every=check_every,
-        omega=omega,
-        degree=degree,
-    )
+    opts["x0"] = x0b
     solver = KrylovSolver(A, method, backend, preconditioner, opts)
-    if A.shape[-1] == 0:
-        x = torch.zeros_like(bb)
-    else:
-        x = LinearSolve.apply(A.values.reshape(-1, A.nnz), bb, solver, "N")
+    x = LinearSolve.apply(A.values.reshape(A.batch_size, A.nnz), bb, solver, "N")
     x = restore(x)
     return (x, solver.info) if return_info else x
 
@@ -457,7 +459,7 @@ def matrix_free_solve(
     check_every=10,
 ):
     """Solve ``op x = b`` for a :class:`LinearOperator` with a torch-native Krylov method."""
-    _check_options(rtol, atol, maxiter, restart, check_every, on_fail)
+    opts = _check_options(rtol, atol, maxiter, restart, check_every, on_fail)
     b = torch.as_tensor(b)
     n = op.shape[0]
     if b.dim() not in (1, 2) or b.shape[0] != n:
@@ -481,17 +483,7 @@ def matrix_free_solve(
     vec = b.dim() == 1
     bb = b.unsqueeze(-1) if vec else b
     x0b = None if x0 is None else torch.as_tensor(x0).reshape(bb.shape)
-    opts = dict(
-        rtol=rtol,
-        atol=atol,
-        maxiter=maxiter,
-        x0=x0b,
-        restart=restart,
-        callback=callback,
-        return_info=return_info,
-        on_fail=on_fail,
-        check_every=check_every,
-    )
+    opts.update(x0=x0b, callback=callback, return_info=bool(return_info))
     solver = _MatrixFreeSolver(op, method, preconditioner, opts)
     x = _MatrixFreeSolve.apply(bb, solver, *op.parameters)
     x = x.squeeze(-1) if vec else x
@@ -595,7 +587,7 @@ def lstsq(
     """
     from ._solve import as_sparse_tensor
 
-    _check_options(rtol, atol, maxiter, 1, check_every, on_fail)
+    opts = _check_options(rtol, atol, maxiter, 1, check_every, on_fail)
     A = as_sparse_tensor(A)
     if A.batch_shape:
         raise InvalidArgumentError(f"A: lstsq takes an unbatched matrix, got batch shape {A.batch_shape}")
@@ -609,15 +601,7 @@ def lstsq(
         raise InvalidArgumentError(f"b: expected dtype {A.dtype} on {A.device}, got {b.dtype} on {b.device}")
     vec = b.dim() == 1
     bb = b.unsqueeze(-1) if vec else b
-    opts = dict(
-        rtol=rtol,
-        atol=atol,
-        maxiter=maxiter,
-        callback=callback,
-        return_info=return_info,
-        check_every=check_every,
-        on_fail=on_fail,
-    )
+    opts.update(callback=callback, return_info=bool(return_info))
     solver = _LstsqSolver(A, opts)
     x = _Lstsq.apply(A.values, bb, solver)
     x = x.squeeze(-1) if vec else x

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ._checks import INT64_MAX
+from ._memory import check_budget
 from .errors import InvalidArgumentError
 
 _INDEX_DTYPES = (torch.int32, torch.int64)
@@ -44,15 +46,28 @@ class Pattern:
         row = row.to(torch.int64)
         col = col.to(torch.int64)
         nnz = row.numel()
-        key = row * n_cols + col
-        if nnz == 0 or bool((key[1:] > key[:-1]).all()):
+        check_budget(24.0 * (n_rows + 1), f"a CSR matrix with {n_rows} rows (its row pointers)")
+        if nnz == 0 or bool(_ordered_unique(row, col).all()):
             crow = _crow_from_rows(row, n_rows)
             return Pattern(crow, col.contiguous(), n_rows, n_cols), None, False
-        uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
-        u_row = torch.div(uniq, n_cols, rounding_mode="floor") if n_cols > 0 else uniq
-        u_col = uniq - u_row * n_cols
+        if n_rows * n_cols <= INT64_MAX:
+            # One int64 key per entry, row-major; it cannot overflow since row * n_cols + col < n_rows * n_cols.
+            key = row * n_cols + col
+            uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
+            u_row = torch.div(uniq, n_cols, rounding_mode="floor") if n_cols > 0 else uniq
+            u_col = uniq - u_row * n_cols
+        else:
+            # The key would overflow int64: sort by column, then stably by row, and merge equal neighbours.
+            perm = torch.argsort(col, stable=True)
+            perm = perm[torch.argsort(row[perm], stable=True)]
+            r, c = row[perm], col[perm]
+            first = torch.ones(nnz, dtype=torch.bool, device=row.device)
+            first[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
+            inverse = torch.empty_like(perm)
+            inverse[perm] = torch.cumsum(first, 0) - 1
+            u_row, u_col = r[first], c[first]
         crow = _crow_from_rows(u_row, n_rows)
-        return Pattern(crow, u_col.contiguous(), n_rows, n_cols), inverse, uniq.numel() < nnz
+        return Pattern(crow, u_col.contiguous(), n_rows, n_cols), inverse, u_row.numel() < nnz
 
     @staticmethod
     def from_csr(
@@ -114,8 +129,8 @@ class Pattern:
         """Pattern of A^T and ``perm`` with ``values_T = values[..., perm]``."""
         t = self._cache.get("transpose")
         if t is None:
-            key = self.col * self.n_rows + self.row
-            perm = torch.argsort(key, stable=True)
+            # Entries are in row-major order, so a stable sort by column gives column-major order.
+            perm = torch.argsort(self.col, stable=True)
             t_col = self.row[perm].contiguous()
             t_crow = _crow_from_rows(self.col[perm], self.n_cols)
             pt = Pattern(t_crow, t_col, self.n_cols, self.n_rows)
@@ -145,13 +160,20 @@ class Pattern:
         return self._cache["diag"]
 
     def empty_row_or_col(self) -> str | None:
-        """A description of the first empty row or column (structural singularity), or None."""
+        """A description of the first empty row or column (structural singularity), or None. Cached."""
+        if "empty" not in self._cache:
+            self._cache["empty"] = self._find_empty()
+        return self._cache["empty"]
+
+    def _find_empty(self) -> str | None:
         counts = self.crow[1:] - self.crow[:-1]
         if self.n_rows and bool((counts == 0).any()):
             return f"row {int(torch.nonzero(counts == 0)[0])} has no stored entries"
-        ccount = torch.bincount(self.col, minlength=self.n_cols)
-        if self.n_cols and bool((ccount == 0).any()):
-            return f"column {int(torch.nonzero(ccount == 0)[0])} has no stored entries"
+        # Columns from the distinct column indices (O(nnz log nnz)), so a huge n_cols allocates nothing.
+        used = torch.unique(self.col)
+        if used.numel() < self.n_cols:
+            gap = torch.nonzero(used != torch.arange(used.numel(), device=used.device))
+            return f"column {int(gap[0]) if gap.numel() else used.numel()} has no stored entries"
         return None
 
     def csr_for_core(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,6 +191,12 @@ class Pattern:
         if torch.device(device) == self.device:
             return self
         return Pattern(self.crow.to(device), self.col.to(device), self.n_rows, self.n_cols)
+
+
+def _ordered_unique(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """Whether each COO entry comes strictly after the one before it in row-major order (no overflow)."""
+    dr = row[1:] - row[:-1]
+    return (dr > 0) | ((dr == 0) & (col[1:] > col[:-1]))
 
 
 def _crow_from_rows(sorted_rows: torch.Tensor, n_rows: int) -> torch.Tensor:

@@ -109,6 +109,7 @@ def solve(
     backend: str = "auto",
     method: str = "auto",
     check_finite: bool = True,
+    check_symmetry: bool = True,
     **iterative,
 ) -> torch.Tensor:
     """Solve the sparse linear system ``A x = b``; differentiable with respect to ``b`` and A's values.
@@ -130,6 +131,11 @@ def solve(
         diagonal), MINRES (other Hermitian) or GMRES.
     check_finite : bool
         Check A and b for NaN/Inf (default True).
+    check_symmetry : bool
+        The methods that read A as symmetric/Hermitian (``cholesky`` and ``ldl`` use one triangle, ``cg``
+        and ``minres`` and their adjoints assume ``A^H = A``) first check that ``max|A - A^H|`` is at most
+        100 units of roundoff times ``max|A|``, and raise :class:`InvalidArgumentError` otherwise
+        (default). ``False`` skips the check for callers who know A is Hermitian.
     **iterative
         For iterative methods: ``rtol`` (1e-8), ``atol`` (0), ``maxiter`` (10 n), ``x0``, ``restart`` (30,
         GMRES), ``preconditioner`` ("auto", "none", "jacobi", "ssor", "ic0", "ilu0" on core;
@@ -163,7 +169,8 @@ def solve(
     A = as_sparse_tensor(A)
     if not isinstance(b, torch.Tensor):
         b = torch.as_tensor(b, device=A.device)
-    choice = plan(A, backend, method)
+    nrhs = b.shape[-1] if b.dim() == len(A.batch_shape) + 2 else 1
+    choice = plan(A, backend, method, check_symmetry=check_symmetry, nrhs=nrhs)
     if choice.kind == "iterative":
         return iterative_solve(
             A, b, method=choice.method, backend=choice.backend, check_finite=check_finite, **iterative
@@ -176,9 +183,8 @@ def solve(
     from ._direct import factorize
 
     # factorize() repeats the (cheap) choice so that an automatic Cholesky can fall back to LU.
-    return factorize(A, backend=backend, method=method, check_finite=check_finite).solve(
-        b, check_finite=check_finite
-    )
+    f = factorize(A, backend=backend, method=method, check_finite=check_finite, check_symmetry=check_symmetry)
+    return f.solve(b, check_finite=check_finite)
 
 
 def spsolve(
@@ -191,6 +197,7 @@ def spsolve(
     backend: str = "auto",
     method: str = "auto",
     check_finite: bool = True,
+    check_symmetry: bool = True,
 ) -> torch.Tensor:
     """``solve(SparseTensor(values, row, col, shape), b)``: the COO entry point of torch-sla.
 
@@ -198,5 +205,10 @@ def spsolve(
     their summed entry).
     """
     return solve(
-        SparseTensor(values, row, col, shape), b, backend=backend, method=method, check_finite=check_finite
+        SparseTensor(values, row, col, shape),
+        b,
+        backend=backend,
+        method=method,
+        check_finite=check_finite,
+        check_symmetry=check_symmetry,
     )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._checks import as_shape
 from ._pattern import _INDEX_DTYPES, Pattern
 from .errors import InvalidArgumentError
 
@@ -24,6 +25,15 @@ def _check_values_dtype(values: torch.Tensor, what: str = "values") -> None:
         raise InvalidArgumentError(
             f"{what}: dtype {values.dtype} is not supported; use float32, float64, complex64 or complex128"
         )
+
+
+def values_version(t: torch.Tensor) -> int:
+    """Version counter of ``t`` (bumped by every in-place change); -1 for tensors that keep none
+    (inference-mode tensors)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
 
 
 class SparseTensor:
@@ -82,7 +92,7 @@ class SparseTensor:
             raise InvalidArgumentError(
                 f"values: expected shape (*batch, {nnz}) to match the {nnz} indices, got {tuple(values.shape)}"
             )
-        shape = tuple(int(s) for s in shape)
+        shape = as_shape(shape)
         batch = tuple(values.shape[:-1])
         if len(shape) == 2:
             n_rows, n_cols = shape
@@ -92,8 +102,6 @@ class SparseTensor:
             raise InvalidArgumentError(
                 f"shape: expected (n_rows, n_cols) or (*batch, n_rows, n_cols) with batch {batch}, got {shape}"
             )
-        if n_rows < 0 or n_cols < 0:
-            raise InvalidArgumentError(f"shape: sizes must be non-negative, got {shape}")
         if nnz:
             for name, idx, bound in (
                 ("row_indices", row_indices, n_rows),
@@ -140,7 +148,10 @@ class SparseTensor:
         """Build from CSR arrays (checked: monotone ``crow_indices``, sorted unique columns per row)."""
         values = torch.as_tensor(values)
         _check_values_dtype(values)
-        n_rows, n_cols = (int(s) for s in tuple(shape)[-2:])
+        shape = as_shape(shape)
+        if len(shape) < 2:
+            raise InvalidArgumentError(f"shape: expected (n_rows, n_cols) or (*batch, n_rows, n_cols), got {shape}")
+        n_rows, n_cols = shape[-2:]
         pattern = Pattern.from_csr(
             torch.as_tensor(crow_indices), torch.as_tensor(col_indices), n_rows, n_cols
         )
@@ -350,30 +361,47 @@ class SparseTensor:
         return SparseTensor._from_pattern(t.values.conj() if t.values.is_complex() else t.values, t._pattern)
 
     # -- structure ---------------------------------------------------------------------------------
-    def _symmetry(self, hermitian: bool) -> bool:
-        key = ("herm" if hermitian else "sym", self.values._version)
-        hit = self._sym_cache.get(key[0])
-        if hit is not None and hit[0] == key[1]:
+    def asymmetry(self, hermitian: bool = True) -> float:
+        """``max |A - A^H|`` (``A^T`` with ``hermitian=False``) over every batch member, relative to
+        ``max |A|``: 0.0 for an exactly symmetric/Hermitian matrix, ``inf`` for a non-square one, NaN when
+        the values hold NaN. Entries missing from the pattern count as zeros, so a pattern need not be
+        symmetric. Cached until ``values`` changes (in place or by assignment)."""
+        key = "herm" if hermitian and self.dtype.is_complex else "sym"
+        stamp = (id(self.values), values_version(self.values))
+        hit = self._sym_cache.get(key)
+        if hit is not None and hit[0] == stamp and stamp[1] >= 0:
             return hit[1]
         p = self._pattern
-        result = p.is_structurally_symmetric
-        if result:
-            _, perm = p.transpose()
-            v = self.values.detach()
+        v = self.values.detach()
+        if p.n_rows != p.n_cols:
+            result = math.inf
+        elif v.numel() == 0:
+            result = 0.0
+        else:
+            pt, perm = p.transpose()
             vt = v[..., perm]
-            if hermitian and v.is_complex():
+            if key == "herm":
                 vt = vt.conj()
-            result = bool(torch.equal(v, vt))
-        self._sym_cache[key[0]] = (key[1], result)
+            if p.is_structurally_symmetric:
+                diff = v - vt
+            else:  # A - A^T on the union of both patterns
+                q, where, _ = Pattern.from_coo(
+                    torch.cat([p.row, pt.row]), torch.cat([p.col, pt.col]), p.n_rows, p.n_cols
+                )
+                both = torch.cat([v, -vt], -1)
+                diff = both if where is None else both.new_zeros(v.shape[:-1] + (q.nnz,)).index_add(-1, where, both)
+            worst, scale = float(diff.abs().amax()), float(v.abs().amax())
+            result = worst / scale if scale > 0 else (0.0 if worst == 0 else math.inf)
+        self._sym_cache[key] = (stamp, result)
         return result
 
     def is_symmetric(self) -> bool:
         """Exactly equal to its transpose (every batch member). Cached until ``values`` changes."""
-        return self._symmetry(hermitian=False)
+        return self.asymmetry(hermitian=False) == 0.0
 
     def is_hermitian(self) -> bool:
         """Exactly equal to its conjugate transpose (``is_symmetric`` for real matrices). Cached."""
-        return self._symmetry(hermitian=True)
+        return self.asymmetry(hermitian=True) == 0.0
 
     def has_positive_real_diagonal(self) -> bool:
         """Every diagonal entry is stored, real and > 0 (for every batch member)."""
@@ -411,17 +439,34 @@ class SparseTensor:
         backend: str = "auto",
         method: str = "auto",
         check_finite: bool = True,
+        check_symmetry: bool = True,
         **iterative,
     ) -> torch.Tensor:
         """Solve ``A x = b`` (differentiable w.r.t. ``b`` and the values). See :func:`torch_sla.solve`."""
         from ._solve import solve
 
-        return solve(self, b, backend=backend, method=method, check_finite=check_finite, **iterative)
+        return solve(
+            self,
+            b,
+            backend=backend,
+            method=method,
+            check_finite=check_finite,
+            check_symmetry=check_symmetry,
+            **iterative,
+        )
 
     def factorize(
-        self, *, backend: str = "auto", method: str = "auto", check_finite: bool = True
+        self,
+        *,
+        backend: str = "auto",
+        method: str = "auto",
+        check_finite: bool = True,
+        check_symmetry: bool = True,
     ) -> Factorization:
-        """Factorize once; the returned object's ``solve`` reuses the factors and is differentiable."""
+        """Factorize once; the returned object's ``solve`` reuses the factors and is differentiable.
+        See :func:`torch_sla.factorize`."""
         from ._direct import factorize
 
-        return factorize(self, backend=backend, method=method, check_finite=check_finite)
+        return factorize(
+            self, backend=backend, method=method, check_finite=check_finite, check_symmetry=check_symmetry
+        )

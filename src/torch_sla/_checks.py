@@ -1,0 +1,105 @@
+"""Argument checks and conversions shared by every entry point.
+
+This is the lowest module of the package: it imports nothing from torch_sla but the exceptions, so any
+module may import it. Each check names the argument in its message and says what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+import os
+
+import torch
+
+from .errors import InvalidArgumentError
+
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float64`` -> ``"float64"`` (the names the C++ core uses)."""
+    return str(dtype).replace("torch.", "")
+
+
+def as_int(value, name: str, *, lo: int = 0, hi: int = INT64_MAX) -> int:
+    """``value`` as a Python int in ``[lo, hi]``: ints, NumPy ints and integral 0-d tensors are accepted;
+    floats (even integral ones), bools and anything else are rejected."""
+    if isinstance(value, bool):
+        raise InvalidArgumentError(f"{name}: expected an integer, got a bool ({value})")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise InvalidArgumentError(f"{name}: expected an integer, got {value!r} ({type(value).__name__})") from None
+    if not lo <= v <= hi:
+        raise InvalidArgumentError(f"{name}: must lie in [{lo}, {hi}], got {v}")
+    return int(v)
+
+
+def as_float(value, name: str, *, lo: float = -math.inf, hi: float = math.inf, open_lo: bool = False,
+             open_hi: bool = False) -> float:
+    """``value`` as a finite float in the interval ``[lo, hi]`` (ends open where asked)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
+        raise InvalidArgumentError(f"{name}: expected a real number, got {value!r} ({type(value).__name__})")
+    try:
+        v = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidArgumentError(f"{name}: expected a real number, got {value!r}") from None
+    below = v <= lo if open_lo else v < lo
+    above = v >= hi if open_hi else v > hi
+    if not math.isfinite(v) or below or above:
+        interval = ("(" if open_lo else "[") + f"{lo}, {hi}" + (")" if open_hi else "]")
+        raise InvalidArgumentError(f"{name}: must be a finite number in {interval}, got {v}")
+    return v
+
+
+def as_shape(shape, name: str = "shape") -> tuple[int, ...]:
+    """A shape as a tuple of non-negative ints; non-integral entries such as ``3.9`` are rejected
+    rather than truncated."""
+    if isinstance(shape, torch.Tensor):
+        shape = shape.tolist()
+    try:
+        items = tuple(shape)
+    except TypeError:
+        raise InvalidArgumentError(f"{name}: expected a sequence of integers, got {shape!r}") from None
+    out = []
+    for s in items:
+        if isinstance(s, bool):
+            raise InvalidArgumentError(f"{name}: sizes must be integers, got {items}")
+        try:
+            out.append(int(operator.index(s)))
+        except TypeError:
+            raise InvalidArgumentError(f"{name}: sizes must be integers, got {items}") from None
+    if any(s < 0 for s in out):
+        raise InvalidArgumentError(f"{name}: sizes must be non-negative, got {tuple(out)}")
+    if any(s > INT64_MAX for s in out):
+        raise InvalidArgumentError(f"{name}: sizes must fit in int64, got {tuple(out)}")
+    return tuple(out)
+
+
+def check_finite(t: torch.Tensor, what: str) -> None:
+    """Raise when ``t`` holds NaN or Inf."""
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise InvalidArgumentError(f"{what}: contains NaN or Inf (pass check_finite=False to skip this check)")
+
+
+def to_core(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as the C++ core reads it: plain memory, C-contiguous.
+
+    A tensor may be a lazy view whose memory differs from its value: ``x.conj()`` only sets a conjugate
+    bit, ``-x`` of such a view a negative bit. The core reads raw memory through DLPack, so both are
+    materialized here, at every crossing into C++.
+    """
+    return t.resolve_conj().resolve_neg().contiguous()
+
+
+def fs_path(path, what: str = "path") -> bytes:
+    """A file-system path (str, bytes or os.PathLike) as bytes, the form the C++ core opens; names that
+    are not valid UTF-8 keep their exact bytes."""
+    try:
+        p = os.fspath(path)
+    except TypeError:
+        raise InvalidArgumentError(f"{what}: expected a str, bytes or os.PathLike, got {type(path).__name__}") from None
+    return os.fsencode(p)
