@@ -371,7 +371,7 @@ def test_nonexistent_path(tmp_path):
 
 
 def test_bad_path_type():
-    with pytest.raises(ValueError, match="path: expected a str or os.PathLike"):
+    with pytest.raises(ValueError, match="path: expected a str, bytes or os.PathLike"):
         sla.load_mtx(42)
 
 

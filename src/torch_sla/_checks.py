@@ -32,14 +32,23 @@ def as_int(value, name: str, *, lo: int = 0, hi: int = INT64_MAX) -> int:
     try:
         v = operator.index(value)
     except TypeError:
-        raise InvalidArgumentError(f"{name}: expected an integer, got {value!r} ({type(value).__name__})") from None
+        raise InvalidArgumentError(
+            f"{name}: expected an integer, got {value!r} ({type(value).__name__})"
+        ) from None
     if not lo <= v <= hi:
         raise InvalidArgumentError(f"{name}: must lie in [{lo}, {hi}], got {v}")
     return int(v)
 
 
-def as_float(value, name: str, *, lo: float = -math.inf, hi: float = math.inf, open_lo: bool = False,
-             open_hi: bool = False) -> float:
+def as_float(
+    value,
+    name: str,
+    *,
+    lo: float = -math.inf,
+    hi: float = math.inf,
+    open_lo: bool = False,
+    open_hi: bool = False,
+) -> float:
     """``value`` as a finite float in the interval ``[lo, hi]`` (ends open where asked)."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
         raise InvalidArgumentError(f"{name}: expected a real number, got {value!r} ({type(value).__name__})")
@@ -82,7 +91,9 @@ def as_shape(shape, name: str = "shape") -> tuple[int, ...]:
 def check_finite(t: torch.Tensor, what: str) -> None:
     """Raise when ``t`` holds NaN or Inf."""
     if t.numel() and not bool(torch.isfinite(t).all()):
-        raise InvalidArgumentError(f"{what}: contains NaN or Inf (pass check_finite=False to skip this check)")
+        raise InvalidArgumentError(
+            f"{what}: contains NaN or Inf (pass check_finite=False to skip this check)"
+        )
 
 
 def to_core(t: torch.Tensor) -> torch.Tensor:
@@ -101,5 +112,7 @@ def fs_path(path, what: str = "path") -> bytes:
     try:
         p = os.fspath(path)
     except TypeError:
-        raise InvalidArgumentError(f"{what}: expected a str, bytes or os.PathLike, got {type(path).__name__}") from None
+        raise InvalidArgumentError(
+            f"{what}: expected a str, bytes or os.PathLike, got {type(path).__name__}"
+        ) from None
     return os.fsencode(p)

@@ -146,7 +146,7 @@ def _analysis(A: SparseTensor, backend: str, method: str) -> tuple[Any, bool]:
         return sym, True
     crow, col = p.csr_for_core()
     sym = _C.analyze(backend, method, dtype_name(A.dtype), p.n_rows, p.n_cols, crow, col)
-    return _ANALYSIS_CACHE.put(key, sym, int(getattr(sym, 'memory_bytes', 24 * (p.n_rows + p.nnz)))), False
+    return _ANALYSIS_CACHE.put(key, sym, int(getattr(sym, "memory_bytes", 24 * (p.n_rows + p.nnz)))), False
 
 
 def _factor_all(A: SparseTensor, backend: str, method: str) -> tuple[list, bool]:

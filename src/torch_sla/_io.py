@@ -12,27 +12,19 @@ from typing import Union
 import torch
 
 from . import _C
+from ._checks import fs_path
+from ._memory import check_budget
 from ._sparse_tensor import SparseTensor
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, MatrixMarketError
 
 __all__ = ["load_mtx", "save_mtx"]
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 _FIELDS = ("real", "integer", "complex", "pattern")
 _SYMMETRIES = ("general", "symmetric", "skew-symmetric", "hermitian")
 _VALUE_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 _INDEX_DTYPES = (torch.int32, torch.int64)
-
-
-def _fspath(path: PathLike, what: str = "path") -> str:
-    try:
-        p = os.fspath(path)
-    except TypeError:
-        raise InvalidArgumentError(
-            f"{what}: expected a str or os.PathLike, got {type(path).__name__}"
-        ) from None
-    return os.fsdecode(p)
 
 
 def load_mtx(
@@ -51,8 +43,8 @@ def load_mtx(
 
     Parameters
     ----------
-    path : str or os.PathLike
-        The file to read.
+    path : str, bytes or os.PathLike
+        The file to read (a name that is not valid UTF-8 may be given as bytes).
     dtype : torch.dtype, optional
         Value dtype of the result: float32, float64, complex64 or complex128. Defaults to float64 for
         real, integer and pattern files (pattern entries are 1.0) and complex128 for complex files. A
@@ -77,7 +69,8 @@ def load_mtx(
     >>> A = torch_sla.load_mtx("bcsstk01.mtx")  # doctest: +SKIP
     >>> x = A.solve(b)  # doctest: +SKIP
     """
-    p = _fspath(path)
+    p = fs_path(path)
+    shown = os.fsdecode(p)
     if dtype is not None and dtype not in _VALUE_DTYPES:
         raise InvalidArgumentError(
             f"dtype: {dtype} is not supported; use float32, float64, complex64 or complex128"
@@ -86,12 +79,17 @@ def load_mtx(
         raise InvalidArgumentError(f"index_dtype: expected torch.int32 or torch.int64, got {index_dtype}")
     data = _C.mtx_read(p)
     n_rows, n_cols = int(data["n_rows"]), int(data["n_cols"])
+    check_budget(
+        24.0 * (n_rows + 1),
+        f"{shown}: the header declares a {n_rows} x {n_cols} matrix; its CSR row pointers",
+        MatrixMarketError,
+    )
     is_complex = data["field"] == "complex"
     if dtype is None:
         dtype = torch.complex128 if is_complex else torch.float64
     elif is_complex and not dtype.is_complex:
         raise InvalidArgumentError(
-            f"dtype: {p} holds complex values; pass a complex dtype (complex64 or complex128), not {dtype}"
+            f"dtype: {shown} holds complex values; pass a complex dtype (complex64 or complex128), not {dtype}"
         )
     if index_dtype == torch.int32 and max(n_rows, n_cols) > torch.iinfo(torch.int32).max:
         raise InvalidArgumentError(
@@ -132,7 +130,7 @@ def save_mtx(
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str, bytes or os.PathLike
         The file to write (overwritten if it exists).
     A : SparseTensor
         An unbatched matrix of shape ``(n_rows, n_cols)``; every stored entry is written, explicit
@@ -161,7 +159,7 @@ def save_mtx(
     --------
     >>> torch_sla.save_mtx("A.mtx", A, symmetry="symmetric", comment="2-D Poisson")  # doctest: +SKIP
     """
-    p = _fspath(path)
+    p = fs_path(path)
     if not isinstance(A, SparseTensor):
         raise InvalidArgumentError(f"A: expected a torch_sla.SparseTensor, got {type(A).__name__}")
     if len(A.shape) != 2:

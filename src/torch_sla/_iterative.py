@@ -260,7 +260,9 @@ class KrylovSolver:
             o["rtol"],
             o["atol"],
             o["maxiter"] or 10 * max(self.n, 1),
-            min(o["restart"], self.n),  # a Krylov space has at most n dimensions; GMRES allocates restart + 1 vectors
+            min(
+                o["restart"], self.n
+            ),  # a Krylov space has at most n dimensions; GMRES allocates restart + 1 vectors
             torch.get_num_threads(),
             o["return_info"],
             o["callback"],

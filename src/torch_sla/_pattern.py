@@ -46,7 +46,6 @@ class Pattern:
         row = row.to(torch.int64)
         col = col.to(torch.int64)
         nnz = row.numel()
-        check_budget(24.0 * (n_rows + 1), f"a CSR matrix with {n_rows} rows (its row pointers)")
         if nnz == 0 or bool(_ordered_unique(row, col).all()):
             crow = _crow_from_rows(row, n_rows)
             return Pattern(crow, col.contiguous(), n_rows, n_cols), None, False
@@ -200,6 +199,8 @@ def _ordered_unique(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
 
 
 def _crow_from_rows(sorted_rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    # crow, bincount's counts and cumsum's output: three int64 arrays of n_rows + 1 entries.
+    check_budget(24.0 * (n_rows + 1), f"a CSR matrix with {n_rows} rows (its row pointers)")
     counts = torch.bincount(sorted_rows, minlength=n_rows) if sorted_rows.numel() else None
     crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=sorted_rows.device)
     if counts is not None:

@@ -150,7 +150,9 @@ class SparseTensor:
         _check_values_dtype(values)
         shape = as_shape(shape)
         if len(shape) < 2:
-            raise InvalidArgumentError(f"shape: expected (n_rows, n_cols) or (*batch, n_rows, n_cols), got {shape}")
+            raise InvalidArgumentError(
+                f"shape: expected (n_rows, n_cols) or (*batch, n_rows, n_cols), got {shape}"
+            )
         n_rows, n_cols = shape[-2:]
         pattern = Pattern.from_csr(
             torch.as_tensor(crow_indices), torch.as_tensor(col_indices), n_rows, n_cols
@@ -330,7 +332,11 @@ class SparseTensor:
             )
         p = self._pattern
         return sp.csr_matrix(
-            (self.values.detach().cpu().numpy(), p.col.cpu().numpy(), p.crow.cpu().numpy()),
+            (
+                self.values.detach().resolve_conj().resolve_neg().cpu().numpy(),
+                p.col.cpu().numpy(),
+                p.crow.cpu().numpy(),
+            ),
             shape=(p.n_rows, p.n_cols),
         )
 
@@ -389,9 +395,16 @@ class SparseTensor:
                     torch.cat([p.row, pt.row]), torch.cat([p.col, pt.col]), p.n_rows, p.n_cols
                 )
                 both = torch.cat([v, -vt], -1)
-                diff = both if where is None else both.new_zeros(v.shape[:-1] + (q.nnz,)).index_add(-1, where, both)
+                diff = (
+                    both
+                    if where is None
+                    else both.new_zeros(v.shape[:-1] + (q.nnz,)).index_add(-1, where, both)
+                )
             worst, scale = float(diff.abs().amax()), float(v.abs().amax())
-            result = worst / scale if scale > 0 else (0.0 if worst == 0 else math.inf)
+            if math.isnan(worst) or math.isnan(scale):
+                result = math.nan
+            else:
+                result = worst / scale if scale > 0 else (0.0 if worst == 0 else math.inf)
         self._sym_cache[key] = (stamp, result)
         return result
 
