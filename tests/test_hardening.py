@@ -370,15 +370,13 @@ def test_shape_whose_row_pointers_exceed_the_memory_budget(tmp_path):
 
 
 def test_memory_prediction_counts_more_than_the_factor():
-    from torch_sla._backends import predicted_solve_bytes
-    from torch_sla._direct import _analysis
-
     n = 10**5
     A = sla.SparseTensor(torch.rand(n, dtype=F64) + 1, torch.arange(n), torch.arange(n), (n, n))
     c = sla.explain(A)
-    sym, _ = _analysis(A, c.backend, c.method)
-    predicted = predicted_solve_bytes(A, sym, 1)
-    # a diagonal factor is 16 bytes per row; the solve takes about 280 bytes per row in all
+    impl = sla.backends()[c.backend]
+    sym, _ = impl.analyze(A, c.method)
+    predicted = impl.predicted_solve_bytes(A, c.method, 1)
+    # a diagonal factor is 16 bytes per row; a solve takes about 280 bytes per row in all
     assert predicted >= 250 * n > 10 * sym.predicted_factor_bytes
     budget = sla.get_memory_budget()
     try:

@@ -249,10 +249,10 @@ def test_auto_switches_to_iterative_when_factor_exceeds_budget():
             c = sla.explain(A, b)
         finally:
             sla.set_memory_budget(None)
-        assert c.kind == "direct" and "gives no factor-size prediction" in str(c)
+        assert c.kind == "direct" and "gives no memory prediction" in str(c)
         return
     try:
-        sla.set_memory_budget(1000.0)  # 1 kB: no factorization fits
+        sla.set_memory_budget(100e3)  # 100 kB: the index arrays fit, no factorization does
         c = sla.explain(A, b)
         assert c.kind == "iterative" and c.method == "cg"
         assert "exceeds the memory budget" in str(c) and "preconditioner=" in str(c)

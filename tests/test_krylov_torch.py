@@ -625,7 +625,7 @@ def test_lsqr_matches_lstsq(dtype):
     g = torch.Generator().manual_seed(17)
     a = _randn(30, 10, dtype, g)
     b = _randn(30, 3, dtype, g)
-    x, info = lsqr(lambda v: a @ v, lambda u: a.mH @ u, b, rtol=1e-10)
+    x, info = lsqr((lambda v: a @ v, lambda u: a.mH @ u), b, rtol=1e-10)
     ref = torch.linalg.lstsq(a, b).solution
     assert info.converged and info.reason == "converged"
     assert x.shape == (10, 3)
@@ -640,12 +640,12 @@ def test_lsqr_consistent_system_warm_start_and_alias():
     a = _randn(30, 10, torch.float64, g)
     xt = _randn(10, 2, torch.float64, g)
     b = a @ xt
-    x, info = least_squares(lambda v: a @ v, lambda u: a.mT @ u, b, rtol=1e-10, record_history=True)
+    x, info = least_squares((lambda v: a @ v, lambda u: a.mT @ u), b, rtol=1e-10, record_history=True)
     assert least_squares is lsqr
     assert info.converged and info.residual < 1e-9
     assert rel_err(x, xt) < 1e-8
     assert info.residual_history and info.residual_history[0] == pytest.approx(1.0)
-    _, warm = lsqr(lambda v: a @ v, lambda u: a.mT @ u, b, rtol=1e-10, x0=xt + 1e-8)
+    _, warm = lsqr((lambda v: a @ v, lambda u: a.mT @ u), b, rtol=1e-10, x0=xt + 1e-8)
     assert warm.iterations < info.iterations
 
 
@@ -653,10 +653,10 @@ def test_lsqr_maxiter_and_nan():
     g = torch.Generator().manual_seed(19)
     a = _randn(30, 10, torch.float64, g)
     b = _randn(30, 1, torch.float64, g)
-    _, info = lsqr(lambda v: a @ v, lambda u: a.mT @ u, b, maxiter=3, rtol=1e-12)
+    _, info = lsqr((lambda v: a @ v, lambda u: a.mT @ u), b, maxiter=3, rtol=1e-12)
     assert not info.converged and info.reason == "maxiter" and info.iterations == 3
     b[0, 0] = float("nan")
-    _, info = lsqr(lambda v: a @ v, lambda u: a.mT @ u, b, maxiter=100)
+    _, info = lsqr((lambda v: a @ v, lambda u: a.mT @ u), b, maxiter=100)
     assert info.reason == "nan" and info.iterations == 0
 
 
@@ -694,8 +694,8 @@ def test_bad_b():
     with pytest.raises(InvalidArgumentError, match="dtype"):
         krylov_solve(dense_matvec(a), torch.ones(4, 1, dtype=torch.int64), method="cg")
     with pytest.raises(InvalidArgumentError, match="rtol"):
-        lsqr(dense_matvec(a), dense_matvec(a), torch.ones(4, 1, dtype=torch.float64), rtol=0)
+        lsqr((dense_matvec(a), dense_matvec(a)), torch.ones(4, 1, dtype=torch.float64), rtol=0)
     with pytest.raises(InvalidArgumentError, match="x0"):
-        lsqr(dense_matvec(a), dense_matvec(a), torch.ones(4, 1), x0=torch.zeros(4, 2))
+        lsqr((dense_matvec(a), dense_matvec(a)), torch.ones(4, 1), x0=torch.zeros(4, 2))
     with pytest.raises(ValueError):  # InvalidArgumentError is a ValueError
         krylov_solve(dense_matvec(a), torch.ones(4, 1, dtype=torch.float64), method="cg", check_every=-1)

@@ -9,19 +9,14 @@ sla.explain(A, b)           # what backend="auto" picks, and why
 from __future__ import annotations
 
 from . import errors
-from ._backends import BackendInfo, Choice, backends, explain, show_backends
-from ._direct import (
-    Factorization,
-    analysis_cache_info,
-    clear_analysis_cache,
-    factorize,
-    set_analysis_cache_limit,
-)
+from ._direct import Factorization, analysis_cache_info, clear_analysis_cache, set_analysis_cache_limit
 from ._io import load_mtx, save_mtx
-from ._iterative import LinearOperator, SolveInfo, lstsq
+from ._iterative import SolveInfo, lstsq
 from ._memory import get_memory_budget, set_memory_budget
-from ._solve import as_sparse_tensor, solve, spsolve
-from ._sparse_tensor import SparseTensor
+from ._operator import LinearOperator, Operator
+from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends
+from ._solve import factorize, solve, spsolve
+from ._sparse_tensor import SparseTensor, as_sparse_tensor
 from .errors import (
     BackendUnavailableError,
     ConvergenceError,
@@ -45,6 +40,9 @@ __all__ = [
     "factorize",
     "as_sparse_tensor",
     "LinearOperator",
+    "Operator",
+    "Backend",
+    "register",
     "SolveInfo",
     "set_memory_budget",
     "get_memory_budget",

@@ -1,24 +1,28 @@
-"""Iterative (Krylov) solves: the C++ core on the CPU (backend "core") and torch ops on any device
-(backend "torch"), with one autograd node per solve and an adjoint Krylov solve in backward."""
+"""Iterative (Krylov) solves: the iterative backends (the C++ core on the CPU, torch ops on any device),
+matrix-free operators and least squares, all with one autograd node per solve and an adjoint Krylov
+solve in backward."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from ._autograd import LinearSolve
-from ._checks import INT32_MAX, as_float, as_int, as_shape, to_core
+from . import _krylov_torch as kt
+from ._autograd import LinearSolve, pattern_vjp
 from ._checks import check_finite as check_finite_values
+from ._checks import dtype_name, to_core
+from ._core import IMPORT_ERROR, core, core_build_info
+from ._operator import CsrOperator, LinearOperator
+from ._options import KrylovOptions
+from ._registry import ITERATIVE_METHODS, Backend, Choice, backends, register
+from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_rhs, normalize_rhs
 from .errors import BackendUnavailableError, ConvergenceError, InvalidArgumentError
 
-ITERATIVE_METHODS = ("cg", "bicgstab", "gmres", "minres")
-CORE_PRECONDITIONERS = ("jacobi", "ssor", "ic0", "ilu0")
-TORCH_PRECONDITIONERS = ("jacobi", "chebyshev")
+HERMITIAN_KRYLOV = ("cg", "minres")
 
 
 @dataclasses.dataclass
@@ -50,67 +54,6 @@ class SolveInfo:
             self.residual_history[i] = max(self.residual_history[i], h)
 
 
-class LinearOperator:
-    """A matrix-free linear operator for the ``torch`` backend.
-
-    Parameters
-    ----------
-    matvec : callable
-        ``matvec(x) -> A x`` for ``x`` of shape ``(n, k)``; written with torch ops, so autograd can
-        differentiate it with respect to ``parameters``.
-    shape : (n, n)
-    dtype, device : of the vectors it acts on.
-    rmatvec : callable, optional
-        ``A^H x``. When omitted, it is the vector-Jacobian product of ``matvec`` (exact for linear maps).
-    parameters : sequence of tensors
-        The tensors ``matvec`` depends on. The solution's gradient to each is one adjoint solve plus one
-        vector-Jacobian product of ``matvec``.
-    """
-
-    def __init__(
-        self,
-        matvec: Callable[[torch.Tensor], torch.Tensor],
-        shape: Sequence[int],
-        *,
-        dtype: torch.dtype = torch.float64,
-        device: torch.device | str = "cpu",
-        rmatvec: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        parameters: Sequence[torch.Tensor] = (),
-    ):
-        shape = as_shape(shape)
-        if len(shape) != 2 or shape[0] != shape[1]:
-            raise InvalidArgumentError(f"shape: expected a square (n, n), got {shape}")
-        self.matvec, self._rmatvec = matvec, rmatvec
-        self.shape, self.dtype, self.device = shape, dtype, torch.device(device)
-        self.parameters = tuple(parameters)
-
-    def rmatvec(self, x: torch.Tensor) -> torch.Tensor:
-        if self._rmatvec is not None:
-            return self._rmatvec(x)
-        with torch.enable_grad():
-            z = torch.zeros_like(x, requires_grad=True)
-            (y,) = torch.autograd.grad(self.matvec(z), z, x)
-        return y
-
-
-def _check_options(rtol, atol, maxiter, restart, check_every, on_fail) -> dict:
-    """Validated, normalized options of an iterative solve (a clear error naming the bad one)."""
-    rtol = as_float(rtol, "rtol", lo=0.0)
-    atol = as_float(atol, "atol", lo=0.0)
-    if not (rtol > 0 or atol > 0):
-        raise InvalidArgumentError(f"rtol: need rtol > 0 (or atol > 0), got rtol={rtol}, atol={atol}")
-    if on_fail not in ("warn", "raise"):
-        raise InvalidArgumentError(f"on_fail: expected 'warn' or 'raise', got {on_fail!r}")
-    return dict(
-        rtol=rtol,
-        atol=atol,
-        maxiter=None if maxiter is None else as_int(maxiter, "maxiter", lo=1, hi=2**62),
-        restart=as_int(restart, "restart", lo=1, hi=INT32_MAX),
-        check_every=as_int(check_every, "check_every", lo=1, hi=2**62),
-        on_fail=on_fail,
-    )
-
-
 def _report(info: SolveInfo, on_fail: str, what: str) -> None:
     if info.converged:
         return
@@ -121,34 +64,202 @@ def _report(info: SolveInfo, on_fail: str, what: str) -> None:
     )
     if on_fail == "raise":
         raise ConvergenceError(msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=4)
+    warnings.warn(msg, RuntimeWarning, stacklevel=5)
 
 
+# -- backends ------------------------------------------------------------------------------------------
+class KrylovBackend(Backend):
+    """An iterative backend: its preconditioner policy, how it builds preconditioners for a matrix (once
+    per batch member, kept for the adjoint solve) and how it solves one batch member."""
+
+    kind = "iterative"
+    methods = ITERATIVE_METHODS
+    operations = frozenset({"solve", "batch"})
+
+    def auto_preconditioner(self, A: SparseTensor, method: str) -> tuple[str, str]:
+        """(what preconditioner="auto" means for this matrix and method, why). Jacobi for CG/MINRES
+        when the diagonal is stored and positive; for the general methods the backend's own choice
+        (``general_preconditioner``) when the diagonal is stored and nonzero; else none."""
+        if A.shape[-1] == 0 or A.batch_size == 0:
+            return "none", "an empty system has nothing to precondition"
+        pos = A.pattern.diag_positions
+        if pos is None:
+            return "none", "a diagonal entry is not stored"
+        d = A.values.detach()[..., pos]
+        if method in HERMITIAN_KRYLOV:
+            ok = bool((d.real > 0).all()) if d.is_complex() else bool((d > 0).all())
+            return (
+                ("jacobi", "Jacobi: the diagonal is positive")
+                if ok
+                else ("none", "the diagonal is not positive")
+            )
+        if bool((d != 0).all()):
+            return self.general_preconditioner, f"{self.general_preconditioner}: the diagonal is nonzero"
+        return "none", "the diagonal has zeros"
+
+    general_preconditioner = "jacobi"
+
+    def build_preconditioners(self, solver: KrylovSolver, name: str) -> Any:
+        """Whatever ``solve_member`` needs for the named preconditioner (validated here)."""
+        raise NotImplementedError
+
+    def solve_member(self, solver: KrylovSolver, i: int, b: torch.Tensor, x0, op: str):
+        """Solve op(A_i) x = b (n, k) for batch member i; returns (x, info dict)."""
+        raise NotImplementedError
+
+
+class CoreKrylovBackend(KrylovBackend):
+    """C++ Krylov solvers (OpenMP, fused kernels, int32 indices) on the CPU."""
+
+    name = "core"
+    devices = ("cpu",)
+    preconditioners = ("jacobi", "ssor", "ic0", "ilu0")
+    general_preconditioner = "ilu0"
+    priority = {"cpu": 0}
+
+    def availability(self) -> tuple[bool, str]:
+        if "error" in core_build_info():
+            return False, f"the C++ core failed to import: {IMPORT_ERROR}"
+        return (
+            True,
+            "C++ Krylov solvers (OpenMP, fused kernels, int32 indices); jacobi/ssor/ic0/ilu0 preconditioners",
+        )
+
+    def build_preconditioners(self, solver: KrylovSolver, name: str) -> Any:
+        crow, col = solver.pattern.csr_for_core()
+        threads = torch.get_num_threads()
+        C = core()
+        return [
+            C.make_preconditioner(name, solver.n, crow, col, to_core(v), solver.opts.omega, threads)
+            for v in solver.values
+        ]
+
+    def solve_member(self, solver: KrylovSolver, i: int, b: torch.Tensor, x0, op: str):
+        C = core()
+        pattern, values = solver.operator_values(op)
+        crow, col = pattern.csr_for_core()
+        x = to_core(x0.clone() if x0 is not None else torch.zeros_like(b))
+        kind, pre = solver.precond
+        M = None
+        if kind == "named":
+            M = pre[i]
+        elif kind == "callable":
+            M = C.callable_preconditioner(pre, dtype_name(b.dtype), solver.n)
+        o = solver.opts
+        d = C.krylov_solve(
+            solver.method,
+            solver.n,
+            crow,
+            col,
+            to_core(values[i]),
+            to_core(b),
+            x,
+            M,
+            op,
+            o.rtol,
+            o.atol,
+            o.max_iterations(solver.n),
+            min(
+                o.restart, solver.n
+            ),  # a Krylov space has at most n dimensions; GMRES keeps restart + 1 vectors
+            torch.get_num_threads(),
+            o.return_info,
+            o.callback,
+        )
+        return x, d
+
+
+class TorchKrylovBackend(KrylovBackend):
+    """Krylov solvers written with torch ops (any device), on the operator protocol."""
+
+    name = "torch"
+    devices = ("cpu", "cuda", "mps", "xpu")
+    preconditioners = ("jacobi", "chebyshev")
+    priority = {"cpu": 1, "cuda": 0, "mps": 0, "xpu": 0}
+
+    def availability(self) -> tuple[bool, str]:
+        return (
+            True,
+            "PyTorch-native Krylov solvers on any device; jacobi/chebyshev preconditioners; matrix-free",
+        )
+
+    def build_preconditioners(self, solver: KrylovSolver, name: str) -> Any:
+        if solver.pattern.diag_positions is None:
+            raise InvalidArgumentError(
+                f"preconditioner: {name!r} needs every diagonal entry of A to be stored"
+            )
+        return name  # built per member and operator in solve_member (cheap, and Chebyshev needs op(A))
+
+    def _preconditioner(self, solver: KrylovSolver, i: int, A_op, op: str):
+        kind, pre = solver.precond
+        if kind == "none":
+            return None
+        if kind == "callable":
+            return pre
+        diag = solver.values[i][solver.pattern.diag_positions]
+        jac = kt.JacobiPreconditioner(diag.conj() if op == "H" else diag)
+        if pre == "jacobi":
+            return jac
+        return kt.ChebyshevPreconditioner(
+            A_op, solver.n, diag.dtype, diag.device, degree=solver.opts.degree, inner=jac
+        )
+
+    def solve_member(self, solver: KrylovSolver, i: int, b: torch.Tensor, x0, op: str):
+        pattern, values = solver.operator_values(op)
+        crow, col = pattern.csr_for_core()  # int32 indices when they fit: less index traffic in SpMV
+        A_op = CsrOperator(crow, col, values[i], solver.n)
+        o = solver.opts
+        x, info = kt.krylov_solve(
+            A_op,
+            b,
+            method=solver.method,
+            rtol=o.rtol,
+            atol=o.atol,
+            maxiter=o.maxiter,
+            x0=x0,
+            restart=o.restart,
+            M=self._preconditioner(solver, i, A_op, op),
+            callback=o.callback,
+            check_every=o.check_every,
+            record_history=o.return_info,
+        )
+        return x, dataclasses.asdict(info)
+
+
+for _backend in (CoreKrylovBackend(), TorchKrylovBackend()):
+    register(_backend)
+
+
+# -- the solver of one iterative solve (the Solver protocol of LinearSolve) ----------------------------
 class KrylovSolver:
     """Everything one iterative solve needs, kept for the adjoint solve in backward: the matrix values
-    (detached), its preconditioners (built once, per batch member) and the options."""
+    (detached), its preconditioners (built once, per batch member), the backend and the options."""
 
-    def __init__(self, A, method: str, backend: str, preconditioner: Any, opts: dict):
+    def __init__(self, A: SparseTensor, choice: Choice, opts: KrylovOptions, x0: torch.Tensor | None):
         self.A = A
         self.pattern = A.pattern
-        self.method = method
-        self.backend = backend
+        self.method = choice.method
+        self.backend: KrylovBackend = choice.impl
         self.opts = opts
         self.values = A.values.detach().reshape(A.batch_size, A.nnz)
         self.n = A.shape[-1]
-        self.x0 = opts.pop("x0", None)
-        self._precond_spec = preconditioner
-        self.preconditioner_name, self._pre = self._build_preconditioners(preconditioner)
-        self.info = SolveInfo(method, backend, self.preconditioner_name)
+        self.x0 = x0
+        spec = opts.preconditioner
+        if spec == "auto":
+            spec = choice.preconditioner if choice.preconditioner is not None else "none"
+        self.preconditioner_name, self.precond = self._preconditioner(spec)
+        self.info = SolveInfo(self.method, self.backend.name, self.preconditioner_name)
         self._adjoint_values = None
         self._forward_done = False
 
-    # -- preconditioners ---------------------------------------------------------------------------
-    def _build_preconditioners(self, spec):
-        from ._sparse_tensor import SparseTensor
-
-        if spec is None or (isinstance(spec, str) and spec == "none"):
-            return "none", None
+    def _preconditioner(self, spec) -> tuple[str, tuple[str, Any]]:
+        if (
+            spec is None
+            or (isinstance(spec, str) and spec == "none")
+            or self.n == 0
+            or self.values.shape[0] == 0
+        ):
+            return "none", ("none", None)
         if isinstance(spec, SparseTensor):
             P = spec
             if P.shape[-2:] != (self.n, self.n) or P.dtype != self.A.dtype:
@@ -156,7 +267,7 @@ class KrylovSolver:
                     f"preconditioner: a SparseTensor preconditioner must be ({self.n}, {self.n}) with dtype "
                     f"{self.A.dtype}, got {P.shape} {P.dtype}"
                 )
-            return "sparse", ("callable", lambda r: P.detach() @ r)
+            return "sparse", ("callable", lambda r: to_core(P.detach() @ r))
         if callable(spec):
             # The core copies the callable's result from raw memory: materialize lazy conj/neg views.
             return getattr(spec, "__name__", "callable"), ("callable", lambda r: to_core(spec(r)))
@@ -164,49 +275,18 @@ class KrylovSolver:
             raise InvalidArgumentError(
                 f"preconditioner: expected a name, a callable or a SparseTensor, got {spec!r}"
             )
-        if self.backend == "core":
-            if spec not in CORE_PRECONDITIONERS:
-                raise BackendUnavailableError(
-                    f"preconditioner: {spec!r} is not available on backend 'core' (it has "
-                    f"{', '.join(CORE_PRECONDITIONERS)}); use backend='torch' for 'chebyshev'"
-                )
-            from . import _C
-
-            crow, col = self.pattern.csr_for_core()
-            threads = torch.get_num_threads()
-            pres = [
-                _C.make_preconditioner(spec, self.n, crow, col, to_core(v), self.opts["omega"], threads)
-                for v in self.values
-            ]
-            return spec, ("core", pres)
-        if spec not in TORCH_PRECONDITIONERS:
+        if spec not in self.backend.preconditioners:
+            others = [b.name for b in _iterative_backends() if spec in b.preconditioners]
             raise BackendUnavailableError(
-                f"preconditioner: {spec!r} is not available on backend 'torch' (it has "
-                f"{', '.join(TORCH_PRECONDITIONERS)}); use backend='core' on the CPU for ssor, ic0 and ilu0"
+                f"preconditioner: {spec!r} is not available on backend {self.backend.name!r} (it has "
+                f"{', '.join(self.backend.preconditioners)})"
+                + (f"; backend {others[0]!r} has it" if others else "")
             )
-        return spec, ("torch", spec)
+        return spec, ("named", self.backend.build_preconditioners(self, spec))
 
-    def _torch_preconditioner(self, i: int, values: torch.Tensor, matvec, op: str):
-        from . import _krylov_torch as kt
-
-        kind = self._pre[1]
-        diag_pos = self.pattern.diag_positions
-        if diag_pos is None:
-            raise InvalidArgumentError(
-                f"preconditioner: {kind!r} needs every diagonal entry of A to be stored"
-            )
-        diag = values[diag_pos]
-        jac = kt.JacobiPreconditioner(diag.conj() if op == "H" else diag)
-        if kind == "jacobi":
-            return jac
-        return kt.ChebyshevPreconditioner(
-            matvec, self.n, values.dtype, values.device, degree=self.opts["degree"], inner=jac
-        )
-
-    # -- solves ------------------------------------------------------------------------------------
-    def _operator_values(self, op: str) -> tuple[Any, torch.Tensor]:
+    def operator_values(self, op: str) -> tuple[Any, torch.Tensor]:
         """Pattern and (B, nnz) values of op(A)."""
-        if op == "N" or self.method in ("cg", "minres"):  # Hermitian methods: A^H = A
+        if op == "N" or self.method in HERMITIAN_KRYLOV:  # Hermitian methods: A^H = A (checked by choose)
             return self.pattern, self.values
         if self._adjoint_values is None:
             pt, perm = self.pattern.transpose()
@@ -214,254 +294,164 @@ class KrylovSolver:
             self._adjoint_values = (pt, v.conj() if v.is_complex() else v)
         return self._adjoint_values
 
-    def _raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
-        info = SolveInfo(self.method, self.backend, self.preconditioner_name)
-        if self.n == 0 or b.shape[0] == 0:  # an empty system: nothing to iterate on
-            return torch.zeros_like(b)
-        pattern, values = self._operator_values(op)
-        out = torch.empty_like(b)
-        for i in range(b.shape[0]):
-            x0 = self.x0[i] if (op == "N" and self.x0 is not None) else None
-            if self.backend == "core":
-                out[i], d = self._solve_core(pattern, values[i], b[i], x0, i, op)
-            else:
-                out[i], d = self._solve_torch(pattern, values[i], b[i], x0, i, op)
-            info._merge(d)
+    def params_vjp(self, params, left, right):
+        return (pattern_vjp(self.pattern, left, right),)
+
+    def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
+        info = SolveInfo(self.method, self.backend.name, self.preconditioner_name)
+        if self.n == 0 or b.shape[0] == 0 or b.shape[-1] == 0:  # empty: nothing to iterate on
+            out = torch.zeros_like(b)
+        else:
+            out = torch.empty_like(b)
+            for i in range(b.shape[0]):
+                x0 = self.x0[i] if (op == "N" and self.x0 is not None) else None
+                out[i], d = self.backend.solve_member(self, i, b[i], x0, op)
+                info._merge(d)
         if not self._forward_done:  # the first call is the forward solve, later ones are backward's
             self.info, self._forward_done = info, True
-            _report(info, self.opts["on_fail"], "solve")
+            _report(info, self.opts.on_fail, "solve")
         else:
             self.info.adjoint = info
-            _report(info, self.opts["on_fail"], "adjoint solve (backward)")
+            _report(info, self.opts.on_fail, "adjoint solve (backward)")
         return out
 
-    def _solve_core(self, pattern, values, b, x0, i, op):
-        from . import _C
 
-        crow, col = pattern.csr_for_core()
-        x = to_core(x0.clone() if x0 is not None else torch.zeros_like(b))
-        pre = self._pre
-        M = None
-        if pre is not None and pre[0] == "core":
-            M = pre[1][i]
-        elif pre is not None:
-            M = _C.callable_preconditioner(pre[1], str(b.dtype).replace("torch.", ""), self.n)
-        o = self.opts
-        d = _C.krylov_solve(
-            self.method,
-            self.n,
-            crow,
-            col,
-            to_core(values),
-            to_core(b),
-            x,
-            M,
-            op,
-            o["rtol"],
-            o["atol"],
-            o["maxiter"] or 10 * max(self.n, 1),
-            min(
-                o["restart"], self.n
-            ),  # a Krylov space has at most n dimensions; GMRES allocates restart + 1 vectors
-            torch.get_num_threads(),
-            o["return_info"],
-            o["callback"],
-        )
-        return x, d
-
-    def _solve_torch(self, pattern, values, b, x0, i, op):
-        from . import _krylov_torch as kt
-
-        crow, col = pattern.csr_for_core()  # int32 indices when they fit: less index traffic in SpMV
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            mat = torch.sparse_csr_tensor(crow, col, values, (self.n, self.n))
-
-        def matvec(v):
-            return mat @ v
-
-        pre = self._pre
-        if pre is None:
-            M = None
-        elif pre[0] == "torch":
-            M = self._torch_preconditioner(i, self.values[i], matvec, op)
-        else:
-            M = pre[1]
-        o = self.opts
-        x, info = kt.krylov_solve(
-            matvec,
-            b,
-            method=self.method,
-            rtol=o["rtol"],
-            atol=o["atol"],
-            maxiter=o["maxiter"],
-            x0=x0,
-            restart=o["restart"],
-            M=M,
-            callback=o["callback"],
-            check_every=o["check_every"],
-            record_history=o["return_info"],
-        )
-        return x, dataclasses.asdict(info)
+def _iterative_backends() -> list[Backend]:
+    return [b for b in backends().values() if b.kind == "iterative"]
 
 
-def iterative_solve(
-    A,
-    b: torch.Tensor,
-    *,
-    method: str,
-    backend: str,
-    preconditioner="auto",
-    rtol=1e-8,
-    atol=0.0,
-    maxiter=None,
-    x0=None,
-    restart=30,
-    callback=None,
-    return_info=False,
-    on_fail="warn",
-    check_every=10,
-    omega=1.0,
-    degree=4,
-    check_finite=True,
-):
-    """Iterative solve of a SparseTensor system (see :func:`torch_sla.solve`)."""
-    from ._solve import _check_rhs, _normalize_rhs
-
-    opts = _check_options(rtol, atol, maxiter, restart, check_every, on_fail)
-    opts.update(
-        callback=callback,
-        return_info=bool(return_info),
-        omega=as_float(omega, "omega", lo=0.0, hi=2.0, open_lo=True, open_hi=True),
-        degree=as_int(degree, "degree", lo=1, hi=1000),
-    )
+def iterative_solve(A: SparseTensor, b, choice: Choice, opts: KrylovOptions, *, check_finite: bool = True):
+    """Iterative solve of a SparseTensor system as ``choice`` says (see :func:`torch_sla.solve`)."""
     if A.shape[-1] != A.shape[-2]:
         raise InvalidArgumentError(f"A: an iterative solve needs a square matrix, got shape {A.shape}")
     if check_finite:
         check_finite_values(A.values.detach(), "A.values")
-    b = _check_rhs(A, b, check_finite)
-    bb, restore = _normalize_rhs(A, b, name="b", n=A.shape[-1])
+    b = check_rhs(A, b, check_finite)
+    bb, restore = normalize_rhs(A, b, name="b", n=A.shape[-1])
     x0b = None
-    if x0 is not None:
-        x0 = torch.as_tensor(x0)
+    if opts.x0 is not None:
+        x0 = torch.as_tensor(opts.x0)
         if x0.shape != b.shape or x0.dtype != b.dtype or x0.device != b.device:
             raise InvalidArgumentError(
                 f"x0: expected shape {tuple(b.shape)}, dtype {b.dtype}, device {b.device} like b, got "
                 f"{tuple(x0.shape)}, {x0.dtype}, {x0.device}"
             )
-        x0b, _ = _normalize_rhs(A, x0.detach(), name="x0", n=A.shape[-1])
-    if A.shape[-1] == 0 or A.batch_size == 0:
-        preconditioner = "none"  # nothing to precondition (and nothing to build one from)
-    elif preconditioner == "auto":
-        preconditioner = _auto_preconditioner(A, method, backend)
-    opts["x0"] = x0b
-    solver = KrylovSolver(A, method, backend, preconditioner, opts)
-    x = LinearSolve.apply(A.values.reshape(A.batch_size, A.nnz), bb, solver, "N")
-    x = restore(x)
-    return (x, solver.info) if return_info else x
+        x0b, _ = normalize_rhs(A, x0.detach(), name="x0", n=A.shape[-1])
+    solver = KrylovSolver(A, choice, opts, x0b)
+    x = restore(LinearSolve.apply(solver, "N", bb, A.values.reshape(A.batch_size, A.nnz)))
+    return (x, solver.info) if opts.return_info else x
 
 
-def _auto_preconditioner(A, method: str, backend: str) -> str:
-    """Jacobi when the diagonal is stored and nonzero (positive for the Hermitian methods), else none."""
-    pos = A.pattern.diag_positions
-    if pos is None:
-        return "none"
-    d = A.values.detach()[..., pos]
-    if method in ("cg", "minres"):
-        ok = bool((d.real > 0).all()) if d.is_complex() else bool((d > 0).all())
-        return "jacobi" if ok else "none"
-    if backend == "core":
-        return "ilu0" if bool((d != 0).all()) else "none"
-    return "jacobi" if bool((d != 0).all()) else "none"
+# -- matrix-free operators --------------------------------------------------------------------------------
+class MatrixFreeSolver:
+    """A :class:`LinearOperator` solve for LinearSolve: torch Krylov kernels on the operator, and the
+    gradient to its parameters as one vector-Jacobian product of ``matvec``."""
 
-
-class _MatrixFreeSolve(torch.autograd.Function):
-    """x = A(theta)^{-1} b for a matrix-free operator.
-
-    Backward: lambda = A^{-H} g (one adjoint Krylov solve with rmatvec), grad_b = lambda, and
-    grad_theta = VJP of theta -> A(theta) x at cotangent -lambda (dL = -<lambda, dA x>).
-    """
-
-    @staticmethod
-    def forward(ctx, b, solver, *params):
-        x = solver.solve(b.detach(), adjoint=False)
-        ctx.solver = solver
-        ctx.save_for_backward(x)
-        return x
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        solver = ctx.solver
-        lam = solver.solve(g, adjoint=True)
-        grads = [None] * len(solver.op.parameters)
-        want = [i for i, p in enumerate(solver.op.parameters) if ctx.needs_input_grad[2 + i]]
-        if want:
-            with torch.enable_grad():
-                y = solver.op.matvec(x.detach())
-                got = torch.autograd.grad(y, [solver.op.parameters[i] for i in want], -lam, allow_unused=True)
-            for i, gi in zip(want, got):
-                grads[i] = gi
-        return (lam if ctx.needs_input_grad[0] else None), None, *grads
-
-
-class _MatrixFreeSolver:
-    def __init__(self, op: LinearOperator, method, preconditioner, opts):
+    def __init__(self, op: LinearOperator, method: str, preconditioner, opts: KrylovOptions):
         self.op, self.method, self.opts = op, method, opts
         self.M = preconditioner
         self.info = SolveInfo(method, "torch", "none" if preconditioner is None else "callable")
+        self._forward_done = False
 
-    def solve(self, b, adjoint: bool):
-        from . import _krylov_torch as kt
-
+    def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
+        adjoint = op == "H" and self.method not in HERMITIAN_KRYLOV
+        A = self.op
+        if adjoint:
+            A = _AdjointView(self.op)
         o = self.opts
-        mv = self.op.rmatvec if adjoint and self.method not in ("cg", "minres") else self.op.matvec
-        with torch.no_grad() if not adjoint else torch.enable_grad():
+        with torch.no_grad():
             x, info = kt.krylov_solve(
-                (lambda v: mv(v).detach()),
-                b,
+                A,
+                b[0],
                 method=self.method,
-                rtol=o["rtol"],
-                atol=o["atol"],
-                maxiter=o["maxiter"],
-                x0=None if adjoint else o["x0"],
-                restart=o["restart"],
+                rtol=o.rtol,
+                atol=o.atol,
+                maxiter=o.maxiter,
+                x0=None if self._forward_done else o.x0,
+                restart=o.restart,
                 M=self.M,
-                callback=o["callback"],
-                check_every=o["check_every"],
-                record_history=o["return_info"],
+                callback=o.callback,
+                check_every=o.check_every,
+                record_history=o.return_info,
             )
         si = SolveInfo(self.method, "torch", self.info.preconditioner)
         si._merge(dataclasses.asdict(info))
-        if adjoint:
+        if self._forward_done:
             self.info.adjoint = si
+            _report(si, o.on_fail, "adjoint solve (backward)")
         else:
-            adj = self.info.adjoint
-            self.info = si
-            self.info.adjoint = adj
-        _report(si, o["on_fail"], "adjoint solve (backward)" if adjoint else "solve")
-        return x
+            self.info, self._forward_done = si, True
+            _report(si, o.on_fail, "solve")
+        return x.unsqueeze(0)
+
+    def params_vjp(self, params, left, right):
+        # VJP of theta -> A(theta) right at -left. left and right are constants of this partial
+        # derivative (x depends on theta through the solve itself, which LinearSolve accounts for).
+        want = [i for i, p in enumerate(params) if p.requires_grad]
+        out: list = [None] * len(params)
+        if not want:
+            return tuple(out)
+        chosen = [params[i] for i in want]
+        if torch.is_grad_enabled():  # backward with create_graph: differentiable once more
+            got = _ParamsVJP.apply(self.op.matvec, -left[0], right[0], *chosen)
+        else:
+            with torch.enable_grad():
+                y = self.op.matvec(right[0].detach())
+                got = torch.autograd.grad(y, chosen, -left[0].detach(), allow_unused=True)
+        for i, g in zip(want, got):
+            out[i] = g
+        return tuple(out)
 
 
-def matrix_free_solve(
-    op: LinearOperator,
-    b,
-    *,
-    method="auto",
-    preconditioner=None,
-    rtol=1e-8,
-    atol=0.0,
-    maxiter=None,
-    x0=None,
-    restart=30,
-    callback=None,
-    return_info=False,
-    on_fail="warn",
-    check_every=10,
-):
+class _ParamsVJP(torch.autograd.Function):
+    """g = grad_theta of Re <v, A(theta) r> (the VJP of theta -> A(theta) r at the cotangent v), as a
+    function of (v, r, theta) that autograd can differentiate once more: double backward through a
+    matrix-free solve. Its backward differentiates g by autograd through ``matvec`` (a third derivative
+    is not supported)."""
+
+    @staticmethod
+    def forward(ctx, matvec, v, r, *theta):
+        with torch.enable_grad():
+            vv = v.detach().requires_grad_()
+            rr = r.detach().requires_grad_()
+            y = matvec(rr)
+            g = torch.autograd.grad(y, theta, vv, allow_unused=True, create_graph=True)
+        ctx.graph = (vv, rr, theta, g)
+        return tuple(torch.zeros_like(t) if gi is None else gi.detach() for gi, t in zip(g, theta))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *gg):
+        vv, rr, theta, g = ctx.graph
+        pairs = [(gi, go) for gi, go in zip(g, gg) if gi is not None and gi.requires_grad and go is not None]
+        if not pairs:
+            return (None, None, None) + (None,) * len(theta)
+        got = torch.autograd.grad(
+            [p[0] for p in pairs], [vv, rr, *theta], [p[1] for p in pairs], allow_unused=True
+        )
+        return (None, got[0], got[1], *got[2:])
+
+
+class _AdjointView:
+    """``A^H`` of an operator, with the operator's own reductions (for adjoint solves)."""
+
+    def __init__(self, op):
+        self.op = op
+        self.shape, self.dtype, self.device = op.shape, op.dtype, op.device
+
+    def matvec(self, x):
+        return self.op.rmatvec(x)
+
+    def rmatvec(self, x):
+        return self.op.matvec(x)
+
+    def __getattr__(self, name):  # dot, rdot, norm, project, reduce
+        return getattr(self.op, name)
+
+
+def matrix_free_solve(op: LinearOperator, b, *, method: str = "auto", **kwargs):
     """Solve ``op x = b`` for a :class:`LinearOperator` with a torch-native Krylov method."""
-    opts = _check_options(rtol, atol, maxiter, restart, check_every, on_fail)
+    opts = KrylovOptions.from_kwargs(kwargs)
     b = torch.as_tensor(b)
     n = op.shape[0]
     if b.dim() not in (1, 2) or b.shape[0] != n:
@@ -476,27 +466,28 @@ def matrix_free_solve(
         raise InvalidArgumentError(
             f"method: a LinearOperator needs one of {ITERATIVE_METHODS}, got {method!r}"
         )
-    if isinstance(preconditioner, str) and preconditioner not in ("none", "auto"):
+    pre = opts.preconditioner
+    if isinstance(pre, str) and pre not in ("none", "auto"):
         raise InvalidArgumentError(
             "preconditioner: a LinearOperator takes a callable preconditioner (or None)"
         )
-    if isinstance(preconditioner, str):
-        preconditioner = None
+    if isinstance(pre, str):
+        pre = None
     vec = b.dim() == 1
     bb = b.unsqueeze(-1) if vec else b
-    x0b = None if x0 is None else torch.as_tensor(x0).reshape(bb.shape)
-    opts.update(x0=x0b, callback=callback, return_info=bool(return_info))
-    solver = _MatrixFreeSolver(op, method, preconditioner, opts)
-    x = _MatrixFreeSolve.apply(bb, solver, *op.parameters)
+    if opts.x0 is not None:
+        opts.x0 = torch.as_tensor(opts.x0).reshape(bb.shape)
+    solver = MatrixFreeSolver(op, method, pre, opts)
+    x = LinearSolve.apply(solver, "N", bb.unsqueeze(0), *op.parameters)[0]
     x = x.squeeze(-1) if vec else x
-    return (x, solver.info) if return_info else x
+    return (x, solver.info) if opts.return_info else x
 
 
 # -- least squares -------------------------------------------------------------------------------------
 class _LstsqSolver:
     """LSQR on a (possibly rectangular) unbatched SparseTensor, for min ||A x - b||."""
 
-    def __init__(self, A, opts):
+    def __init__(self, A: SparseTensor, opts: KrylovOptions):
         self.A, self.opts = A, opts
         p = A.pattern
         crow, col = p.csr_for_core()
@@ -504,27 +495,25 @@ class _LstsqSolver:
         pt, perm = p.transpose()
         vt = v[perm].conj() if v.is_complex() else v[perm]
         ct, colt = pt.csr_for_core()
+        m, n = A.shape
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            self.mat = torch.sparse_csr_tensor(crow, col, v, A.shape)
-            self.mat_h = torch.sparse_csr_tensor(ct, colt, vt, (A.shape[1], A.shape[0]))
+            self.mat = torch.sparse_csr_tensor(crow, col, v, (m, n))
+            self.mat_h = torch.sparse_csr_tensor(ct, colt, vt, (n, m))
         self.info = SolveInfo("lsqr", "torch", "none")
 
     def run(self, adjoint: bool, rhs, what: str):
-        from . import _krylov_torch as kt
-
         o = self.opts
         fwd, bwd = (self.mat_h, self.mat) if adjoint else (self.mat, self.mat_h)
         x, info = kt.lsqr(
-            lambda v: fwd @ v,
-            lambda v: bwd @ v,
+            (lambda v: fwd @ v, lambda v: bwd @ v),
             rhs,
-            rtol=o["rtol"],
-            atol=o["atol"],
-            maxiter=o["maxiter"],
-            callback=o["callback"],
-            check_every=o["check_every"],
-            record_history=o["return_info"],
+            rtol=o.rtol,
+            atol=o.atol,
+            maxiter=o.maxiter,
+            callback=o.callback,
+            check_every=o.check_every,
+            record_history=o.return_info,
         )
         si = SolveInfo("lsqr", "torch", "none")
         si._merge(dataclasses.asdict(info))
@@ -534,7 +523,7 @@ class _LstsqSolver:
             self.info.adjoint = si
         # In least squares the residual need not vanish: judge convergence by LSQR's own test.
         if not info.converged:
-            _report(si, o["on_fail"], what)
+            _report(si, o.on_fail, what)
         return x
 
 
@@ -587,9 +576,17 @@ def lstsq(
     solves in backward). ``b``: ``(m,)`` or ``(m, k)``. Returns ``x`` (``(n,)`` / ``(n, k)``), and a
     :class:`SolveInfo` with ``return_info=True``.
     """
-    from ._solve import as_sparse_tensor
-
-    opts = _check_options(rtol, atol, maxiter, 1, check_every, on_fail)
+    opts = KrylovOptions.from_kwargs(
+        dict(
+            rtol=rtol,
+            atol=atol,
+            maxiter=maxiter,
+            callback=callback,
+            return_info=return_info,
+            on_fail=on_fail,
+            check_every=check_every,
+        )
+    )
     A = as_sparse_tensor(A)
     if A.batch_shape:
         raise InvalidArgumentError(f"A: lstsq takes an unbatched matrix, got batch shape {A.batch_shape}")
@@ -603,8 +600,10 @@ def lstsq(
         raise InvalidArgumentError(f"b: expected dtype {A.dtype} on {A.device}, got {b.dtype} on {b.device}")
     vec = b.dim() == 1
     bb = b.unsqueeze(-1) if vec else b
-    opts.update(callback=callback, return_info=bool(return_info))
     solver = _LstsqSolver(A, opts)
     x = _Lstsq.apply(A.values, bb, solver)
     x = x.squeeze(-1) if vec else x
-    return (x, solver.info) if return_info else x
+    return (x, solver.info) if opts.return_info else x
+
+
+__all__ = ["LinearOperator", "SolveInfo", "lstsq", "iterative_solve", "matrix_free_solve"]

@@ -1,7 +1,8 @@
 """Krylov solvers written with torch operations only, so they run on any device torch supports.
 
-These are numerical kernels: they take a linear operator as a callable ``matvec`` mapping an ``(n, k)``
-tensor to an ``(n, k)`` tensor, a right-hand side ``b`` of shape ``(n, k)`` and return ``(x, info)``.
+These are numerical kernels: they take a linear operator (the :class:`~torch_sla._operator.Operator`
+protocol: ``matvec`` mapping an ``(n, k)`` tensor to an ``(n, k)`` tensor, and the inner products and
+norms of its vector space; or a plain callable ``matvec`` with local reductions), a right-hand side ``b`` of shape ``(n, k)`` and return ``(x, info)``.
 They hold no autograd logic (callers run them under :func:`torch.no_grad` and wrap them in an autograd
 ``Function``) and know nothing of :class:`~torch_sla.SparseTensor`.
 
@@ -32,6 +33,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ._operator import CallableOperator, InnerProducts, Operator
 from .errors import InvalidArgumentError
 
 __all__ = [
@@ -44,7 +46,20 @@ __all__ = [
     "power_lmax",
 ]
 
-Operator = Callable[[Tensor], Tensor]
+_LOCAL = InnerProducts()  # reductions of plain callables (local vectors)
+
+
+def as_operator(A, b: Tensor) -> Operator:
+    """``A`` itself when it has the operator protocol's methods, else a callable wrapped with local
+    reductions."""
+    if all(hasattr(A, m) for m in ("matvec", "dot", "rdot", "norm", "project")):
+        return A
+    if callable(A):
+        return CallableOperator(A, b.shape[0], b.dtype, b.device)
+    raise InvalidArgumentError(
+        "A: expected an operator (matvec, dot, rdot, norm, project) or a callable (n, k) -> (n, k)"
+    )
+
 
 _METHODS = ("cg", "bicgstab", "gmres", "minres")
 _DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
@@ -82,45 +97,7 @@ class KrylovInfo:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Column-wise reductions, each of shape (k,). A single column goes through BLAS dot products (no temporary
-# of size n); several columns through elementwise products summed over the rows, except for complex dot
-# products, where a few columns use one BLAS call each and many columns one matrix product (whose
-# off-diagonal entries are wasted work, but which beats complex elementwise arithmetic on CPU).
-
-
-def _real_view(a: Tensor) -> Tensor:
-    return torch.view_as_real(a) if a.is_complex() else a
-
-
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """Hermitian inner products ``a_j^H b_j`` of matching columns."""
-    k = a.shape[1]
-    if k == 1:
-        return torch.vdot(a[:, 0], b[:, 0]).reshape(1)
-    if not a.is_complex():
-        return (a * b).sum(0)
-    if k <= 4:
-        return torch.stack([torch.vdot(a[:, j], b[:, j]) for j in range(k)])
-    if k <= 8:
-        return (a.conj() * b).sum(0)
-    return torch.diagonal(a.mH @ b).clone()
-
-
-def _rdot(a: Tensor, b: Tensor) -> Tensor:
-    """Real parts of ``a_j^H b_j``, in the real dtype."""
-    if not a.is_complex():
-        return _dot(a, b)
-    ar, br = torch.view_as_real(a), torch.view_as_real(b)
-    if a.shape[1] == 1:
-        return torch.dot(ar.reshape(-1), br.reshape(-1)).reshape(1)
-    return (ar * br).sum((0, 2))
-
-
-def _norm(a: Tensor) -> Tensor:
-    """Euclidean norms of the columns of ``a``, in the real dtype."""
-    if a.shape[1] == 1:
-        return torch.linalg.vector_norm(_real_view(a).reshape(-1)).reshape(1)
-    return _rdot(a, a).clamp(min=0).sqrt()
+# Reductions (dot products, norms, projections) come from the operator: see torch_sla._operator.
 
 
 def _safe(d: Tensor) -> Tensor:
@@ -262,7 +239,7 @@ class _State:
 # Conjugate gradients
 
 
-def _cg(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, st: _State) -> str:
+def _cg(A: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, st: _State) -> str:
     mon, tol = st.monitor, st.tol
     if isinstance(M, JacobiPreconditioner):  # reuse one buffer for z instead of allocating every step
         jacobi, zbuf = M, torch.empty_like(r)
@@ -271,16 +248,16 @@ def _cg(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, s
             return jacobi(v, out=zbuf)
 
     z = r if M is None else M(r)
-    rz = _rdot(r, z)
-    rnorm = _norm(r)
+    rz = A.rdot(r, z)
+    rnorm = A.norm(r)
     st.est = rnorm
     active = rnorm > tol
     bad = active & (rz <= 0)  # r != 0 but r^H M r <= 0: preconditioner not positive definite
     active = active & ~bad
     p = z.clone()
     while True:
-        q = matvec(p)
-        pq = _rdot(p, q)
+        q = A.matvec(p)
+        pq = A.rdot(p, q)
         st.watch(active, pq)
         neg = active & (pq <= 0)
         bad = bad | neg
@@ -290,12 +267,12 @@ def _cg(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, s
         r.addcmul_(q, alpha, value=-1)
         if M is None:
             z = r
-            rz_new = _rdot(r, r)
+            rz_new = A.rdot(r, r)
             rnorm = rz_new.clamp(min=0).sqrt()
         else:
             z = M(r)
-            rz_new = _rdot(r, z)
-            rnorm = _norm(r)
+            rz_new = A.rdot(r, z)
+            rnorm = A.norm(r)
         st.est = torch.where(active, rnorm, st.est)
         st.col_its += active
         going = active & (rnorm > tol)
@@ -321,7 +298,7 @@ def _cg(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, s
 # makes the restarted step break down at once).
 
 
-def _bicgstab(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, st: _State) -> str:
+def _bicgstab(A: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, st: _State) -> str:
     mon, tol = st.monitor, st.tol
     k = r.shape[1]
     rhat = r.clone()
@@ -329,14 +306,14 @@ def _bicgstab(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | N
     rho_old, alpha, omega = one, one, one
     p = torch.zeros_like(r)
     v = torch.zeros_like(r)
-    rnorm = _norm(r)
+    rnorm = A.norm(r)
     st.est = rnorm
     active = rnorm > tol
     brk = torch.zeros_like(active)
     lost = torch.zeros_like(active)  # rhat^H A M^{-1} p was zero at the last step: renew rhat
     first = True
     while True:
-        rho = _dot(rhat, r)
+        rho = A.dot(rhat, r)
         renew = lost | (active & (rho == 0))
         active = active | lost
         rhat.lerp_(r, renew.to(r.dtype))  # rhat = r in the renewed columns (exact for weights 0 and 1)
@@ -347,8 +324,8 @@ def _bicgstab(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | N
         beta = torch.where(active & ~renew, (rho / _safe(rho_old)) * (alpha / _safe(omega)), 0)
         p.addcmul_(v, -omega).mul_(beta).add_(r)  # p = r + beta (p - omega v)
         phat = p if M is None else M(p)
-        v = matvec(phat)
-        rv = _dot(rhat, v)
+        v = A.matvec(phat)
+        rv = A.dot(rhat, v)
         st.watch(active, rv)
         stop = active & (rv == 0)
         genuine = stop if first else stop & renew  # rhat == r: no other shadow residual to try
@@ -359,12 +336,12 @@ def _bicgstab(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | N
         alpha = torch.where(active, rho / _safe(rv), 0)
         r.addcmul_(v, -alpha)  # r now holds s = r - alpha v
         x.addcmul_(phat, alpha)
-        snorm = _norm(r)
+        snorm = A.norm(r)
         half = active & (snorm > tol)  # columns that need the second half step
         shat = r if M is None else M(r)
-        t = matvec(shat)
-        tt = _rdot(t, t)
-        ts = _dot(t, r)
+        t = A.matvec(shat)
+        tt = A.rdot(t, t)
+        ts = A.dot(t, r)
         st.watch(active, tt, ts)
         omega_new = ts / _safe(tt).to(ts.dtype)
         stop = half & (omega_new == 0)  # t^H s = 0: with rhat = s the next step breaks down as well
@@ -373,7 +350,7 @@ def _bicgstab(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | N
         om = torch.where(half, omega_new, 0)
         x.addcmul_(shat, om)
         r.addcmul_(t, -om)
-        rnorm = torch.where(half, _norm(r), snorm)
+        rnorm = torch.where(half, A.norm(r), snorm)
         st.est = torch.where(active, rnorm, st.est)
         st.col_its += active
         active = active & ~stop & (rnorm > tol)
@@ -388,14 +365,14 @@ def _bicgstab(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | N
 # MINRES (Paige & Saunders), preconditioned with a Hermitian positive definite M.
 
 
-def _minres(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, st: _State) -> str:
+def _minres(A: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, st: _State) -> str:
     mon, tol = st.monitor, st.tol
     eps = torch.finfo(st.tol.dtype).eps
-    rnorm = _norm(r)
+    rnorm = A.norm(r)
     st.est = rnorm
     r1 = r
     y = r1 if M is None else M(r1)
-    b1sq = _rdot(r1, y)
+    b1sq = A.rdot(r1, y)
     active = rnorm > tol
     bad = active & (b1sq <= 0)  # r != 0 but r^H M r <= 0: preconditioner not positive definite
     active = active & ~bad
@@ -414,16 +391,16 @@ def _minres(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | Non
     first = True
     while True:
         v = y * (1 / _safe(beta))
-        y = matvec(v)
+        y = A.matvec(v)
         if not first:
             y = torch.addcmul(y, r1, -(beta / _safe(oldb)))
-        alfa = _rdot(v, y)
+        alfa = A.rdot(v, y)
         st.watch(active, alfa)
         y = torch.addcmul(y, r2, -(alfa / _safe(beta)))
         r1, r2 = r2, y
         y = r2 if M is None else M(r2)
         oldb = beta
-        b2 = _rdot(r2, y)
+        b2 = A.rdot(r2, y)
         st.watch(active, b2)
         neg = active & (b2 < 0)
         beta = b2.clamp(min=0).sqrt()
@@ -447,7 +424,7 @@ def _minres(matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | Non
         else:
             rres.mul_(torch.where(active, sn * sn, 1.0))
             rres.addcmul_(r2, torch.where(active, -phibar * cs / _safe(beta), 0.0))
-            est = _norm(rres)
+            est = A.norm(rres)
         st.est = torch.where(active, est, st.est)
         st.col_its += active
         bad = bad | neg
@@ -485,16 +462,6 @@ def _gmres_cycle_update(
     x.add_(u)
 
 
-def _project(Vj: Tensor, w: Tensor) -> Tensor:
-    """h[c, i] = V[c, i]^H w[c] for the batched basis Vj (k, j, n) and w (k, n)."""
-    wc = w.conj() if w.is_complex() else w
-    if w.device.type == "cpu" and w.shape[0] > 1:  # one BLAS gemv per column beats batched bmm on CPU
-        h = torch.stack([torch.mv(Vj[c], wc[c]) for c in range(w.shape[0])])
-    else:
-        h = torch.bmm(Vj, wc.unsqueeze(2)).squeeze(2)
-    return h.conj() if w.is_complex() else h
-
-
 def _subtract(w: Tensor, Vj: Tensor, h: Tensor) -> None:
     """w[c] -= sum_i h[c, i] V[c, i], in place."""
     if w.device.type == "cpu" and w.shape[0] > 1:
@@ -504,9 +471,7 @@ def _subtract(w: Tensor, Vj: Tensor, h: Tensor) -> None:
         w.unsqueeze(2).baddbmm_(Vj.mT, h.unsqueeze(2), alpha=-1)
 
 
-def _gmres(
-    matvec: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, st: _State, restart: int
-) -> str:
+def _gmres(A: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, st: _State, restart: int) -> str:
     mon, tol = st.monitor, st.tol
     n, k = r.shape
     m = min(restart, n)
@@ -517,7 +482,7 @@ def _gmres(
     eye = torch.eye(m + 1, dtype=dtype, device=device)
     brk = torch.zeros(k, dtype=torch.bool, device=device)
     while True:  # one restart cycle per pass
-        beta = _norm(r)
+        beta = A.norm(r)
         st.est = beta
         active = (beta > tol) & ~brk
         torch.div(r.T, _safe(beta)[:, None], out=V[:, 0])
@@ -528,16 +493,16 @@ def _gmres(
         while j < m:
             vj = V[:, j].T
             z = vj.contiguous() if M is None else M(vj.contiguous())
-            w = matvec(z)
+            w = A.matvec(z)
             Vn = V[:, j + 1]
             Vn.copy_(w.T)
             Vj = V[:, : j + 1]
-            h = _project(Vj, Vn)
+            h = A.project(Vj, Vn)
             _subtract(Vn, Vj, h)
-            h2 = _project(Vj, Vn)  # second pass: classical Gram-Schmidt is stable when done twice
+            h2 = A.project(Vj, Vn)  # second pass: classical Gram-Schmidt is stable when done twice
             _subtract(Vn, Vj, h2)
             h = h + h2
-            hn = _norm(Vn.T)
+            hn = A.norm(Vn.T)
             st.watch(active, hn)
             Vn.div_(_safe(hn)[:, None])
             # previous rotations, then the new one annihilating hn
@@ -580,19 +545,19 @@ def _gmres(
         _gmres_cycle_update(x, V, R, Q, beta, nsteps, j, M)
         if stop is not None:
             return stop
-        r = b - matvec(x)
+        r = b - A.matvec(x)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Driver
 
 
-def _residual(matvec: Operator, b: Tensor, x: Tensor) -> Tensor:
-    return b - matvec(x)
+def _residual(A: Operator, b: Tensor, x: Tensor) -> Tensor:
+    return b - A.matvec(x)
 
 
 def krylov_solve(
-    matvec: Operator,
+    A: Operator | Callable[[Tensor], Tensor],
     b: Tensor,
     *,
     method: str,
@@ -610,9 +575,12 @@ def krylov_solve(
 
     Parameters
     ----------
-    matvec : callable
-        The linear operator: maps an ``(n, k)`` tensor to ``A @`` it, ``(n, k)``. Its result is never
-        modified in place.
+    A : Operator or callable
+        The linear operator: an object of the :class:`~torch_sla._operator.Operator` protocol (its
+        ``matvec`` maps an ``(n, k)`` tensor to ``A @`` it; its ``dot``, ``rdot``, ``norm`` and
+        ``project`` are the reductions every method uses, so a distributed operator brings its own
+        all-reduce), or a plain callable ``(n, k) -> (n, k)`` with local reductions. Its result is
+        never modified in place.
     b : Tensor
         Right-hand sides, shape ``(n, k)``, float32/float64/complex64/complex128, on any device.
     method : {"cg", "bicgstab", "gmres", "minres"}
@@ -659,8 +627,7 @@ def krylov_solve(
     _check_common(rtol, atol, maxiter, check_every)
     if not _is_count(restart):
         raise InvalidArgumentError(f"restart must be a positive integer, got {restart!r}")
-    if not callable(matvec):
-        raise InvalidArgumentError("matvec must be callable: (n, k) tensor -> (n, k) tensor")
+    A = as_operator(A, b)
     if M is not None and not callable(M):
         raise InvalidArgumentError("M (the preconditioner) must be callable or None")
     n, k = b.shape
@@ -678,7 +645,7 @@ def krylov_solve(
     )
 
     monitor = _Monitor(maxiter, check_every, callback, record_history)
-    bnorm = _norm(b)
+    bnorm = A.norm(b)
     bscale = torch.where(bnorm == 0, torch.ones_like(bnorm), bnorm)
     st = _State(torch.clamp(rtol * bnorm, min=atol), bscale, monitor)
 
@@ -687,10 +654,10 @@ def krylov_solve(
         r = b.clone()
     else:
         x = x0.clone()
-        r = _residual(matvec, b, x)
+        r = _residual(A, b, x)
         if r.shape != b.shape:
             raise InvalidArgumentError(f"matvec returned shape {tuple(r.shape)} for input {tuple(x.shape)}")
-    st.est = _norm(r)
+    st.est = A.norm(r)
     done, nan, _ = st.check()
     verified = False  # whether r is the true residual of the current x
     if nan:
@@ -700,22 +667,22 @@ def krylov_solve(
     else:
         while True:
             if method == "cg":
-                status = _cg(matvec, b, x, r, M, st)
+                status = _cg(A, b, x, r, M, st)
             elif method == "bicgstab":
-                status = _bicgstab(matvec, b, x, r, M, st)
+                status = _bicgstab(A, b, x, r, M, st)
             elif method == "minres":
-                status = _minres(matvec, b, x, r, M, st)
+                status = _minres(A, b, x, r, M, st)
             else:
-                status = _gmres(matvec, b, x, r, M, st, restart)
+                status = _gmres(A, b, x, r, M, st, restart)
             if status != "converged" or monitor.it >= maxiter:
                 break
             # every column converged by the method's own estimate: confirm with the true residual
-            r = _residual(matvec, b, x)
-            st.est = _norm(r)
+            r = _residual(A, b, x)
+            st.est = A.norm(r)
             verified = True
             if bool((st.est <= st.tol).all()):
                 break
-    rnorm = st.est if verified else _norm(_residual(matvec, b, x))
+    rnorm = st.est if verified else A.norm(_residual(A, b, x))
     vals = torch.stack(
         [
             (rnorm / st.bscale).max().to(st.tol.dtype),
@@ -743,8 +710,7 @@ def _info(vals: list[float], status: str, monitor: _Monitor) -> KrylovInfo:
 
 
 def _lsqr_run(
-    matvec: Operator,
-    rmatvec: Operator,
+    A: Operator,
     x: Tensor,
     r: Tensor,
     atr: Tensor,
@@ -752,21 +718,21 @@ def _lsqr_run(
     rtol: float,
 ) -> str:
     mon, tol = st.monitor, st.tol
-    beta = _norm(r)
+    beta = A.norm(r)
     u = r / _safe(beta)
-    alpha = _norm(atr) / _safe(beta)
+    alpha = A.norm(atr) / _safe(beta)
     v = atr / (_safe(beta) * _safe(alpha))
     w = v.clone()
     phibar, rhobar = beta, alpha
     anorm2 = torch.zeros_like(beta)
     active = (beta > tol) & (alpha > 0)
     while True:
-        u = torch.addcmul(matvec(v), u, -alpha)
-        beta = _norm(u)
+        u = torch.addcmul(A.matvec(v), u, -alpha)
+        beta = A.norm(u)
         u.mul_(1 / _safe(beta))
         anorm2 = anorm2 + torch.where(beta > 0, alpha * alpha + beta * beta, 0.0)
-        v = torch.addcmul(rmatvec(u), v, -beta)
-        alpha = _norm(v)
+        v = torch.addcmul(A.rmatvec(u), v, -beta)
+        alpha = A.norm(v)
         st.watch(active, beta, alpha)
         v.mul_(1 / _safe(alpha))
         rho = torch.hypot(rhobar, beta)
@@ -799,8 +765,7 @@ def _lsqr_run(
 
 
 def lsqr(
-    matvec: Operator,
-    rmatvec: Operator,
+    A: Operator | tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]],
     b: Tensor,
     *,
     rtol: float = 1e-8,
@@ -817,10 +782,10 @@ def lsqr(
 
     Parameters
     ----------
-    matvec : callable
-        ``A @``: maps ``(n, k)`` to ``(m, k)``.
-    rmatvec : callable
-        ``A^H @``: maps ``(m, k)`` to ``(n, k)``.
+    A : Operator or (matvec, rmatvec)
+        An operator whose ``matvec`` maps ``(n, k)`` to ``(m, k)`` and ``rmatvec`` (``A^H @``) maps
+        ``(m, k)`` to ``(n, k)``, with the reductions (``norm``) of its vector spaces; or a pair of
+        callables with local reductions.
     b : Tensor
         Right-hand sides, shape ``(m, k)``.
     rtol, atol : float
@@ -851,21 +816,23 @@ def lsqr(
     """
     b = _check_b(b)
     _check_common(rtol, atol, maxiter, check_every)
-    if not callable(matvec) or not callable(rmatvec):
-        raise InvalidArgumentError("matvec and rmatvec must be callable")
+    if isinstance(A, tuple):
+        if len(A) != 2 or not all(callable(f) for f in A):
+            raise InvalidArgumentError("A: expected an operator or a pair of callables (matvec, rmatvec)")
+        A = _Rectangular(*A)
     if x0 is not None:
         _check_x0(x0, b, None)
     mrows, k = b.shape
-    bnorm = _norm(b)
+    bnorm = A.norm(b)
     bscale = torch.where(bnorm == 0, torch.ones_like(bnorm), bnorm)
     if x0 is None:
         r = b.clone()
-        atr = rmatvec(r)
+        atr = A.rmatvec(r)
         x = torch.zeros_like(atr)
     else:
         x = x0.clone()
-        r = b - matvec(x)
-        atr = rmatvec(r)
+        r = b - A.matvec(x)
+        atr = A.rmatvec(r)
     n = x.shape[0]
     if b.numel() == 0 or n == 0:
         return x, KrylovInfo(iterations=0, residual=0.0, converged=True, reason="converged")
@@ -876,9 +843,9 @@ def lsqr(
     st = _State(torch.clamp(rtol * bnorm, min=atol), bscale, monitor)
 
     def true_done(rnorm: Tensor, atr: Tensor) -> Tensor:
-        return (rnorm <= st.tol) | (_norm(atr) <= rtol * st.anorm * rnorm)
+        return (rnorm <= st.tol) | (A.norm(atr) <= rtol * st.anorm * rnorm)
 
-    rnorm = _norm(r)
+    rnorm = A.norm(r)
     st.est = rnorm
     st.rel = rnorm / bscale
     done, nan, _ = monitor.check(st.rel, true_done(rnorm, atr))
@@ -888,10 +855,10 @@ def lsqr(
         status = "converged"
     else:
         while True:
-            status = _lsqr_run(matvec, rmatvec, x, r, atr, st, rtol)
-            r = b - matvec(x)
-            atr = rmatvec(r)
-            rnorm = _norm(r)
+            status = _lsqr_run(A, x, r, atr, st, rtol)
+            r = b - A.matvec(x)
+            atr = A.rmatvec(r)
+            rnorm = A.norm(r)
             if status != "converged" or monitor.it >= maxiter or bool(true_done(rnorm, atr).all()):
                 break
     vals = torch.stack(
@@ -902,6 +869,13 @@ def lsqr(
         ]
     ).tolist()
     return x, _info(vals, status, monitor)
+
+
+class _Rectangular(InnerProducts):
+    """A rectangular operator from two callables, with local reductions (for :func:`lsqr`)."""
+
+    def __init__(self, matvec: Callable[[Tensor], Tensor], rmatvec: Callable[[Tensor], Tensor]):
+        self.matvec, self.rmatvec = matvec, rmatvec
 
 
 least_squares = lsqr
@@ -953,7 +927,7 @@ class JacobiPreconditioner:
 
 
 def power_lmax(
-    matvec: Operator,
+    A: Operator | Callable[[Tensor], Tensor],
     n: int,
     dtype: torch.dtype,
     device: torch.device | str,
@@ -968,8 +942,8 @@ def power_lmax(
 
     Parameters
     ----------
-    matvec : callable
-        ``A @``: ``(n, 1) -> (n, 1)``.
+    A : Operator or callable
+        ``A @``: ``(n, 1) -> (n, 1)``, with the operator's reductions (local for a callable).
     n : int
         Order of ``A``.
     dtype, device
@@ -1001,17 +975,18 @@ def power_lmax(
     if dtype.is_complex:
         v = torch.complex(v, torch.randn(n, 1, generator=gen, dtype=real))
     v = v.to(device=device, dtype=dtype)
-    v = v / _norm(v)
+    A = as_operator(A, v)
+    v = v / A.norm(v)
     lam = torch.zeros(1, dtype=real, device=v.device)
     for _ in range(iters):
-        w = matvec(v)
+        w = A.matvec(v)
         z = w if inner is None else inner(w)
-        lam = _rdot(w, z) / _rdot(v, w)
-        v = z / _safe(_norm(z))
+        lam = A.rdot(w, z) / A.rdot(v, w)
+        v = z / _safe(A.norm(z))
     value = float(lam[0])
     if not (math.isfinite(value) and value > 0):
         raise InvalidArgumentError(
-            f"matvec: the power iteration gave {value}; the operator is not Hermitian positive definite"
+            f"A: the power iteration gave {value}; the operator is not Hermitian positive definite"
         )
     return value
 
@@ -1027,8 +1002,8 @@ class ChebyshevPreconditioner:
 
     Parameters
     ----------
-    matvec : callable
-        ``A @``: ``(n, k) -> (n, k)``.
+    A : Operator or callable
+        ``A @``: ``(n, k) -> (n, k)`` (an operator brings its own reductions for the estimate).
     n : int
         Order of ``A``.
     dtype, device
@@ -1047,7 +1022,7 @@ class ChebyshevPreconditioner:
 
     def __init__(
         self,
-        matvec: Operator,
+        A: Operator | Callable[[Tensor], Tensor],
         n: int,
         dtype: torch.dtype,
         device: torch.device | str,
@@ -1062,7 +1037,7 @@ class ChebyshevPreconditioner:
                 f"preconditioner: Chebyshev degree must be an integer >= 1, got {degree!r}"
             )
         if lmax is None:
-            lmax = 1.1 * power_lmax(matvec, n, dtype, device, iters=power_iters, inner=inner)
+            lmax = 1.1 * power_lmax(A, n, dtype, device, iters=power_iters, inner=inner)
         if lmin is None:
             lmin = lmax / 30.0
         try:
@@ -1073,7 +1048,7 @@ class ChebyshevPreconditioner:
             raise InvalidArgumentError(
                 f"preconditioner: Chebyshev needs 0 < lmin < lmax, got lmin={lmin!r}, lmax={lmax!r}"
             )
-        self.matvec = matvec
+        self.matvec = A.matvec if hasattr(A, "matvec") else A
         self.inner = inner
         self.degree = operator.index(degree)
         self.lmin = float(lmin)

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ._checks import as_shape
+from ._checks import check_finite as check_finite_values
+from ._operator import InnerProducts
 from ._pattern import _INDEX_DTYPES, Pattern
 from .errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     import scipy.sparse
-
-    from ._direct import Factorization
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
@@ -36,7 +36,7 @@ def values_version(t: torch.Tensor) -> int:
         return -1
 
 
-class SparseTensor:
+class SparseTensor(InnerProducts):
     """A sparse matrix in CSR form whose values may carry leading batch dimensions.
 
     ``SparseTensor(values, row_indices, col_indices, shape)`` builds it from COO triplets, the same
@@ -59,6 +59,10 @@ class SparseTensor:
     values : Tensor ``(*batch, nnz_csr)`` in CSR order (after summing duplicates).
     crow_indices, col_indices, row_indices : int64 CSR index tensors (``row_indices`` expanded per entry).
     shape, batch_shape, dtype, device.
+
+    ``solve`` and ``factorize`` (see :func:`torch_sla.solve`, :func:`torch_sla.factorize`) are attached by
+    ``torch_sla._solve``, the entry-point module, so that this module stays below the solvers. An
+    unbatched SparseTensor implements the :class:`~torch_sla._operator.Operator` protocol.
     """
 
     __slots__ = ("values", "_pattern", "_batch_shape", "_sym_cache", "__weakref__")
@@ -432,11 +436,9 @@ class SparseTensor:
 
         Differentiable with respect to the values and ``x``.
         """
-        from ._solve import _normalize_rhs
-
         x = torch.as_tensor(x)
         p = self._pattern
-        xb, restore = _normalize_rhs(self, x, name="x", n=p.n_cols)
+        xb, restore = normalize_rhs(self, x, name="x", n=p.n_cols)
         prod = self.values.reshape(-1, p.nnz)[:, :, None] * xb[:, p.col, :]
         y = prod.new_zeros((prod.shape[0], p.n_rows, prod.shape[2])).index_add(1, p.row, prod)
         return restore(y)
@@ -444,42 +446,86 @@ class SparseTensor:
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
         return self.matmul(x)
 
-    # -- solves ------------------------------------------------------------------------------------
-    def solve(
-        self,
-        b: torch.Tensor,
-        *,
-        backend: str = "auto",
-        method: str = "auto",
-        check_finite: bool = True,
-        check_symmetry: bool = True,
-        **iterative,
-    ) -> torch.Tensor:
-        """Solve ``A x = b`` (differentiable w.r.t. ``b`` and the values). See :func:`torch_sla.solve`."""
-        from ._solve import solve
+    # -- the operator protocol (unbatched matrices; see torch_sla._operator) ------------------------------
+    def matvec(self, x: torch.Tensor) -> torch.Tensor:
+        """``A x`` for an ``(n_cols, k)`` block (differentiable)."""
+        if self._batch_shape:
+            raise InvalidArgumentError(
+                f"A: matvec needs an unbatched matrix, got batch shape {self._batch_shape}"
+            )
+        return self.matmul(x)
 
-        return solve(
-            self,
-            b,
-            backend=backend,
-            method=method,
-            check_finite=check_finite,
-            check_symmetry=check_symmetry,
-            **iterative,
+    def rmatvec(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^H x`` for an ``(n_rows, k)`` block (differentiable)."""
+        return self.H().matvec(x)
+
+
+# -- conversions and right-hand sides, shared by every entry point ----------------------------------------
+def as_sparse_tensor(A) -> SparseTensor:
+    """Convert a SparseTensor, torch sparse (COO/CSR) tensor, scipy.sparse matrix or
+    ``(values, row, col, shape)`` tuple to a :class:`SparseTensor`."""
+    if isinstance(A, SparseTensor):
+        return A
+    if isinstance(A, torch.Tensor):
+        if A.layout in (torch.sparse_coo, torch.sparse_csr):
+            return SparseTensor.from_torch_sparse(A)
+        raise InvalidArgumentError(
+            f"A: a dense tensor was given (layout {A.layout}); use SparseTensor.from_dense(A) if that is intended"
         )
+    if isinstance(A, tuple) and len(A) == 4:
+        return SparseTensor(*A)
+    if type(A).__module__.startswith("scipy.sparse"):
+        return SparseTensor.from_scipy(A)
+    raise InvalidArgumentError(
+        f"A: expected a SparseTensor, torch sparse tensor, scipy.sparse matrix or (values, row, col, shape), "
+        f"got {type(A).__name__}"
+    )
 
-    def factorize(
-        self,
-        *,
-        backend: str = "auto",
-        method: str = "auto",
-        check_finite: bool = True,
-        check_symmetry: bool = True,
-    ) -> Factorization:
-        """Factorize once; the returned object's ``solve`` reuses the factors and is differentiable.
-        See :func:`torch_sla.factorize`."""
-        from ._direct import factorize
 
-        return factorize(
-            self, backend=backend, method=method, check_finite=check_finite, check_symmetry=check_symmetry
+def check_rhs(A: SparseTensor, b, check_finite: bool) -> torch.Tensor:
+    """``b`` as a tensor on A's device with A's dtype (else a clear error), checked for NaN/Inf."""
+    b = torch.as_tensor(b)
+    if b.device != A.device:
+        raise InvalidArgumentError(f"b: on device {b.device} but A is on {A.device}")
+    if b.dtype != A.dtype:
+        raise InvalidArgumentError(
+            f"b: dtype {b.dtype} does not match A's dtype {A.dtype}; convert one of them"
         )
+    if check_finite:
+        check_finite_values(b, "b")
+    return b
+
+
+def normalize_rhs(
+    A: SparseTensor, b: torch.Tensor, *, name: str, n: int
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """Bring ``b`` to a (B, n, k) stack matching A's flattened batch; return it and a function that puts
+    a (B, m, k) result back into b's layout (with m the result's row count)."""
+    batch = A.batch_shape
+    nb = len(batch)
+    shape = tuple(b.shape)
+    if b.dim() == nb + 1 and shape[:nb] == batch and shape[-1] == n:
+        vec, bshape = True, batch
+    elif b.dim() == nb + 2 and shape[:nb] == batch and shape[-2] == n:
+        vec, bshape = False, batch
+    elif b.dim() == 1 and shape[0] == n:
+        vec, bshape = True, ()
+    elif b.dim() == 2 and shape[0] == n:
+        vec, bshape = False, ()
+    else:
+        expected = f"({n},) or ({n}, k)"
+        if nb:
+            expected += f" or {batch + (n,)} or {batch + (n, 'k')}"
+        raise InvalidArgumentError(f"{name}: expected shape {expected} for A of shape {A.shape}, got {shape}")
+    bb = b.unsqueeze(-1) if vec else b
+    k = bb.shape[-1]
+    B = math.prod(batch)
+    if bshape != batch:
+        bb = bb.expand(batch + (n, k))
+    bb = bb.reshape(B, n, k)
+
+    def restore(y: torch.Tensor) -> torch.Tensor:
+        y = y.reshape(batch + tuple(y.shape[-2:]))
+        return y.squeeze(-1) if vec else y
+
+    return bb, restore

@@ -1,0 +1,31 @@
+"""The C++ core (the nanobind module ``torch_sla._C``), imported in this one place.
+
+A broken or missing build leaves the package importable: the backends that need the core report
+themselves unavailable (with the import error), and :func:`core` raises a clear error.
+"""
+
+from __future__ import annotations
+
+from .errors import BackendUnavailableError
+
+try:
+    from . import _C
+except ImportError as exc:  # pragma: no cover - a broken install
+    _C = None
+    IMPORT_ERROR: str | None = str(exc)
+else:
+    IMPORT_ERROR = None
+
+
+def core():
+    """The ``torch_sla._C`` module, or :class:`BackendUnavailableError` saying why it cannot be loaded."""
+    if _C is None:  # pragma: no cover - a broken install
+        raise BackendUnavailableError(f"the torch_sla C++ core failed to import: {IMPORT_ERROR}")
+    return _C
+
+
+def core_build_info() -> dict:
+    """What the core was built with (``suitesparse``, ``openmp``, versions, ...), or ``{"error": ...}``."""
+    if _C is None:  # pragma: no cover
+        return {"error": IMPORT_ERROR}
+    return dict(_C.build_info())

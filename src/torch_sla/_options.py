@@ -1,0 +1,80 @@
+"""Options of a solve, as one validated dataclass passed from the entry point to the backend."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ._checks import INT32_MAX, as_float, as_int
+from .errors import InvalidArgumentError
+
+
+@dataclasses.dataclass
+class KrylovOptions:
+    """Options of an iterative solve (see :func:`torch_sla.solve` for their meaning).
+
+    Built with :meth:`from_kwargs`, which validates every field and names the bad one.
+    """
+
+    rtol: float = 1e-8
+    atol: float = 0.0
+    maxiter: int | None = None
+    x0: torch.Tensor | None = None
+    restart: int = 30
+    preconditioner: Any = "auto"
+    callback: Callable[[int, float], None] | None = None
+    return_info: bool = False
+    on_fail: str = "warn"
+    check_every: int = 10
+    omega: float = 1.0
+    degree: int = 4
+
+    FIELDS = (
+        "rtol",
+        "atol",
+        "maxiter",
+        "x0",
+        "restart",
+        "preconditioner",
+        "callback",
+        "return_info",
+        "on_fail",
+        "check_every",
+        "omega",
+        "degree",
+    )
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict, *, allowed: tuple[str, ...] | None = None) -> KrylovOptions:
+        """Validated options from keyword arguments; an unknown keyword raises ``TypeError`` as Python
+        does, a bad value :class:`InvalidArgumentError` naming it."""
+        allowed = cls.FIELDS if allowed is None else allowed
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments {unknown}")
+        o = cls(**kwargs)
+        o.rtol = as_float(o.rtol, "rtol", lo=0.0)
+        o.atol = as_float(o.atol, "atol", lo=0.0)
+        if not (o.rtol > 0 or o.atol > 0):
+            raise InvalidArgumentError(f"rtol: need rtol > 0 (or atol > 0), got rtol={o.rtol}, atol={o.atol}")
+        if o.maxiter is not None:
+            o.maxiter = as_int(o.maxiter, "maxiter", lo=1, hi=2**62)
+        o.restart = as_int(o.restart, "restart", lo=1, hi=INT32_MAX)
+        o.check_every = as_int(o.check_every, "check_every", lo=1, hi=2**62)
+        o.omega = as_float(o.omega, "omega", lo=0.0, hi=2.0, open_lo=True, open_hi=True)
+        o.degree = as_int(o.degree, "degree", lo=1, hi=1000)
+        if o.on_fail not in ("warn", "raise"):
+            raise InvalidArgumentError(f"on_fail: expected 'warn' or 'raise', got {o.on_fail!r}")
+        if o.callback is not None and not callable(o.callback):
+            raise InvalidArgumentError(
+                f"callback: expected a callable (iteration, residual) or None, got {o.callback!r}"
+            )
+        o.return_info = bool(o.return_info)
+        return o
+
+    def max_iterations(self, n: int) -> int:
+        """``maxiter``, or its default ``10 n``."""
+        return self.maxiter if self.maxiter is not None else 10 * max(n, 1)

@@ -1,0 +1,377 @@
+"""The backend registry and the one function that chooses a backend and a method.
+
+A backend is an object (a :class:`Backend` subclass) that declares what it can do: its devices, dtypes,
+methods, operations, its preference rank per device, and (direct backends) a factor-size prediction or
+(iterative backends) a preconditioner policy. Backends register themselves with :func:`register`;
+nothing outside a backend's own class branches on its name. ``choose(A, backend, method)`` is the whole
+of ``backend="auto"`` / ``method="auto"``, ``plan`` adds the memory-budget check, and ``explain`` prints
+their reasons. The :class:`Choice` they return carries the backend object down to the solve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+from typing import Any, ClassVar
+
+import torch
+
+from ._checks import dtype_name
+from ._core import core_build_info
+from ._memory import fmt_bytes, get_memory_budget
+from ._sparse_tensor import SparseTensor, as_sparse_tensor
+from .errors import BackendUnavailableError, InvalidArgumentError, SingularMatrixError
+
+DIRECT_METHODS = ("cholesky", "ldl", "lu")
+ITERATIVE_METHODS = ("cg", "bicgstab", "gmres", "minres")
+ALL_DTYPES = ("float32", "float64", "complex64", "complex128")
+# Methods that read A as Hermitian: Cholesky and LDL^T factor the lower triangle only; CG and MINRES
+# (and their adjoint solves) assume A^H = A.
+HERMITIAN_METHODS = ("cholesky", "ldl", "cg", "minres")
+
+
+class Backend:
+    """A solver backend: what it declares, and the operations ``choose`` and the solves call.
+
+    Class attributes a backend sets: ``name``, ``kind`` ("direct" or "iterative"), ``devices`` (torch
+    device types), ``dtypes``, ``methods``, ``operations`` (of "solve", "factorize", "batch", later
+    "logdet", "selected_inverse", ...), ``preconditioners`` (iterative) and ``priority`` (device type ->
+    rank: ``auto`` tries the backends of a kind on a device in increasing rank; a device missing from it
+    is never chosen automatically). ``availability()`` says whether it can run in this build.
+
+    Direct backends implement ``factorize`` (and ``analyze`` / ``predicted_factor_bytes`` when they have
+    a symbolic analysis); iterative backends ``auto_preconditioner``, ``build_preconditioners`` and
+    ``solve_member``. The solves call these through the :class:`Choice`, never by name.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    devices: ClassVar[tuple[str, ...]]
+    dtypes: ClassVar[tuple[str, ...]] = ALL_DTYPES
+    methods: ClassVar[tuple[str, ...]]
+    operations: ClassVar[frozenset[str]] = frozenset({"solve"})
+    preconditioners: ClassVar[tuple[str, ...]] = ()
+    priority: ClassVar[dict[str, int]] = {}
+    differentiable: ClassVar[bool] = True
+
+    def availability(self) -> tuple[bool, str]:
+        """(whether it can run in this build, a one-line note)."""
+        return True, ""
+
+    @property
+    def available(self) -> bool:
+        return self._availability()[0]
+
+    @property
+    def note(self) -> str:
+        return self._availability()[1]
+
+    def _availability(self) -> tuple[bool, str]:
+        cached = getattr(self, "_avail", None)
+        if cached is None:
+            cached = self._avail = self.availability()
+        return cached
+
+    def supports(self, device: torch.device, dtype: torch.dtype, method: str) -> str | None:
+        """None if the backend can run this, else the reason it cannot."""
+        if not self.available:
+            return f"backend '{self.name}' is not available: {self.note}"
+        if device.type not in self.devices:
+            return f"backend '{self.name}' runs on {', '.join(self.devices)}, not {device.type}"
+        if dtype_name(dtype) not in self.dtypes:
+            return f"backend '{self.name}' does not support dtype {dtype}"
+        if method not in self.methods:
+            return f"backend '{self.name}' has no method '{method}' (it has {', '.join(self.methods)})"
+        return None
+
+    # -- direct backends ---------------------------------------------------------------------------
+    def predicted_solve_bytes(self, A: SparseTensor, method: str, nrhs: int) -> float:
+        """Peak memory of a direct solve predicted before factorizing (-1: no prediction)."""
+        return -1.0
+
+    def __repr__(self) -> str:
+        return f"<backend {self.name!r}: {self.kind}, {', '.join(self.devices)}>"
+
+
+# The public name of a registry entry (what ``backends()`` and ``show_backends()`` return).
+BackendInfo = Backend
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    """Add a backend to the registry (replacing one of the same name). A new backend is added by
+    implementing a :class:`Backend` and registering it; the tests draw their parameters from here."""
+    if backend.kind not in ("direct", "iterative"):
+        raise InvalidArgumentError(f"backend.kind: expected 'direct' or 'iterative', got {backend.kind!r}")
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def backends() -> dict[str, Backend]:
+    """The registry: name -> backend (with ``name``, ``kind``, ``devices``, ``dtypes``, ``methods``,
+    ``operations``, ``available``, ``note``)."""
+    return dict(_REGISTRY)
+
+
+def preference(device_type: str, kind: str) -> list[Backend]:
+    """The backends of ``kind`` that ``auto`` tries on ``device_type``, in order."""
+    ranked = [b for b in _REGISTRY.values() if b.kind == kind and device_type in b.priority]
+    return sorted(ranked, key=lambda b: b.priority[device_type])
+
+
+def show_backends(file=None) -> list[Backend]:
+    """Print a table of the backends (name, available, devices, methods, notes) and return them."""
+    rows = list(_REGISTRY.values())
+    out = io.StringIO()
+    out.write(f"{'backend':<12} {'available':<10} {'devices':<16} {'methods':<26} notes\n")
+    for b in rows:
+        out.write(
+            f"{b.name:<12} {('yes' if b.available else 'no'):<10} {','.join(b.devices):<16} "
+            f"{','.join(b.methods):<26} {b.note}\n"
+        )
+    info = core_build_info()
+    out.write(
+        f"C++ core: openmp={info.get('openmp')}, cuda toolkit at build={info.get('cuda_toolkit_at_build')}\n"
+    )
+    print(out.getvalue(), end="", file=file)
+    return rows
+
+
+@dataclasses.dataclass
+class Choice:
+    """The outcome of ``choose``: a backend (its name and the object), a method, what to do if the
+    method fails, and why."""
+
+    backend: str
+    method: str
+    fallback: str | None
+    reasons: list[str]
+    kind: str = "direct"
+    preconditioner: Any = None  # iterative: what preconditioner="auto" resolves to
+
+    @property
+    def impl(self) -> Backend:
+        """The backend object that runs the solve."""
+        return _REGISTRY[self.backend]
+
+    def __str__(self) -> str:
+        lines = [f"{self.kind} solve: backend={self.backend!r}, method={self.method!r}"]
+        if self.fallback:
+            lines[0] += f", fallback={self.fallback!r}"
+        lines += [f"  - {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+def symmetry_tolerance(dtype: torch.dtype) -> float:
+    """Largest relative asymmetry ``max|A - A^H| / max|A|`` that the Hermitian methods accept: 100 units
+    of roundoff of the dtype, room for assembly in a different summation order and no more."""
+    return 100.0 * torch.finfo(dtype).eps
+
+
+def check_hermitian(A: SparseTensor, method: str) -> None:
+    """Raise when a method that reads A as Hermitian is asked for a matrix that is not (cached per
+    values)."""
+    defect = A.asymmetry(hermitian=True)
+    tol = symmetry_tolerance(A.dtype)
+    if defect <= tol or math.isnan(defect):  # NaN values: the factorization or solve reports them
+        return
+    what = "Hermitian" if A.dtype.is_complex else "symmetric"
+    other = "lu" if method in DIRECT_METHODS else "gmres' or 'bicgstab"
+    raise InvalidArgumentError(
+        f"method: {method!r} needs a {what} matrix, but max|A - A^{'H' if A.dtype.is_complex else 'T'}| / "
+        f"max|A| is {defect:.3g} (tolerance {tol:.3g}); it would return a wrong answer. Use method='{other}', "
+        f"or pass check_symmetry=False if A is {what} up to an error you accept"
+    )
+
+
+def choose(
+    A: SparseTensor, backend: str = "auto", method: str = "auto", *, check_symmetry: bool = True
+) -> Choice:
+    """Pick the backend and method for a solve of ``A`` (the whole of ``auto``).
+
+    An explicit Hermitian method (``cholesky``, ``ldl``, ``cg``, ``minres``) on a matrix that is not
+    Hermitian raises :class:`InvalidArgumentError` unless ``check_symmetry=False``."""
+    reasons: list[str] = []
+    if method != "auto" and method not in DIRECT_METHODS + ITERATIVE_METHODS:
+        raise InvalidArgumentError(
+            f"method: expected 'auto' or one of {DIRECT_METHODS + ITERATIVE_METHODS}, got {method!r}"
+        )
+    if backend != "auto" and backend not in _REGISTRY:
+        raise InvalidArgumentError(f"backend: expected 'auto' or one of {tuple(_REGISTRY)}, got {backend!r}")
+    if A.shape[-1] != A.shape[-2]:
+        raise InvalidArgumentError(f"A: a solve needs a square matrix, got shape {A.shape}")
+    if check_symmetry and method in HERMITIAN_METHODS:
+        check_hermitian(A, method)
+    explicit = _REGISTRY.get(backend)
+    direct_here = [
+        b for b in preference(A.device.type, "direct") if b.supports(A.device, A.dtype, "lu") is None
+    ]
+    if method in ITERATIVE_METHODS or (
+        method == "auto" and ((explicit is not None and explicit.kind == "iterative") or not direct_here)
+    ):
+        if method == "auto":
+            method = _auto_krylov(A, reasons)
+            if not direct_here and explicit is None:
+                reasons.insert(0, f"no direct backend runs on {A.device.type}: iterative")
+        else:
+            reasons.append(f"method {method!r} requested")
+        return _choose_iterative(A, backend, method, reasons)
+
+    # Method: Cholesky for symmetric/Hermitian matrices with a positive real diagonal (a necessary
+    # condition for positive definiteness; a failed Cholesky falls back to LU), LU otherwise.
+    fallback = None
+    if method == "auto":
+        herm = A.is_hermitian()
+        posdiag = herm and A.has_positive_real_diagonal()
+        if posdiag and A.pattern._cache.get("cholesky_failed"):
+            method = "lu"
+            reasons.append(
+                "symmetric with positive diagonal, but Cholesky failed earlier on this pattern: LU"
+            )
+        elif posdiag:
+            method, fallback = "cholesky", "lu"
+            reasons.append(
+                ("Hermitian" if A.dtype.is_complex else "symmetric")
+                + " with a positive real diagonal: Cholesky (LU if it breaks down: not positive definite)"
+            )
+        else:
+            method = "lu"
+            reasons.append(
+                "not symmetric/Hermitian: LU"
+                if not herm
+                else "symmetric but the diagonal is not all positive: LU"
+            )
+    else:
+        reasons.append(f"method {method!r} requested")
+
+    if explicit is None:
+        tried = []
+        for b in preference(A.device.type, "direct"):
+            why_not = b.supports(A.device, A.dtype, method)
+            if why_not is None:
+                backend = b.name
+                reasons.append(
+                    f"{b.name}: fastest available backend for {A.device.type}/{dtype_name(A.dtype)}/{method}"
+                )
+                break
+            tried.append(why_not)
+        else:
+            raise BackendUnavailableError(
+                f"A: no direct backend can solve on device {A.device} with dtype {A.dtype} and method "
+                f"{method!r}: "
+                + "; ".join(tried or ["none is registered for this device"])
+                + ". Move the matrix to the CPU with A.to('cpu') or use an iterative method."
+            )
+    else:
+        if explicit.kind != "direct":
+            raise InvalidArgumentError(f"backend: {backend!r} is iterative; method {method!r} is direct")
+        if fallback is not None and method not in explicit.methods:
+            reasons.append(f"backend {backend!r} has no {method}: {fallback} instead")
+            method, fallback = fallback, None
+        why_not = explicit.supports(A.device, A.dtype, method)
+        if why_not is not None:
+            raise BackendUnavailableError(why_not)
+        reasons.append(f"backend {backend!r} requested")
+    return Choice(backend, method, fallback, reasons)
+
+
+def _auto_krylov(A, reasons: list[str]) -> str:
+    """CG for Hermitian matrices with a positive real diagonal, MINRES for other Hermitian ones, GMRES else."""
+    if A.is_hermitian():
+        if A.has_positive_real_diagonal():
+            reasons.append("Hermitian with a positive diagonal: CG")
+            return "cg"
+        reasons.append("Hermitian, diagonal not all positive (maybe indefinite): MINRES")
+        return "minres"
+    reasons.append("not Hermitian: GMRES")
+    return "gmres"
+
+
+def _choose_iterative(A, backend: str, method: str, reasons: list[str]) -> Choice:
+    explicit = _REGISTRY.get(backend)
+    if explicit is None:
+        for b in preference(A.device.type, "iterative"):
+            if b.supports(A.device, A.dtype, method) is None:
+                reasons.append(
+                    f"{b.name}: fastest iterative backend for {A.device.type}/{dtype_name(A.dtype)}"
+                )
+                explicit = b
+                break
+        else:
+            raise BackendUnavailableError(f"A: no iterative backend runs {method} on {A.device}")
+    else:
+        if explicit.kind != "iterative":
+            raise InvalidArgumentError(
+                f"backend: {backend!r} is a direct backend; method {method!r} is iterative"
+            )
+        why_not = explicit.supports(A.device, A.dtype, method)
+        if why_not is not None:
+            raise BackendUnavailableError(why_not)
+        reasons.append(f"backend {backend!r} requested")
+    pre, why = explicit.auto_preconditioner(A, method)
+    reasons.append(f"preconditioner='auto' would be {pre!r}: {why}")
+    return Choice(explicit.name, method, None, reasons, kind="iterative", preconditioner=pre)
+
+
+def plan(
+    A: SparseTensor,
+    backend: str = "auto",
+    method: str = "auto",
+    *,
+    check_symmetry: bool = True,
+    nrhs: int = 1,
+) -> Choice:
+    """``choose`` plus the checks before a direct solve: a structurally singular matrix (an empty row or
+    column) raises :class:`SingularMatrixError` before any analysis, and with ``method="auto"`` a
+    factorization whose predicted peak memory (the backend's ``predicted_solve_bytes``) would not fit
+    the memory budget (:func:`set_memory_budget`) is replaced by an iterative solve."""
+    c = choose(A, backend, method, check_symmetry=check_symmetry)
+    if c.kind != "direct":
+        return c
+    if A.shape[-1] > 0:
+        empty = A.pattern.empty_row_or_col()
+        if empty is not None:
+            raise SingularMatrixError(f"A is structurally singular: {empty}")
+    if method != "auto" or backend != "auto" or A.shape[-1] == 0 or A.batch_size == 0:
+        return c
+    predicted = c.impl.predicted_solve_bytes(A, c.method, nrhs)
+    budget = get_memory_budget()
+    if predicted < 0:
+        c.reasons.append(
+            f"backend {c.backend!r} gives no memory prediction: the memory budget is not checked"
+        )
+        return c
+    if predicted <= budget:
+        c.reasons.append(
+            f"predicted peak memory {fmt_bytes(predicted)} (factors and workspace) fits the memory budget "
+            f"({fmt_bytes(budget)})"
+        )
+        return c
+    reasons = [
+        f"predicted peak memory {fmt_bytes(predicted)} (factors and workspace) exceeds the memory budget "
+        f"({fmt_bytes(budget)}): iterative"
+    ]
+    return _choose_iterative(A, "auto", _auto_krylov(A, reasons), reasons)
+
+
+def explain(A, b=None, *, backend: str = "auto", method: str = "auto", check_symmetry: bool = True) -> Choice:
+    """What ``solve(A, b, backend=..., method=...)`` would use, and why. Printable.
+
+    ``A`` may be anything :func:`torch_sla.solve` accepts.
+    """
+    A = as_sparse_tensor(A)
+    nrhs = 1
+    if b is not None:
+        b = torch.as_tensor(b)
+        nrhs = b.shape[-1] if b.dim() == len(A.batch_shape) + 2 else 1
+    c = plan(A, backend, method, check_symmetry=check_symmetry, nrhs=nrhs)
+    c.reasons.insert(
+        0,
+        f"A: shape {A.shape}, nnz {A.nnz}, dtype {dtype_name(A.dtype)}, device {A.device}, "
+        f"symmetric={A.is_symmetric()}, hermitian={A.is_hermitian()}",
+    )
+    if b is not None:
+        c.reasons.insert(1, f"b: shape {tuple(b.shape)}, dtype {dtype_name(b.dtype)}")
+    return c
