@@ -7,7 +7,20 @@ import torch
 
 import torch_sla as sla
 
-DIRECT_BACKENDS = [b for b in ("suitesparse", "eigen", "scipy") if sla.backends()[b].available]
+# Test parameters come from the backend registry: a newly registered backend is tested by every test
+# that takes these lists, with each of the methods it declares.
+def registry_backends(kind: str, device: str = "cpu") -> list[str]:
+    """Names of the available backends of ``kind`` that run on ``device``, in registry order."""
+    return [b.name for b in sla.backends().values() if b.kind == kind and b.available and device in b.devices]
+
+
+def registry_cases(kind: str, device: str = "cpu") -> list[tuple[str, str]]:
+    """Every (backend, method) pair the registry declares for ``kind`` on ``device``."""
+    return [(name, m) for name in registry_backends(kind, device) for m in sla.backends()[name].methods]
+
+
+DIRECT_BACKENDS = registry_backends("direct")
+ITERATIVE_BACKENDS = registry_backends("iterative")
 
 
 def poisson2d(m: int, dtype=torch.float64) -> sla.SparseTensor:

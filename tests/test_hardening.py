@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import torch_sla as sla
-from conftest import DIRECT_BACKENDS, poisson2d, random_sparse
+from conftest import DIRECT_BACKENDS, poisson2d, random_sparse, registry_cases
 
 F64, C128 = torch.float64, torch.complex128
-ITERATIVE = [(m, be) for m in ("cg", "bicgstab", "gmres", "minres") for be in ("core", "torch")]
+ITERATIVE = [(m, be) for be, m in registry_cases("iterative")]
 
 
 def dense_st(d: torch.Tensor) -> sla.SparseTensor:
@@ -25,8 +25,7 @@ def dense_st(d: torch.Tensor) -> sla.SparseTensor:
 
 
 # -- 0. conjugate views reaching the C++ core -----------------------------------------------------------
-@pytest.mark.parametrize("method", ["gmres", "bicgstab"])
-@pytest.mark.parametrize("backend", ["core", "torch"])
+@pytest.mark.parametrize("method,backend", [(m, be) for m, be in ITERATIVE if m in ("gmres", "bicgstab")])
 def test_complex_non_hermitian_iterative_gradient_matches_dense(method, backend):
     D = random_sparse(6, 0.6, dtype=C128, kind="general", seed=3)
     assert not torch.allclose(D, D.mH)
@@ -87,10 +86,7 @@ def test_callable_preconditioner_may_return_a_conjugate_view():
 @pytest.mark.parametrize("method", ["cholesky", "ldl", "cg", "minres"])
 def test_hermitian_method_on_unsymmetric_matrix_raises(method):
     A = dense_st(torch.tensor([[4.0, 5.0], [0.5, 3.0]], dtype=F64))
-    backends = DIRECT_BACKENDS if method in ("cholesky", "ldl") else ["core", "torch"]
-    for be in backends:
-        if method not in sla.backends()[be].methods:
-            continue
+    for be in [b for b, m in registry_cases("direct") + registry_cases("iterative") if m == method]:
         with pytest.raises(
             sla.InvalidArgumentError, match=rf"method: '{method}' needs a symmetric matrix.*'"
         ):
@@ -296,7 +292,7 @@ def test_empty_batch_and_empty_batched_system():
     assert B.solve(torch.zeros(0, 9, dtype=F64)).shape == (0, 9)
 
 
-@pytest.mark.parametrize("backend", ["core", "torch"])
+@pytest.mark.parametrize("backend", sorted({be for _, be in ITERATIVE}))
 def test_zero_right_hand_sides_converge_without_warning(backend):
     A = poisson2d(3)
     with warnings.catch_warnings():

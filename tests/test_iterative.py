@@ -3,16 +3,13 @@ failure reporting and automatic selection."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
 import torch_sla as sla
-from conftest import autograd_node_names, poisson2d, random_sparse
+from conftest import ITERATIVE_BACKENDS, autograd_node_names, poisson2d, random_sparse
 
-HAVE_TORCH_KRYLOV = importlib.util.find_spec("torch_sla._krylov_torch") is not None
-BACKENDS = ["core"] + (["torch"] if HAVE_TORCH_KRYLOV else [])
+BACKENDS = ITERATIVE_BACKENDS
 F64, C128 = torch.float64, torch.complex128
 
 
