@@ -5,6 +5,7 @@
 
 #include "sla/direct.hpp"
 #include "sla/errors.hpp"
+#include "sla/interrupt.hpp"
 #include "sla/types.hpp"
 
 namespace sla {
@@ -18,6 +19,7 @@ void validate_csr(const CsrView<I>& a, index_t indptr_len, index_t indices_len, 
          a.n_rows + 1);
   if (a.indptr[0] != 0) fail(ErrorKind::InvalidArgument, what, ": indptr[0] is ", a.indptr[0], ", expected 0");
   for (index_t r = 0; r < a.n_rows; ++r) {
+    if ((r & 0xFFFF) == 0) poll_interrupt();
     const index_t lo = a.indptr[r], hi = a.indptr[r + 1];
     if (hi < lo)
       fail(ErrorKind::InvalidArgument, what, ": indptr decreases at row ", r, " (", lo, " -> ", hi, ")");
@@ -57,7 +59,8 @@ CscPlan make_csc_plan(const CsrView<I>& a, bool lower_only) {
   plan.rowind.resize(m);
   plan.perm.resize(m);
   std::vector<index_t> next(plan.colptr.begin(), plan.colptr.end() - 1);
-  for (index_t r = 0; r < n; ++r)
+  for (index_t r = 0; r < n; ++r) {
+    if ((r & 0xFFFF) == 0) poll_interrupt();
     for (index_t k = a.indptr[r]; k < a.indptr[r + 1]; ++k) {
       const index_t c = a.indices[k];
       if (lower_only && r < c) continue;
@@ -65,6 +68,7 @@ CscPlan make_csc_plan(const CsrView<I>& a, bool lower_only) {
       plan.rowind[dst] = r;
       plan.perm[dst] = k;
     }
+  }
   return plan;
 }
 

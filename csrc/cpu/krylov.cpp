@@ -7,6 +7,7 @@
 
 #include "krylov_kernels.hpp"
 #include "sla/errors.hpp"
+#include "sla/interrupt.hpp"
 
 namespace sla {
 
@@ -136,6 +137,7 @@ void cg(const Ctx<T, I>& c, const T* b, T* x, index_t k, KrylovResult& res) {
   index_t it = 0;
   for (; it < c.o.maxiter; ++it) {
     if (std::none_of(active.begin(), active.end(), [](char a) { return a != 0; })) break;
+    poll_interrupt();
     // q = A p, pq = p^H q
     if (k == 1) {
       double s = 0.0;
@@ -263,6 +265,7 @@ void cg_jacobi_1(const Ctx<T, I>& c, const T* b, T* x, const std::vector<T>& din
   index_t it = 0;
   bool done = rr <= tol2;
   for (; it < c.o.maxiter && !done; ++it) {
+    poll_interrupt();
     double pq = 0.0;
     T* pn = p_new.data();
     const T* po = p_old.data();
@@ -362,6 +365,7 @@ ColResult bicgstab(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& 
     fresh = true;
   };
   for (index_t it = 0; it < c.o.maxiter; ++it) {
+    poll_interrupt();
     if (rn <= tol) {
       out.reason = "converged";
       return out;
@@ -479,6 +483,7 @@ ColResult gmres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x, 
     int j = 0;
     double res = beta;
     for (; j < m && total < c.o.maxiter; ++j) {
+      poll_interrupt();
       op.M(V[j], Z[j]);
       op.A(Z[j], w);
       for (int i = 0; i <= j; ++i) {
@@ -566,6 +571,7 @@ ColResult minres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x,
   const double rnorm0 = Vec<T>::nrm2(r1, c.o.threads);
   double rnorm = rnorm0;
   for (index_t it = 0; it < c.o.maxiter; ++it) {
+    poll_interrupt();
     const R s = static_cast<R>(1.0 / beta);
     for (index_t i = 0; i < n; ++i) v[i] = s * y[i];
     op.A(v, y);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "sla/errors.hpp"
+#include "sla/interrupt.hpp"
 #include "sla/types.hpp"
 
 namespace sla {
@@ -132,6 +133,7 @@ std::string slurp(const std::string& path) {
   size_t cap = 1 << 16;
   bool err = false;
   while (true) {
+    poll_interrupt();
     buf.resize(used + cap);
     const size_t got = std::fread(&buf[used], 1, cap, f);
     used += got;
@@ -159,7 +161,7 @@ class Lines {
     const char* e = nl ? static_cast<const char*>(nl) : end_;
     line = std::string_view(p_, static_cast<size_t>(e - p_));
     p_ = nl ? e + 1 : end_;
-    ++number_;
+    if ((++number_ & 4095) == 0) poll_interrupt();
     return true;
   }
 
@@ -517,6 +519,7 @@ void write_mtx(const std::string& path, index_t n_rows, index_t n_cols, const in
     fail(ErrorKind::InvalidArgument, "values: the '", field_name, "' field needs real values");
 
   for (index_t k = 0; k < nnz; ++k) {
+    if ((k & 0xFFFF) == 0) poll_interrupt();
     const index_t i = row[k], j = col[k];
     if (i < 0 || i >= n_rows)
       fail(ErrorKind::InvalidArgument, "row: index ", i, " of entry ", k, " is out of range [0, ", n_rows, ")");
@@ -560,6 +563,7 @@ void write_mtx(const std::string& path, index_t n_rows, index_t n_cols, const in
   w.put_int(nnz);
   w.end_line();
   for (index_t k = 0; k < nnz; ++k) {
+    if ((k & 0xFFFF) == 0) poll_interrupt();  // an interrupt leaves a truncated file behind
     w.put_int(row[k] + 1);
     w.put(' ');
     w.put_int(col[k] + 1);

@@ -7,6 +7,7 @@
 
 #include "krylov_kernels.hpp"
 #include "sla/errors.hpp"
+#include "sla/interrupt.hpp"
 
 namespace sla::detail {
 namespace {
@@ -205,6 +206,7 @@ class Ic0Precond final : public Preconditioner {
     d_.resize(n_);
     std::vector<index_t> pos(n_, -1);  // column -> position in the current row i (lower part)
     for (index_t i = 0; i < n_; ++i) {
+      if ((i & 1023) == 0) poll_interrupt();
       for (I q = m_.p[i]; q <= m_.diag[i]; ++q) pos[m_.j[q]] = q;
       for (I q = m_.p[i]; q < m_.diag[i]; ++q) {
         const index_t kk = m_.j[q];
@@ -255,6 +257,7 @@ class Ilu0Precond final : public Preconditioner {
     m_.require_diagonal("ILU(0)");
     std::vector<index_t> pos(n_, -1);
     for (index_t i = 0; i < n_; ++i) {
+      if ((i & 1023) == 0) poll_interrupt();
       for (I q = m_.p[i]; q < m_.p[i + 1]; ++q) pos[m_.j[q]] = q;
       for (I q = m_.p[i]; q < m_.p[i + 1] && static_cast<index_t>(m_.j[q]) < i; ++q) {
         const index_t kk = m_.j[q];

@@ -10,6 +10,7 @@
 #include "backends.hpp"
 #include "convert.hpp"
 #include "sla/errors.hpp"
+#include "sla/interrupt.hpp"
 
 namespace sla::detail {
 namespace {
@@ -84,6 +85,7 @@ class UmfpackNumeric final : public Numeric {
     const SuiteSparse_long sys = op == Op::N ? UMFPACK_A : UMFPACK_At;
     double info[UMFPACK_INFO];
     for (index_t j = 0; j < nrhs; ++j) {
+      poll_interrupt();
       const SuiteSparse_long status = Umf<W>::solve(sys, sym_->plan(), values_.data(), xw.data() + j * n,
                                                     bw.data() + j * n, numeric_, control_.data(), info);
       if (status == UMFPACK_WARNING_singular_matrix)
