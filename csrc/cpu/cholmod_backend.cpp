@@ -2,7 +2,9 @@
 // Works in double or complex<double>; float32 / complex64 callers are converted on the way in and out.
 #include <cholmod.h>
 
+#include <cmath>
 #include <complex>
+#include <cstddef>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -57,6 +59,33 @@ cholmod_sparse sparse_view(const CscPlan& plan, void* values, bool complex) {
   return a;
 }
 
+// Whether every pivot of a numeric factor is finite (the diagonal of L for LL^T, D for LDL^T).
+// cholmod_rcond returns 0 for a NaN pivot, which would read as an exactly singular matrix.
+bool pivots_finite(const cholmod_factor* L) {
+  const double* x = static_cast<const double*>(L->x);
+  const size_t stride = L->xtype == CHOLMOD_COMPLEX ? 2 : 1;  // interleaved complex: the real part first
+  auto finite = [&](size_t k) {
+    for (size_t c = 0; c < stride; ++c)
+      if (!std::isfinite(x[stride * k + c])) return false;
+    return true;
+  };
+  if (L->is_super) {
+    const index_t* super = static_cast<const index_t*>(L->super);
+    const index_t* pi = static_cast<const index_t*>(L->pi);
+    const index_t* px = static_cast<const index_t*>(L->px);
+    for (size_t s = 0; s < L->nsuper; ++s) {
+      const index_t nsrow = pi[s + 1] - pi[s];  // each supernode is a dense nsrow x ncols column-major block
+      for (index_t j = 0; j < super[s + 1] - super[s]; ++j)
+        if (!finite(static_cast<size_t>(px[s] + j + j * nsrow))) return false;
+    }
+    return true;
+  }
+  const index_t* p = static_cast<const index_t*>(L->p);
+  for (size_t j = 0; j < L->n; ++j)
+    if (!finite(static_cast<size_t>(p[j]))) return false;  // the diagonal comes first in each column
+  return true;
+}
+
 class CholmodSymbolic;
 
 template <class W>
@@ -89,6 +118,7 @@ class CholmodNumeric final : public Numeric {
   }
 
   double rcond() const override {
+    if (!pivots_finite(L_.get())) return std::numeric_limits<double>::quiet_NaN();
     std::lock_guard<std::mutex> lock(common_->mutex);
     return cholmod_l_rcond(L_.get(), &common_->c);
   }
