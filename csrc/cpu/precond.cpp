@@ -23,6 +23,10 @@ struct OwnedCsr {
   OwnedCsr() = default;
   explicit OwnedCsr(const CsrArrays& a) : n(a.n_rows) {
     const Csr<T, I> A = typed<T, I>(a);
+    if (n == 0) {  // indptr need not be read
+      p.assign(1, I(0));
+      return;
+    }
     p.assign(A.p, A.p + n + 1);
     j.assign(A.j, A.j + p[n]);
     v.assign(A.v, A.v + p[n]);
@@ -322,9 +326,13 @@ std::unique_ptr<Preconditioner> make_preconditioner(PrecondKind kind, const CsrA
   return detail::visit_csr(a, [&](auto t, auto ix) -> std::unique_ptr<Preconditioner> {
     using T = decltype(t);
     using I = decltype(ix);
+    const detail::Csr<T, I> A = detail::typed<T, I>(a);
+    for (index_t i = 0; i < a.n_rows; ++i)
+      if (A.p[i + 1] == A.p[i])
+        fail(ErrorKind::SingularMatrix, "preconditioner: A is structurally singular: row ", i, " of the ", a.n_rows,
+             " x ", a.n_cols, " matrix has no stored entry");
     switch (kind) {
       case PrecondKind::Jacobi: {
-        const detail::Csr<T, I> A = detail::typed<T, I>(a);
         std::vector<T> inv(a.n_rows);
         for (index_t i = 0; i < a.n_rows; ++i) {
           T d{};
