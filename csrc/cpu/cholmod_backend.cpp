@@ -86,6 +86,34 @@ bool pivots_finite(const cholmod_factor* L) {
   return true;
 }
 
+// Bytes held by a factor, from the sizes of the arrays it has (a symbolic factor has only some of them).
+std::size_t factor_bytes(const cholmod_factor* L) {
+  const size_t I = sizeof(index_t);
+  const size_t X = L->xtype == CHOLMOD_PATTERN ? 0 : L->xtype == CHOLMOD_REAL ? sizeof(double) : 2 * sizeof(double);
+  size_t bytes = sizeof(cholmod_factor);
+  auto add = [&](const void* array, size_t count, size_t each) {
+    if (array != nullptr) bytes += count * each;
+  };
+  add(L->Perm, L->n, I);
+  add(L->ColCount, L->n, I);
+  add(L->IPerm, L->n, I);
+  if (L->is_super) {
+    add(L->super, L->nsuper + 1, I);
+    add(L->pi, L->nsuper + 1, I);
+    add(L->px, L->nsuper + 1, I);
+    add(L->s, L->ssize, I);
+    add(L->x, L->xsize, X);
+  } else {
+    add(L->p, L->n + 1, I);
+    add(L->i, L->nzmax, I);
+    add(L->x, L->nzmax, X);
+    add(L->nz, L->n, I);
+    add(L->next, L->n + 2, I);
+    add(L->prev, L->n + 2, I);
+  }
+  return bytes;
+}
+
 class CholmodSymbolic;
 
 template <class W>
@@ -161,6 +189,17 @@ class CholmodSymbolic final : public Symbolic {
   Backend backend() const override { return Backend::SuiteSparse; }
   Method method() const override { return method_; }
   double predicted_factor_bytes() const override { return predicted_bytes_; }
+  // The plan, the symbolic factor (ordering, column counts, supernode structure: counted from its array
+  // sizes) and the cholmod_common with its workspace: Flag, Head and Iwork counted from their sizes,
+  // Xwork estimated as the 2 n doubles (complex: 2 n complex) that factorization and solves use.
+  std::size_t memory_bytes() const override {
+    std::lock_guard<std::mutex> lock(common_->mutex);
+    const cholmod_common& c = common_->c;
+    const size_t work = (2 * c.nrow + 1 + c.iworksize) * sizeof(index_t) +
+                        2 * c.nrow * (is_complex(scalar_) ? 2 : 1) * sizeof(double);
+    return Symbolic::memory_bytes() + sizeof(*this) - sizeof(Symbolic) + factor_bytes(L_.get()) +
+           sizeof(CholmodCommon) + work;
+  }
 
   std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                      const void* values) const override {

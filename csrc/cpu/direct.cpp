@@ -14,6 +14,11 @@
 
 namespace sla {
 
+std::size_t Symbolic::memory_bytes() const {
+  // The CSC plan: colptr, rowind and perm.
+  return sizeof(*this) + (plan_.colptr.capacity() + plan_.rowind.capacity() + plan_.perm.capacity()) * sizeof(index_t);
+}
+
 namespace {
 
 // Unit roundoff of the precision a backend factors scalar type s in: SuiteSparse works in double.

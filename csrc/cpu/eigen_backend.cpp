@@ -144,6 +144,11 @@ class EigenSymbolic final : public Symbolic {
 
   Backend backend() const override { return Backend::Eigen; }
   Method method() const override { return method_; }
+  // The plan and the fill-reducing permutation; Eigen keeps nothing else between factorizations.
+  std::size_t memory_bytes() const override {
+    return Symbolic::memory_bytes() + sizeof(*this) - sizeof(Symbolic) +
+           static_cast<std::size_t>(perm_.size()) * sizeof(EIndex);
+  }
 
   std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                      const void* values) const override {

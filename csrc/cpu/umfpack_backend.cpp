@@ -163,6 +163,12 @@ class UmfpackSymbolic final : public Symbolic {
   Backend backend() const override { return Backend::SuiteSparse; }
   Method method() const override { return Method::LU; }
   double predicted_factor_bytes() const override { return predicted_bytes_; }
+  // The plan, the control array and UMFPACK's Symbolic object, whose size UMFPACK reports exactly
+  // (Info[UMFPACK_SYMBOLIC_SIZE] units of Info[UMFPACK_SIZE_OF_UNIT] bytes).
+  std::size_t memory_bytes() const override {
+    return Symbolic::memory_bytes() + sizeof(*this) - sizeof(Symbolic) + control_.capacity() * sizeof(double) +
+           symbolic_bytes_;
+  }
 
   std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                      const void* values) const override {
@@ -179,6 +185,7 @@ class UmfpackSymbolic final : public Symbolic {
     if (status == UMFPACK_ERROR_out_of_memory) fail(ErrorKind::Internal, "UMFPACK analysis: out of memory");
     if (status != UMFPACK_OK) fail(ErrorKind::Internal, "UMFPACK analysis failed (status ", status, ")");
     predicted_bytes_ = info[UMFPACK_NUMERIC_SIZE_ESTIMATE] * info[UMFPACK_SIZE_OF_UNIT];
+    symbolic_bytes_ = static_cast<std::size_t>(info[UMFPACK_SYMBOLIC_SIZE] * info[UMFPACK_SIZE_OF_UNIT]);
   }
 
   template <class W>
@@ -205,6 +212,7 @@ class UmfpackSymbolic final : public Symbolic {
 
   std::vector<double> control_;
   double predicted_bytes_ = -1.0;
+  std::size_t symbolic_bytes_ = 0;
   void* symbolic_ = nullptr;
 };
 

@@ -306,6 +306,7 @@ void check_empty(const Combo& c) {
   EXPECT_EQ(sym->n(), 0);
   EXPECT_EQ(sym->backend(), c.backend);
   EXPECT_EQ(sym->method(), c.method);
+  EXPECT_GE(sym->memory_bytes(), sizeof(index_t));  // at least the plan's colptr
   Values none(c.scalar, {});
   auto num = sla::factorize(sym, none.data());
   ASSERT_NE(num, nullptr);
@@ -381,6 +382,30 @@ TEST_P(DirectEdge, NonFinitePivotIsReported) {
     }
     if (raw) EXPECT_TRUE(std::isnan(raw->rcond())) << "rcond " << raw->rcond();
   }
+}
+
+TEST_P(DirectEdge, MemoryBytesCoversThePlanAndGrowsWithN) {
+  auto tridiagonal = [](index_t n) {
+    std::vector<std::pair<index_t, index_t>> e;
+    for (index_t i = 0; i < n; ++i) {
+      if (i > 0) e.push_back({i, i - 1});
+      e.push_back({i, i});
+      if (i + 1 < n) e.push_back({i, i + 1});
+    }
+    return pattern<index_t>(n, e);
+  };
+  const auto p_small = tridiagonal(10), p_large = tridiagonal(10000);
+  auto small = analyze(p_small.view());
+  auto large = analyze(p_large.view());
+  auto plan_bytes = [](const sla::Symbolic& s) {
+    const sla::CscPlan& p = s.plan();
+    return (p.colptr.size() + p.rowind.size() + p.perm.size()) * sizeof(index_t);
+  };
+  EXPECT_GE(small->memory_bytes(), plan_bytes(*small));
+  EXPECT_GT(large->memory_bytes(), plan_bytes(*large)) << "the backend's own analysis takes memory too";
+  EXPECT_GT(large->memory_bytes(), small->memory_bytes());
+  // A tridiagonal analysis is O(n): a loose upper bound of 1 KiB per row, plus 1 MiB of fixed cost.
+  EXPECT_LT(large->memory_bytes(), 10000u * 1024u + (1u << 20));
 }
 
 INSTANTIATE_TEST_SUITE_P(Direct, DirectEdge, ::testing::ValuesIn(all_combos()), combo_name);

@@ -54,6 +54,11 @@ class Symbolic {
   // Memory the numeric factors are predicted to take, in bytes, from the symbolic analysis alone
   // (-1 when the backend gives no prediction).
   virtual double predicted_factor_bytes() const { return -1.0; }
+  // Memory this analysis holds, in bytes: the CSC plan plus what the backend keeps between factorizations
+  // (Eigen: the fill-reducing permutation; CHOLMOD: the symbolic factor, counted from its array sizes, and
+  // the cholmod_common with its workspace, Xwork estimated; UMFPACK: its Symbolic object, whose size
+  // UMFPACK reports). Numeric factorizations own their factors, which are not counted here.
+  virtual std::size_t memory_bytes() const;
   // Numeric factorization sharing this analysis; `self` is the shared pointer that owns *this.
   virtual std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                              const void* values) const = 0;
