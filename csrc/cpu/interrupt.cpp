@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 
 #if defined(__linux__)
 #include <time.h>
@@ -34,8 +35,8 @@ std::int64_t now_ms() {
 #endif
 }
 
-// When this thread last called the handler, or first polled (-1: never polled).
-thread_local std::int64_t t_last_call_ms = -1;
+// When this thread last called the handler; a thread that never did calls it at its first poll.
+thread_local std::int64_t t_last_call_ms = std::numeric_limits<std::int64_t>::min() / 2;
 
 }  // namespace
 
@@ -47,7 +48,6 @@ void poll_interrupt() {
   const InterruptHandler handler = g_handler.load(std::memory_order_acquire);
   if (handler == nullptr) return;
   const std::int64_t now = now_ms();
-  if (t_last_call_ms < 0) t_last_call_ms = now;
   if (now - t_last_call_ms < kInterruptPeriodMs) return;
   t_last_call_ms = now;
   handler();  // may throw: the caller's stack unwinds to whoever catches it

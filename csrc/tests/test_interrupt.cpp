@@ -38,8 +38,8 @@ class InterruptTest : public ::testing::Test {
     g_calls = 0;
     g_throw_on = 1;
     sla::set_interrupt_handler(&counting_handler);
-    // The rate limit is per thread: let the period since this thread's last handler call run out, so that
-    // the first poll of the test calls the handler.
+    // The rate limit is per thread: let the period since this thread's last handler call (in an earlier
+    // test of the same process) run out, so that the first poll of the test calls the handler.
     std::this_thread::sleep_for(std::chrono::milliseconds(sla::kInterruptPeriodMs + 10));
   }
   void TearDown() override {
@@ -115,8 +115,8 @@ TEST_P(InterruptKrylov, LongSolveIsAborted) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Interrupt, InterruptKrylov,
-                         ::testing::Values(sla::KrylovMethod::CG, sla::KrylovMethod::BiCGStab,
-                                           sla::KrylovMethod::GMRES, sla::KrylovMethod::MINRES));
+                         ::testing::Values(sla::KrylovMethod::CG, sla::KrylovMethod::BiCGStab, sla::KrylovMethod::GMRES,
+                                           sla::KrylovMethod::MINRES));
 
 TEST_F(InterruptTest, GmresThatCannotConvergeIsAborted) {
   // GMRES(1) on the rotation [[0, 1], [-1, 0]] stagnates forever: r^T A r = 0 for every r.
@@ -144,8 +144,8 @@ TEST_F(InterruptTest, GmresThatCannotConvergeIsAborted) {
 }
 
 TEST_F(InterruptTest, MatrixMarketReadIsAborted) {
-  const auto path = std::filesystem::temp_directory_path() /
-                    ("sla_interrupt_" + std::to_string(std::random_device{}()) + ".mtx");
+  const auto path =
+      std::filesystem::temp_directory_path() / ("sla_interrupt_" + std::to_string(std::random_device{}()) + ".mtx");
   {
     std::ofstream f(path, std::ios::binary);
     f << "%%MatrixMarket matrix coordinate real general\n20000 1 20000\n";

@@ -22,9 +22,9 @@ void set_interrupt_handler(InterruptHandler handler);
 // The installed handler, or nullptr.
 InterruptHandler interrupt_handler();
 
-// Call the handler if one is installed and at least kInterruptPeriodMs have passed since this thread last
-// called it (since its first poll, for a thread that never did). Without a handler this is one atomic
-// load; with one, a read of a cheap monotonic clock (a few ns on Linux) and a comparison.
+// Call the handler if one is installed and this thread has not called it in the last kInterruptPeriodMs
+// (so a computation's first poll calls it unless the thread did just before). Without a handler this
+// is one atomic load; with one, a read of a cheap monotonic clock (a few ns on Linux) and a comparison.
 void poll_interrupt();
 
 inline constexpr int kInterruptPeriodMs = 50;
