@@ -101,29 +101,28 @@ void bind_mtx(nb::module_& m) {
       "Read a Matrix Market file as expanded 0-based COO: a dict with n_rows, n_cols, format, field, "
       "symmetry, row, col (int64) and values (float64, or complex128 for the complex field). path is the "
       "file name as bytes (os.fsencode(name)); a str is encoded the same way.");
-  m.def(
-      "mtx_read", [](const nb::str& path) { return mtx_read_py(path_from_str(path)); }, nb::arg("path"));
+  m.def("mtx_read", [](const nb::str& path) { return mtx_read_py(path_from_str(path)); }, nb::arg("path"));
   m.def(
       "mtx_write",
       [](const nb::bytes& path, index_t n_rows, index_t n_cols, const Array& row, const Array& col,
-              const std::optional<Array>& values, const std::string& field, const std::string& symmetry,
-              const std::string& comment) {
+         const std::optional<Array>& values, const std::string& field, const std::string& symmetry,
+         const std::string& comment) {
         mtx_write_py(path_from_bytes(path), n_rows, n_cols, row, col, values, field, symmetry, comment);
       },
-      nb::arg("path"), nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("row"), nb::arg("col"),
-      nb::arg("values").none(), nb::arg("field"), nb::arg("symmetry"), nb::arg("comment"),
+      nb::arg("path"), nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("row"), nb::arg("col"), nb::arg("values").none(),
+      nb::arg("field"), nb::arg("symmetry"), nb::arg("comment"),
       "Write 0-based COO entries in Matrix Market coordinate format. For a non-general symmetry pass "
       "only the lower triangle; values is None for the pattern field. path is the file name as bytes "
       "(os.fsencode(name)); a str is encoded the same way.");
   m.def(
       "mtx_write",
       [](const nb::str& path, index_t n_rows, index_t n_cols, const Array& row, const Array& col,
-              const std::optional<Array>& values, const std::string& field, const std::string& symmetry,
-              const std::string& comment) {
+         const std::optional<Array>& values, const std::string& field, const std::string& symmetry,
+         const std::string& comment) {
         mtx_write_py(path_from_str(path), n_rows, n_cols, row, col, values, field, symmetry, comment);
       },
-      nb::arg("path"), nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("row"), nb::arg("col"),
-      nb::arg("values").none(), nb::arg("field"), nb::arg("symmetry"), nb::arg("comment"));
+      nb::arg("path"), nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("row"), nb::arg("col"), nb::arg("values").none(),
+      nb::arg("field"), nb::arg("symmetry"), nb::arg("comment"));
 }
 
 }  // namespace sla::bind

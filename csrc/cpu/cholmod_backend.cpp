@@ -195,8 +195,8 @@ class CholmodSymbolic final : public Symbolic {
   std::size_t memory_bytes() const override {
     std::lock_guard<std::mutex> lock(common_->mutex);
     const cholmod_common& c = common_->c;
-    const size_t work = (2 * c.nrow + 1 + c.iworksize) * sizeof(index_t) +
-                        2 * c.nrow * (is_complex(scalar_) ? 2 : 1) * sizeof(double);
+    const size_t work =
+        (2 * c.nrow + 1 + c.iworksize) * sizeof(index_t) + 2 * c.nrow * (is_complex(scalar_) ? 2 : 1) * sizeof(double);
     return Symbolic::memory_bytes() + sizeof(*this) - sizeof(Symbolic) + factor_bytes(L_.get()) +
            sizeof(CholmodCommon) + work;
   }

@@ -61,8 +61,10 @@ index_t first_non_finite(ScalarType s, const void* values, const std::vector<ind
     const T* v = static_cast<const T*>(values);
     for (index_t k : perm) {
       bool finite;
-      if constexpr (detail::is_complex_t<T>::value) finite = std::isfinite(v[k].real()) && std::isfinite(v[k].imag());
-      else finite = std::isfinite(v[k]);
+      if constexpr (detail::is_complex_t<T>::value)
+        finite = std::isfinite(v[k].real()) && std::isfinite(v[k].imag());
+      else
+        finite = std::isfinite(v[k]);
       if (!finite) return k;
     }
     return -1;

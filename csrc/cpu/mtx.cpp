@@ -403,8 +403,7 @@ MtxData read_mtx(const std::string& path) {
   for (int k = 0; k < want; ++k)
     if (!parse_int(tok[k], dims[k]))
       bad(size, "invalid number '", clip(tok[k]), "' on the size line; expected ", size_hint);
-  if (dims[0] < 0 || dims[1] < 0 || dims[2] < 0)
-    bad(size, "negative size on the size line '", clip(line), "'");
+  if (dims[0] < 0 || dims[1] < 0 || dims[2] < 0) bad(size, "negative size on the size line '", clip(line), "'");
   d.n_rows = dims[0];
   d.n_cols = dims[1];
   if (sym != Symmetry::General && d.n_rows != d.n_cols)

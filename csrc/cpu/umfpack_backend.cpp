@@ -107,8 +107,11 @@ class UmfpackNumeric final : public Numeric {
  public:
   UmfpackNumeric(std::shared_ptr<const Symbolic> sym, std::vector<W> values, NumericHandle<W> numeric,
                  std::vector<double> control, double rcond)
-      : Numeric(std::move(sym)), values_(std::move(values)), numeric_(std::move(numeric)),
-        control_(std::move(control)), rcond_(rcond) {}
+      : Numeric(std::move(sym)),
+        values_(std::move(values)),
+        numeric_(std::move(numeric)),
+        control_(std::move(control)),
+        rcond_(rcond) {}
 
   void solve(const void* b, void* x, index_t nrhs, Op op) const override {
     const index_t n = sym_->n();

@@ -368,7 +368,8 @@ TEST_P(DirectEdge, NonFinitePivotIsReported) {
     std::vector<index_t> at;
     double value;
   };
-  for (const Bad& bad : {Bad{{3}, nan}, Bad{{1, 2}, nan}, Bad{{0}, nan}, Bad{{6}, nan}, Bad{{3}, inf}, Bad{{5, 4}, inf}}) {
+  for (const Bad& bad :
+       {Bad{{3}, nan}, Bad{{1, 2}, nan}, Bad{{0}, nan}, Bad{{6}, nan}, Bad{{3}, inf}, Bad{{5, 4}, inf}}) {
     std::vector<double> vals = a.values;
     for (index_t k : bad.at) vals[k] = bad.value;
     Values v(c.scalar, vals);

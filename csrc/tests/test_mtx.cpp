@@ -427,10 +427,10 @@ TEST_F(MtxTest, HugeCoordinateSizesDoNotHang) {
   EXPECT_EQ(d.row, std::vector<index_t>{999999999999999999});
   EXPECT_FALSE(read_bounded(std::string(kCoo) + big + " " + big + " " + big + "\n1 1 1\n"));
   EXPECT_FALSE(read_bounded(std::string(kCoo) + "0 " + big + " " + big + "\n"));
-  EXPECT_FALSE(read_bounded("%%MatrixMarket matrix coordinate real symmetric\n" + big + " " + big + " " + big +
-                                       "\n2 1 1\n"));
+  EXPECT_FALSE(
+      read_bounded("%%MatrixMarket matrix coordinate real symmetric\n" + big + " " + big + " " + big + "\n2 1 1\n"));
   EXPECT_FALSE(read_bounded(std::string(kCoo) + "9223372036854775807 9223372036854775807 "
-                                                       "9223372036854775807\n1 1 1\n"));
+                                                "9223372036854775807\n1 1 1\n"));
 }
 
 // Error messages quote at most a bounded piece of a line or a token, whatever its length.
