@@ -3,12 +3,12 @@
 # UndefinedBehaviorSanitizer (build/sanitize), then run the ctest suite and a longer fuzz run.
 # A sanitizer report aborts the process that made it, which fails the run.
 #   VENV=...         the virtual environment with cmake and ninja (default .venv)
-#   FUZZ_CASES=N     cases of the longer fuzz run (default 50000: about 25 s instrumented)
+#   FUZZ_CASES=N     cases of the longer fuzz run (default 30000: about 15 s instrumented)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=$(cd "${VENV:-.venv}" && pwd)
 B=build/sanitize
-FUZZ_CASES=${FUZZ_CASES:-50000}
+FUZZ_CASES=${FUZZ_CASES:-30000}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # detect_leaks: LeakSanitizer runs at exit; halt_on_error / abort: the first report fails the test.
 # OpenMP: libgomp's thread pool is still reachable at exit and gives no LeakSanitizer report, and the
