@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 CPP_BUILD := build/cpp
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test test-cpp test-py test-eigen-only bench lint format clean
+.PHONY: setup demo test test-cpp test-py test-eigen-only sanitize bench lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -43,3 +43,8 @@ clean:
 # The package without SuiteSparse (Eigen backend only) must build and pass the same Python tests.
 test-eigen-only: setup
 	bash scripts/test_eigen_only.sh
+
+# The C++ core, its tests and a longer Matrix Market fuzz run under AddressSanitizer + UBSan
+# (build/sanitize; FUZZ_CASES=N sets the fuzz run's length).
+sanitize: setup
+	VENV=$(VENV) bash scripts/sanitize.sh

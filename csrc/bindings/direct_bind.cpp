@@ -89,6 +89,8 @@ void bind_direct(nb::module_& m) {
       .def_prop_ro("dtype", [](const Symbolic& s) { return std::string(scalar_name(s.scalar())); })
       .def_prop_ro("n", &Symbolic::n)
       .def_prop_ro("predicted_factor_bytes", &Symbolic::predicted_factor_bytes)
+      .def_prop_ro("memory_bytes", &Symbolic::memory_bytes,
+                   "Bytes this analysis holds (plan and backend symbolic data; factors not included).")
       .def_prop_ro("nnz", [](const Symbolic& s) { return s.plan().csr_nnz; });
   nb::class_<Numeric>(m, "Numeric", "Numeric factorization; solves reuse it.")
       .def("solve", &solve_py, nb::arg("b"), nb::arg("x"), nb::arg("op") = "N")

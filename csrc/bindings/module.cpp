@@ -2,10 +2,13 @@
 #include <nanobind/stl/string.h>
 
 #include <Eigen/Core>
+#include <cstring>
 #include <string>
+#include <thread>
 
 #include "common.hpp"
 #include "sla/direct.hpp"
+#include "sla/interrupt.hpp"
 
 #ifdef SLA_HAVE_SUITESPARSE
 #include <SuiteSparse_config.h>
@@ -25,6 +28,35 @@ const char* python_class_for(sla::ErrorKind kind) {
     case sla::ErrorKind::Internal: return "TorchSlaError";
   }
   return "TorchSlaError";
+}
+
+// The thread that imported the module, when it is Python's main thread. Python runs signal handlers in
+// the main thread only (PyErr_CheckSignals does nothing in another), so other threads need not take
+// the GIL to ask. Unknown (every thread asks) when the module was imported from another thread.
+std::thread::id g_main_thread;
+bool g_main_thread_known = false;
+
+// The core's interrupt handler: run pending Python signal handlers; if one raised (KeyboardInterrupt for
+// Ctrl-C, or whatever a user's handler raises), abort the computation with that exception. It unwinds
+// the core and comes out of the binding call as the Python exception.
+void check_python_signals() {
+  if (g_main_thread_known && std::this_thread::get_id() != g_main_thread) return;
+  nb::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() != 0) throw nb::python_error();
+}
+
+// Set the Python exception of class `cls` with `message` decoded as UTF-8; bytes that are not UTF-8
+// (a Matrix Market header or a file name can hold any) become \xNN escapes, so that the exception
+// keeps its class and text instead of turning into a UnicodeDecodeError.
+void set_error(PyObject* cls, const char* message) {
+  PyObject* text = PyUnicode_DecodeUTF8(message, static_cast<Py_ssize_t>(std::strlen(message)), "backslashreplace");
+  if (text == nullptr) {  // only on memory exhaustion: keep the class at least
+    PyErr_Clear();
+    PyErr_SetNone(cls);
+    return;
+  }
+  PyErr_SetObject(cls, text);
+  Py_DECREF(text);
 }
 
 nb::dict build_info() {
@@ -65,9 +97,16 @@ NB_MODULE(_C, m) {
     } catch (const sla::Error& e) {
       nb::object errors = nb::module_::import_("torch_sla.errors");
       nb::object cls = errors.attr(python_class_for(e.kind()));
-      PyErr_SetString(cls.ptr(), e.what());
+      set_error(cls.ptr(), e.what());
     }
   });
+  nb::module_ threading = nb::module_::import_("threading");
+  if (threading.attr("current_thread")().is(threading.attr("main_thread")())) {
+    g_main_thread = std::this_thread::get_id();
+    g_main_thread_known = true;
+  }
+  // Long computations of the core poll this handler (at most every 50 ms), so Ctrl-C interrupts them.
+  sla::set_interrupt_handler(&check_python_signals);
   m.def("build_info", &build_info, "What this build of the core was compiled with.");
   m.def("set_blas_threads", &sla::set_blas_threads, nb::arg("n"),
         "Set the BLAS thread count (OpenBLAS); returns False when the BLAS has no such control.");

@@ -25,6 +25,20 @@ nb::object to_numpy(std::vector<T>&& v) {
   return nb::cast(nb::ndarray<nb::numpy, T, nb::ndim<1>>(heap->data(), {n}, owner));
 }
 
+// A file name as the bytes the OS uses: `bytes` as they are (what os.fsencode gives, so any name
+// works, UTF-8 or not), `str` encoded as os.fsencode would (the file system encoding, surrogateescape).
+std::string path_from_bytes(const nb::bytes& path) {
+  std::string p(path.c_str(), path.size());
+  if (p.find('\0') != std::string::npos) fail(ErrorKind::InvalidArgument, "path: contains a NUL byte");
+  return p;
+}
+
+std::string path_from_str(const nb::str& path) {
+  nb::object encoded = nb::steal(PyUnicode_EncodeFSDefault(path.ptr()));
+  if (!encoded.is_valid()) throw nb::python_error();
+  return path_from_bytes(nb::borrow<nb::bytes>(encoded));
+}
+
 nb::dict mtx_read_py(const std::string& path) {
   MtxData d;
   {
@@ -82,13 +96,33 @@ void mtx_write_py(const std::string& path, index_t n_rows, index_t n_cols, const
 }  // namespace
 
 void bind_mtx(nb::module_& m) {
-  m.def("mtx_read", &mtx_read_py, nb::arg("path"),
-        "Read a Matrix Market file as expanded 0-based COO: a dict with n_rows, n_cols, format, field, "
-        "symmetry, row, col (int64) and values (float64, or complex128 for the complex field).");
-  m.def("mtx_write", &mtx_write_py, nb::arg("path"), nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("row"),
-        nb::arg("col"), nb::arg("values").none(), nb::arg("field"), nb::arg("symmetry"), nb::arg("comment"),
-        "Write 0-based COO entries in Matrix Market coordinate format. For a non-general symmetry pass "
-        "only the lower triangle; values is None for the pattern field.");
+  m.def(
+      "mtx_read", [](const nb::bytes& path) { return mtx_read_py(path_from_bytes(path)); }, nb::arg("path"),
+      "Read a Matrix Market file as expanded 0-based COO: a dict with n_rows, n_cols, format, field, "
+      "symmetry, row, col (int64) and values (float64, or complex128 for the complex field). path is the "
+      "file name as bytes (os.fsencode(name)); a str is encoded the same way.");
+  m.def("mtx_read", [](const nb::str& path) { return mtx_read_py(path_from_str(path)); }, nb::arg("path"));
+  m.def(
+      "mtx_write",
+      [](const nb::bytes& path, index_t n_rows, index_t n_cols, const Array& row, const Array& col,
+         const std::optional<Array>& values, const std::string& field, const std::string& symmetry,
+         const std::string& comment) {
+        mtx_write_py(path_from_bytes(path), n_rows, n_cols, row, col, values, field, symmetry, comment);
+      },
+      nb::arg("path"), nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("row"), nb::arg("col"), nb::arg("values").none(),
+      nb::arg("field"), nb::arg("symmetry"), nb::arg("comment"),
+      "Write 0-based COO entries in Matrix Market coordinate format. For a non-general symmetry pass "
+      "only the lower triangle; values is None for the pattern field. path is the file name as bytes "
+      "(os.fsencode(name)); a str is encoded the same way.");
+  m.def(
+      "mtx_write",
+      [](const nb::str& path, index_t n_rows, index_t n_cols, const Array& row, const Array& col,
+         const std::optional<Array>& values, const std::string& field, const std::string& symmetry,
+         const std::string& comment) {
+        mtx_write_py(path_from_str(path), n_rows, n_cols, row, col, values, field, symmetry, comment);
+      },
+      nb::arg("path"), nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("row"), nb::arg("col"), nb::arg("values").none(),
+      nb::arg("field"), nb::arg("symmetry"), nb::arg("comment"));
 }
 
 }  // namespace sla::bind

@@ -2,7 +2,9 @@
 // Works in double or complex<double>; float32 / complex64 callers are converted on the way in and out.
 #include <cholmod.h>
 
+#include <cmath>
 #include <complex>
+#include <cstddef>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -57,6 +59,61 @@ cholmod_sparse sparse_view(const CscPlan& plan, void* values, bool complex) {
   return a;
 }
 
+// Whether every pivot of a numeric factor is finite (the diagonal of L for LL^T, D for LDL^T).
+// cholmod_rcond returns 0 for a NaN pivot, which would read as an exactly singular matrix.
+bool pivots_finite(const cholmod_factor* L) {
+  const double* x = static_cast<const double*>(L->x);
+  const size_t stride = L->xtype == CHOLMOD_COMPLEX ? 2 : 1;  // interleaved complex: the real part first
+  auto finite = [&](size_t k) {
+    for (size_t c = 0; c < stride; ++c)
+      if (!std::isfinite(x[stride * k + c])) return false;
+    return true;
+  };
+  if (L->is_super) {
+    const index_t* super = static_cast<const index_t*>(L->super);
+    const index_t* pi = static_cast<const index_t*>(L->pi);
+    const index_t* px = static_cast<const index_t*>(L->px);
+    for (size_t s = 0; s < L->nsuper; ++s) {
+      const index_t nsrow = pi[s + 1] - pi[s];  // each supernode is a dense nsrow x ncols column-major block
+      for (index_t j = 0; j < super[s + 1] - super[s]; ++j)
+        if (!finite(static_cast<size_t>(px[s] + j + j * nsrow))) return false;
+    }
+    return true;
+  }
+  const index_t* p = static_cast<const index_t*>(L->p);
+  for (size_t j = 0; j < L->n; ++j)
+    if (!finite(static_cast<size_t>(p[j]))) return false;  // the diagonal comes first in each column
+  return true;
+}
+
+// Bytes held by a factor, from the sizes of the arrays it has (a symbolic factor has only some of them).
+std::size_t factor_bytes(const cholmod_factor* L) {
+  const size_t I = sizeof(index_t);
+  const size_t X = L->xtype == CHOLMOD_PATTERN ? 0 : L->xtype == CHOLMOD_REAL ? sizeof(double) : 2 * sizeof(double);
+  size_t bytes = sizeof(cholmod_factor);
+  auto add = [&](const void* array, size_t count, size_t each) {
+    if (array != nullptr) bytes += count * each;
+  };
+  add(L->Perm, L->n, I);
+  add(L->ColCount, L->n, I);
+  add(L->IPerm, L->n, I);
+  if (L->is_super) {
+    add(L->super, L->nsuper + 1, I);
+    add(L->pi, L->nsuper + 1, I);
+    add(L->px, L->nsuper + 1, I);
+    add(L->s, L->ssize, I);
+    add(L->x, L->xsize, X);
+  } else {
+    add(L->p, L->n + 1, I);
+    add(L->i, L->nzmax, I);
+    add(L->x, L->nzmax, X);
+    add(L->nz, L->n, I);
+    add(L->next, L->n + 2, I);
+    add(L->prev, L->n + 2, I);
+  }
+  return bytes;
+}
+
 class CholmodSymbolic;
 
 template <class W>
@@ -89,6 +146,7 @@ class CholmodNumeric final : public Numeric {
   }
 
   double rcond() const override {
+    if (!pivots_finite(L_.get())) return std::numeric_limits<double>::quiet_NaN();
     std::lock_guard<std::mutex> lock(common_->mutex);
     return cholmod_l_rcond(L_.get(), &common_->c);
   }
@@ -131,6 +189,17 @@ class CholmodSymbolic final : public Symbolic {
   Backend backend() const override { return Backend::SuiteSparse; }
   Method method() const override { return method_; }
   double predicted_factor_bytes() const override { return predicted_bytes_; }
+  // The plan, the symbolic factor (ordering, column counts, supernode structure: counted from its array
+  // sizes) and the cholmod_common with its workspace: Flag, Head and Iwork counted from their sizes,
+  // Xwork estimated as the 2 n doubles (complex: 2 n complex) that factorization and solves use.
+  std::size_t memory_bytes() const override {
+    std::lock_guard<std::mutex> lock(common_->mutex);
+    const cholmod_common& c = common_->c;
+    const size_t work =
+        (2 * c.nrow + 1 + c.iworksize) * sizeof(index_t) + 2 * c.nrow * (is_complex(scalar_) ? 2 : 1) * sizeof(double);
+    return Symbolic::memory_bytes() + sizeof(*this) - sizeof(Symbolic) + factor_bytes(L_.get()) +
+           sizeof(CholmodCommon) + work;
+  }
 
   std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                      const void* values) const override {

@@ -5,6 +5,7 @@
 
 #include "sla/direct.hpp"
 #include "sla/errors.hpp"
+#include "sla/interrupt.hpp"
 #include "sla/types.hpp"
 
 namespace sla {
@@ -16,8 +17,11 @@ void validate_csr(const CsrView<I>& a, index_t indptr_len, index_t indices_len, 
   if (indptr_len != a.n_rows + 1)
     fail(ErrorKind::InvalidArgument, what, ": indptr has ", indptr_len, " entries, expected n_rows + 1 = ",
          a.n_rows + 1);
+  if (a.indptr == nullptr || (indices_len > 0 && a.indices == nullptr))
+    fail(ErrorKind::InvalidArgument, what, ": null index array");
   if (a.indptr[0] != 0) fail(ErrorKind::InvalidArgument, what, ": indptr[0] is ", a.indptr[0], ", expected 0");
   for (index_t r = 0; r < a.n_rows; ++r) {
+    if ((r & 0xFFFF) == 0) poll_interrupt();
     const index_t lo = a.indptr[r], hi = a.indptr[r + 1];
     if (hi < lo)
       fail(ErrorKind::InvalidArgument, what, ": indptr decreases at row ", r, " (", lo, " -> ", hi, ")");
@@ -57,14 +61,31 @@ CscPlan make_csc_plan(const CsrView<I>& a, bool lower_only) {
   plan.rowind.resize(m);
   plan.perm.resize(m);
   std::vector<index_t> next(plan.colptr.begin(), plan.colptr.end() - 1);
-  for (index_t r = 0; r < n; ++r)
+  std::vector<char> row_used(n, 0);
+  for (index_t r = 0; r < n; ++r) {
+    if ((r & 0xFFFF) == 0) poll_interrupt();
     for (index_t k = a.indptr[r]; k < a.indptr[r + 1]; ++k) {
       const index_t c = a.indices[k];
       if (lower_only && r < c) continue;
       const index_t dst = next[c]++;
       plan.rowind[dst] = r;
       plan.perm[dst] = k;
+      row_used[r] = 1;
     }
+  }
+  // Structurally empty lines of the factored matrix (see CscPlan).
+  for (index_t j = 0; j < n; ++j) {
+    const bool col_used = plan.colptr[j + 1] > plan.colptr[j];
+    if (lower_only) {
+      if (!col_used && !row_used[j]) {
+        plan.empty_row = plan.empty_col = j;
+        break;
+      }
+    } else {
+      if (plan.empty_row < 0 && !row_used[j]) plan.empty_row = j;
+      if (plan.empty_col < 0 && !col_used) plan.empty_col = j;
+    }
+  }
   return plan;
 }
 

@@ -7,8 +7,9 @@
 #include <Eigen/SparseLU>
 #include <algorithm>
 #include <climits>
-#include <limits>
+#include <cmath>
 #include <complex>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -72,8 +73,11 @@ class EigenNumeric final : public Numeric {
 
   double rcond() const override {
     using std::abs;
+    // std::min / std::max would skip a NaN pivot (every comparison with NaN is false): track it apart.
     double lo = std::numeric_limits<double>::infinity(), hi = 0.0;
+    bool finite = true, squared = false;
     auto take = [&](double v) {
+      if (!std::isfinite(v)) finite = false;
       lo = std::min(lo, v);
       hi = std::max(hi, v);
     };
@@ -92,12 +96,14 @@ class EigenNumeric final : public Numeric {
       for (Eigen::Index i = 0; i < d.size(); ++i) take(static_cast<double>(abs(d[i])));
     } else {
       const auto& l = solver.matrixL().nestedExpression();
-      for (Eigen::Index j = 0; j < l.outerSize(); ++j) {
-        const double v = static_cast<double>(abs(l.valuePtr()[l.outerIndexPtr()[j]]));  // diagonal comes first
-        take(v * v);
-      }
+      for (Eigen::Index j = 0; j < l.outerSize(); ++j)
+        take(static_cast<double>(abs(l.valuePtr()[l.outerIndexPtr()[j]])));  // diagonal comes first
+      squared = true;  // the pivots of LL^T are the square roots of those of LDL^T
     }
-    return hi > 0.0 ? lo / hi : 0.0;
+    if (!finite) return std::numeric_limits<double>::quiet_NaN();
+    if (n == 0) return 1.0;
+    const double ratio = hi > 0.0 ? lo / hi : 0.0;
+    return squared ? ratio * ratio : ratio;
   }
 
   index_t factor_nnz() const override {
@@ -138,6 +144,11 @@ class EigenSymbolic final : public Symbolic {
 
   Backend backend() const override { return Backend::Eigen; }
   Method method() const override { return method_; }
+  // The plan and the fill-reducing permutation; Eigen keeps nothing else between factorizations.
+  std::size_t memory_bytes() const override {
+    return Symbolic::memory_bytes() + sizeof(*this) - sizeof(Symbolic) +
+           static_cast<std::size_t>(perm_.size()) * sizeof(EIndex);
+  }
 
   std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                      const void* values) const override {

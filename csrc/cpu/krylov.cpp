@@ -7,6 +7,7 @@
 
 #include "krylov_kernels.hpp"
 #include "sla/errors.hpp"
+#include "sla/interrupt.hpp"
 
 namespace sla {
 
@@ -136,6 +137,7 @@ void cg(const Ctx<T, I>& c, const T* b, T* x, index_t k, KrylovResult& res) {
   index_t it = 0;
   for (; it < c.o.maxiter; ++it) {
     if (std::none_of(active.begin(), active.end(), [](char a) { return a != 0; })) break;
+    poll_interrupt();
     // q = A p, pq = p^H q
     if (k == 1) {
       double s = 0.0;
@@ -263,6 +265,7 @@ void cg_jacobi_1(const Ctx<T, I>& c, const T* b, T* x, const std::vector<T>& din
   index_t it = 0;
   bool done = rr <= tol2;
   for (; it < c.o.maxiter && !done; ++it) {
+    poll_interrupt();
     double pq = 0.0;
     T* pn = p_new.data();
     const T* po = p_old.data();
@@ -362,6 +365,7 @@ ColResult bicgstab(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& 
     fresh = true;
   };
   for (index_t it = 0; it < c.o.maxiter; ++it) {
+    poll_interrupt();
     if (rn <= tol) {
       out.reason = "converged";
       return out;
@@ -478,7 +482,9 @@ ColResult gmres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x, 
     g[0] = static_cast<R>(beta);
     int j = 0;
     double res = beta;
+    bool singular = false;  // a zero pivot of the rotated Hessenberg matrix
     for (; j < m && total < c.o.maxiter; ++j) {
+      poll_interrupt();
       op.M(V[j], Z[j]);
       op.A(Z[j], w);
       for (int i = 0; i <= j; ++i) {
@@ -497,6 +503,14 @@ ColResult gmres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x, 
       }
       T rr;
       givens(H[j * m + j], H[(j + 1) * m + j], cs[j], sn[j], rr);
+      if (rr == T(0)) {
+        // Column j is zero after the rotations: A M^{-1} v_j has no component outside what is already
+        // spanned (A is singular on the Krylov space, e.g. a matrix without entries). The first j columns
+        // still give the best iterate there; the residual cannot be reduced further.
+        singular = true;
+        ++total;
+        break;
+      }
       H[j * m + j] = rr;
       H[(j + 1) * m + j] = T{};
       g[j + 1] = -conj_(sn[j]) * g[j];
@@ -524,6 +538,10 @@ ColResult gmres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x, 
     for (int i = 0; i < j; ++i)
       for (index_t q = 0; q < n; ++q) x[q] += y[i] * Z[i][q];
     out.iterations = total;
+    if (singular) {
+      out.reason = "breakdown";
+      return out;
+    }
     if (res <= tol) {
       // Confirm with the true residual at the top of the loop (cheap) unless out of iterations.
       op.A(x, ax);
@@ -537,10 +555,13 @@ ColResult gmres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x, 
   return out;
 }
 
-// Preconditioned MINRES (Paige-Saunders) for Hermitian A and Hermitian positive definite M.
+// Preconditioned MINRES (Paige-Saunders) for Hermitian A and Hermitian positive definite M: one run from
+// the current x, for at most `budget` iterations, numbered from first_it + 1 in reports. Stops with
+// "restart" when the recurrence's residual estimate met tol but the true residual did not (the caller
+// restarts from the current x).
 template <class T, class I>
-ColResult minres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x, double tol, double bnorm,
-                 const std::function<void(index_t, double)>& report) {
+ColResult minres_run(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x, double tol, double bnorm,
+                     index_t budget, index_t first_it, const std::function<void(index_t, double)>& report) {
   using R = real_t<T>;
   Col<T, I> op(c);
   const index_t n = c.n;
@@ -565,7 +586,8 @@ ColResult minres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x,
   std::fill(w2.begin(), w2.end(), T{});
   const double rnorm0 = Vec<T>::nrm2(r1, c.o.threads);
   double rnorm = rnorm0;
-  for (index_t it = 0; it < c.o.maxiter; ++it) {
+  for (index_t it = 0; it < budget; ++it) {
+    poll_interrupt();
     const R s = static_cast<R>(1.0 / beta);
     for (index_t i = 0; i < n; ++i) v[i] = s * y[i];
     op.A(v, y);
@@ -578,9 +600,9 @@ ColResult minres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x,
     op.M(r2, y);
     oldb = beta;
     const double bb = std::real(Vec<T>::dot(r2, y));
+    out.iterations = it + 1;
     if (bb < 0) {
       out.reason = "indefinite";  // the preconditioner is not positive definite
-      out.iterations = it + 1;
       return out;
     }
     beta = std::sqrt(bb);
@@ -589,7 +611,14 @@ ColResult minres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x,
     const double gbar = sn * dbar - cs * alfa;
     epsln = sn * beta;
     dbar = -cs * beta;
-    const double gamma = std::max(std::hypot(gbar, beta), std::numeric_limits<double>::min());
+    const double gamma_raw = std::hypot(gbar, beta);
+    if (gamma_raw == 0.0) {
+      // The new column of the Lanczos tridiagonal is zero below the rotated part: A is singular on the
+      // Krylov space (A v = 0, e.g. a matrix without entries), and no step reduces the residual.
+      out.reason = std::isfinite(alfa) ? "breakdown" : "nan";
+      return out;
+    }
+    const double gamma = std::max(gamma_raw, std::numeric_limits<double>::min());
     cs = gbar / gamma;
     sn = beta / gamma;
     const double phi = cs * phibar;
@@ -603,13 +632,12 @@ ColResult minres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x,
     }
     // phibar estimates the M^{-1}-norm of the residual; scale it to the 2-norm through the initial ratio.
     rnorm = phibar * (rnorm0 / beta1);
-    out.iterations = it + 1;
     if (!std::isfinite(rnorm)) {
       out.reason = "nan";
       return out;
     }
-    report(it + 1, rnorm / bnorm);
-    if (rnorm <= tol) {
+    report(first_it + it + 1, rnorm / bnorm);
+    if (rnorm <= tol || beta == 0.0) {
       op.A(x, ax);
       for (index_t i = 0; i < n; ++i) v[i] = b[i] - ax[i];
       const double tr = Vec<T>::nrm2(v, c.o.threads);
@@ -617,17 +645,30 @@ ColResult minres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x,
         out.reason = "converged";
         return out;
       }
-      // The estimate was optimistic: restart from the current iterate with the remaining budget.
-      KrylovOptions o2 = c.o;
-      o2.maxiter = c.o.maxiter - (it + 1);
-      if (o2.maxiter <= 0) return out;
-      Ctx<T, I> c2{c.A, c.M, c.mop, o2, c.progress, c.n};
-      ColResult more = minres(c2, b, x, tol, bnorm, report);
-      more.iterations += it + 1;
-      return more;
+      // beta = 0: the Krylov space is invariant and x is the best it holds, yet the residual is too large
+      // (A singular and b not in its range). Otherwise the estimate was optimistic: restart.
+      out.reason = rnorm <= tol ? "restart" : "breakdown";
+      return out;
     }
   }
   return out;
+}
+
+// MINRES, restarted from the current iterate when its residual estimate drifts from the true residual.
+template <class T, class I>
+ColResult minres(const Ctx<T, I>& c, const std::vector<T>& b, std::vector<T>& x, double tol, double bnorm,
+                 const std::function<void(index_t, double)>& report) {
+  index_t used = 0;
+  while (true) {
+    ColResult run = minres_run(c, b, x, tol, bnorm, c.o.maxiter - used, used, report);
+    used += run.iterations;
+    run.iterations = used;
+    if (run.reason != "restart") return run;
+    if (used >= c.o.maxiter) {
+      run.reason = "maxiter";
+      return run;
+    }
+  }
 }
 
 template <class T, class I>
@@ -686,10 +727,18 @@ KrylovResult krylov_solve(KrylovMethod method, const CsrArrays& a, const void* b
   if (!(opts.rtol >= 0.0) || !(opts.atol >= 0.0) || (opts.rtol == 0.0 && opts.atol == 0.0))
     fail(ErrorKind::InvalidArgument, "rtol: need rtol > 0 or atol > 0, got rtol=", opts.rtol, ", atol=", opts.atol);
   if (opts.maxiter <= 0) fail(ErrorKind::InvalidArgument, "maxiter: must be positive, got ", opts.maxiter);
+  if (k < 0) fail(ErrorKind::InvalidArgument, "b: negative number of right-hand sides ", k);
   if (method == KrylovMethod::GMRES && opts.restart <= 0)
     fail(ErrorKind::InvalidArgument, "restart: must be positive, got ", opts.restart);
   if (M != nullptr && (M->scalar() != a.scalar || M->n() != a.n_rows))
     fail(ErrorKind::InvalidArgument, "preconditioner: built for another matrix size or dtype");
+  if (k == 0 || a.n_rows == 0) {
+    // No right-hand side, or systems of size 0: every column there is solved exactly, by nothing.
+    KrylovResult res;
+    res.converged = true;
+    res.reason = "converged";
+    return res;
+  }
   return detail::visit_csr(a, [&](auto t, auto ix) {
     using T = decltype(t);
     using I = decltype(ix);

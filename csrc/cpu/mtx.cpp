@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "sla/errors.hpp"
+#include "sla/interrupt.hpp"
 #include "sla/types.hpp"
 
 namespace sla {
@@ -111,6 +112,14 @@ bool parse_real(std::string_view t, double& out) {
   return stop == e;
 }
 
+// A piece of the file quoted in an error message: at most 60 bytes of it, so that a huge token or line
+// does not make a huge message. Bytes are kept as they are (the bindings decode them leniently).
+std::string clip(std::string_view s) {
+  constexpr size_t kMax = 60;
+  if (s.size() <= kMax) return std::string(s);
+  return std::string(s.substr(0, kMax)) + "... (" + std::to_string(s.size()) + " bytes)";
+}
+
 // Where the reader is, for error messages: "path:line: ...".
 struct Where {
   const std::string& path;
@@ -132,6 +141,7 @@ std::string slurp(const std::string& path) {
   size_t cap = 1 << 16;
   bool err = false;
   while (true) {
+    poll_interrupt();
     buf.resize(used + cap);
     const size_t got = std::fread(&buf[used], 1, cap, f);
     used += got;
@@ -159,7 +169,7 @@ class Lines {
     const char* e = nl ? static_cast<const char*>(nl) : end_;
     line = std::string_view(p_, static_cast<size_t>(e - p_));
     p_ = nl ? e + 1 : end_;
-    ++number_;
+    if ((++number_ & 4095) == 0) poll_interrupt();
     return true;
   }
 
@@ -200,12 +210,12 @@ void parse_value(const Where& w, Field field, const std::string_view* tok, doubl
   }
   if (field == Field::Integer) {
     index_t v = 0;
-    if (!parse_int(tok[0], v)) bad(w, "invalid integer value '", tok[0], "'");
+    if (!parse_int(tok[0], v)) bad(w, "invalid integer value '", clip(tok[0]), "'");
     re = static_cast<double>(v);
     return;
   }
-  if (!parse_real(tok[0], re)) bad(w, "invalid real value '", tok[0], "'");
-  if (field == Field::Complex && !parse_real(tok[1], im)) bad(w, "invalid imaginary part '", tok[1], "'");
+  if (!parse_real(tok[0], re)) bad(w, "invalid real value '", clip(tok[0]), "'");
+  if (field == Field::Complex && !parse_real(tok[1], im)) bad(w, "invalid imaginary part '", clip(tok[1]), "'");
 }
 
 // Appends entries to the output, mirroring off-diagonal ones of a symmetric-like matrix.
@@ -257,7 +267,7 @@ void check_triangle(const Where& w, Symmetry sym, index_t i, index_t j, double r
 
 index_t parse_index(const Where& w, std::string_view tok, const char* what, index_t n) {
   index_t v = 0;
-  if (!parse_int(tok, v)) bad(w, "invalid ", what, " index '", tok, "'");
+  if (!parse_int(tok, v)) bad(w, "invalid ", what, " index '", clip(tok), "'");
   if (v < 1 || v > n) bad(w, what, " index ", v, " is out of range 1..", n);
   return v - 1;
 }
@@ -309,18 +319,13 @@ void read_array(const std::string& path, Lines& lines, MtxData& d, Field field, 
   // Every value takes at least 2 bytes ("0\n").
   sink.reserve(std::min<size_t>(static_cast<size_t>(declared), lines.remaining() / 2 + 1));
   const int expected = field == Field::Complex ? 2 : 1;
+  // Values come column by column: rows 0..m-1 (general), j..n-1 (symmetric, hermitian) or j+1..n-1 (skew)
+  // of column j. (i, j) is the position of the next value; it is only used while count < declared, so it
+  // never needs to skip over empty columns (a loop over them would run once per column of the header,
+  // 10^18 times for a "0 1000000000000000000" array).
   const index_t first_row_offset = sym == Symmetry::General ? -1 : sym == Symmetry::Skew ? 1 : 0;
-  auto column_start = [&](index_t j) { return first_row_offset < 0 ? index_t{0} : j + first_row_offset; };
-  index_t i = 0, j = 0;
-  // Skip leading columns that hold no stored values (only the last column of a skew matrix is empty).
-  auto settle = [&]() {
-    while (j < n && i >= m) {
-      ++j;
-      if (j < n) i = column_start(j);
-    }
-  };
-  i = column_start(0);
-  settle();
+  auto column_start = [&](index_t col) { return first_row_offset < 0 ? index_t{0} : col + first_row_offset; };
+  index_t j = 0, i = column_start(0);
   std::string_view tok[2];
   std::string_view line;
   index_t count = 0;
@@ -338,8 +343,7 @@ void read_array(const std::string& path, Lines& lines, MtxData& d, Field field, 
     check_triangle(w, sym, i, j, re, im);
     sink.add(i, j, re, im);
     ++count;
-    ++i;
-    settle();
+    if (++i >= m) i = column_start(++j);
   }
   if (count < declared)
     bad(Where{path, lines.number()}, "file ends after ", count, " of the ", declared, " values of a ", m, " x ", n,
@@ -363,9 +367,9 @@ MtxData read_mtx(const std::string& path) {
   const int nb = split(line, tok, 5);
   if (nb == 0 || to_lower(tok[0]) != "%%matrixmarket")
     bad(banner, "missing Matrix Market banner; expected '", kBannerHint, "'");
-  if (nb != 5) bad(banner, "malformed banner '", line, "'; expected '", kBannerHint, "'");
+  if (nb != 5) bad(banner, "malformed banner '", clip(line), "'; expected '", kBannerHint, "'");
   const std::string object = to_lower(tok[1]);
-  if (object != "matrix") bad(banner, "unsupported object '", tok[1], "'; only 'matrix' is supported");
+  if (object != "matrix") bad(banner, "unsupported object '", clip(tok[1]), "'; only 'matrix' is supported");
   MtxData d;
   d.format = to_lower(tok[2]);
   d.field = to_lower(tok[3]);
@@ -374,17 +378,18 @@ MtxData read_mtx(const std::string& path) {
   Field field{};
   Symmetry sym{};
   if (!parse_format(d.format, format))
-    bad(banner, "unknown format '", tok[2], "'; expected 'coordinate' or 'array'");
+    bad(banner, "unknown format '", clip(tok[2]), "'; expected 'coordinate' or 'array'");
   if (!parse_field(d.field, field))
-    bad(banner, "unknown field '", tok[3], "'; expected 'real', 'integer', 'complex' or 'pattern'");
+    bad(banner, "unknown field '", clip(tok[3]), "'; expected 'real', 'integer', 'complex' or 'pattern'");
   if (!parse_symmetry(d.symmetry, sym))
-    bad(banner, "unknown symmetry '", tok[4], "'; expected 'general', 'symmetric', 'skew-symmetric' or 'hermitian'");
+    bad(banner, "unknown symmetry '", clip(tok[4]),
+        "'; expected 'general', 'symmetric', 'skew-symmetric' or 'hermitian'");
   if (field == Field::Pattern && format == Format::Array)
     bad(banner, "the 'pattern' field cannot be used with the 'array' format");
   if (field == Field::Pattern && sym == Symmetry::Skew)
     bad(banner, "the 'pattern' field cannot be skew-symmetric (a pattern has no signs)");
   if (sym == Symmetry::Hermitian && field != Field::Complex)
-    bad(banner, "'hermitian' symmetry requires the 'complex' field, not '", tok[3], "'");
+    bad(banner, "'hermitian' symmetry requires the 'complex' field, not '", clip(tok[3]), "'");
 
   // Size line, after any comments and blank lines.
   const bool coo = format == Format::Coordinate;
@@ -393,12 +398,12 @@ MtxData read_mtx(const std::string& path) {
   const Where size{path, lines.number()};
   const int want = coo ? 3 : 2;
   const int ns = split(line, tok, 3);
-  if (ns != want) bad(size, "malformed size line '", line, "'; expected ", size_hint);
+  if (ns != want) bad(size, "malformed size line '", clip(line), "'; expected ", size_hint);
   index_t dims[3] = {0, 0, 0};
   for (int k = 0; k < want; ++k)
-    if (!parse_int(tok[k], dims[k])) bad(size, "invalid number '", tok[k], "' on the size line; expected ", size_hint);
-  if (dims[0] < 0 || dims[1] < 0 || dims[2] < 0)
-    bad(size, "negative size on the size line '", line, "'");
+    if (!parse_int(tok[k], dims[k]))
+      bad(size, "invalid number '", clip(tok[k]), "' on the size line; expected ", size_hint);
+  if (dims[0] < 0 || dims[1] < 0 || dims[2] < 0) bad(size, "negative size on the size line '", clip(line), "'");
   d.n_rows = dims[0];
   d.n_cols = dims[1];
   if (sym != Symmetry::General && d.n_rows != d.n_cols)
@@ -517,6 +522,7 @@ void write_mtx(const std::string& path, index_t n_rows, index_t n_cols, const in
     fail(ErrorKind::InvalidArgument, "values: the '", field_name, "' field needs real values");
 
   for (index_t k = 0; k < nnz; ++k) {
+    if ((k & 0xFFFF) == 0) poll_interrupt();
     const index_t i = row[k], j = col[k];
     if (i < 0 || i >= n_rows)
       fail(ErrorKind::InvalidArgument, "row: index ", i, " of entry ", k, " is out of range [0, ", n_rows, ")");
@@ -560,6 +566,7 @@ void write_mtx(const std::string& path, index_t n_rows, index_t n_cols, const in
   w.put_int(nnz);
   w.end_line();
   for (index_t k = 0; k < nnz; ++k) {
+    if ((k & 0xFFFF) == 0) poll_interrupt();  // an interrupt leaves a truncated file behind
     w.put_int(row[k] + 1);
     w.put(' ');
     w.put_int(col[k] + 1);

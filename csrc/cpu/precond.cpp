@@ -7,6 +7,7 @@
 
 #include "krylov_kernels.hpp"
 #include "sla/errors.hpp"
+#include "sla/interrupt.hpp"
 
 namespace sla::detail {
 namespace {
@@ -22,6 +23,10 @@ struct OwnedCsr {
   OwnedCsr() = default;
   explicit OwnedCsr(const CsrArrays& a) : n(a.n_rows) {
     const Csr<T, I> A = typed<T, I>(a);
+    if (n == 0) {  // indptr need not be read
+      p.assign(1, I(0));
+      return;
+    }
     p.assign(A.p, A.p + n + 1);
     j.assign(A.j, A.j + p[n]);
     v.assign(A.v, A.v + p[n]);
@@ -205,6 +210,7 @@ class Ic0Precond final : public Preconditioner {
     d_.resize(n_);
     std::vector<index_t> pos(n_, -1);  // column -> position in the current row i (lower part)
     for (index_t i = 0; i < n_; ++i) {
+      if ((i & 1023) == 0) poll_interrupt();
       for (I q = m_.p[i]; q <= m_.diag[i]; ++q) pos[m_.j[q]] = q;
       for (I q = m_.p[i]; q < m_.diag[i]; ++q) {
         const index_t kk = m_.j[q];
@@ -255,6 +261,7 @@ class Ilu0Precond final : public Preconditioner {
     m_.require_diagonal("ILU(0)");
     std::vector<index_t> pos(n_, -1);
     for (index_t i = 0; i < n_; ++i) {
+      if ((i & 1023) == 0) poll_interrupt();
       for (I q = m_.p[i]; q < m_.p[i + 1]; ++q) pos[m_.j[q]] = q;
       for (I q = m_.p[i]; q < m_.p[i + 1] && static_cast<index_t>(m_.j[q]) < i; ++q) {
         const index_t kk = m_.j[q];
@@ -319,9 +326,13 @@ std::unique_ptr<Preconditioner> make_preconditioner(PrecondKind kind, const CsrA
   return detail::visit_csr(a, [&](auto t, auto ix) -> std::unique_ptr<Preconditioner> {
     using T = decltype(t);
     using I = decltype(ix);
+    const detail::Csr<T, I> A = detail::typed<T, I>(a);
+    for (index_t i = 0; i < a.n_rows; ++i)
+      if (A.p[i + 1] == A.p[i])
+        fail(ErrorKind::SingularMatrix, "preconditioner: A is structurally singular: row ", i, " of the ", a.n_rows,
+             " x ", a.n_cols, " matrix has no stored entry");
     switch (kind) {
       case PrecondKind::Jacobi: {
-        const detail::Csr<T, I> A = detail::typed<T, I>(a);
         std::vector<T> inv(a.n_rows);
         for (index_t i = 0; i < a.n_rows; ++i) {
           T d{};

@@ -1,8 +1,13 @@
 // Tiny hand-checkable cases for the direct solvers, run on every backend and method.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <complex>
 #include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "sla/direct.hpp"
@@ -202,5 +207,208 @@ TEST(DirectPlan, LowerTriangleCscPermutation) {
   EXPECT_EQ(plan.rowind, (std::vector<index_t>{0, 1, 1, 2, 2}));
   EXPECT_EQ(plan.perm, (std::vector<index_t>{0, 2, 3, 5, 6}));
 }
+
+}  // namespace
+
+// --- Edge cases on every backend x method x scalar type: n = 0, structurally singular, NaN / Inf ---------
+
+namespace {
+
+struct Combo {
+  Backend backend;
+  Method method;
+  ScalarType scalar;
+};
+
+std::string combo_name(const ::testing::TestParamInfo<Combo>& info) {
+  const Combo& c = info.param;
+  return std::string(sla::backend_name(c.backend)) + "_" + sla::method_name(c.method) + "_" +
+         sla::scalar_name(c.scalar);
+}
+
+std::vector<Combo> all_combos() {
+  std::vector<Combo> out;
+  for (Backend b : {Backend::SuiteSparse, Backend::Eigen})
+    for (Method m : {Method::Cholesky, Method::LDL, Method::LU})
+      for (ScalarType s : {ScalarType::Float32, ScalarType::Float64, ScalarType::Complex64, ScalarType::Complex128})
+        out.push_back({b, m, s});
+  return out;
+}
+
+// Values of any scalar type, converted from real doubles.
+struct Values {
+  ScalarType scalar;
+  std::vector<float> f32;
+  std::vector<double> f64;
+  std::vector<std::complex<float>> c64;
+  std::vector<std::complex<double>> c128;
+  Values(ScalarType s, const std::vector<double>& v) : scalar(s) {
+    for (double x : v) {
+      f32.push_back(static_cast<float>(x));
+      f64.push_back(x);
+      c64.emplace_back(static_cast<float>(x), 0.0f);
+      c128.emplace_back(x, 0.0);
+    }
+  }
+  void* data() {
+    switch (scalar) {
+      case ScalarType::Float32: return f32.data();
+      case ScalarType::Float64: return f64.data();
+      case ScalarType::Complex64: return c64.data();
+      case ScalarType::Complex128: return c128.data();
+    }
+    return nullptr;
+  }
+};
+
+template <class I>
+struct Pattern {
+  index_t n;
+  std::vector<I> indptr, indices;
+  sla::CsrView<I> view() const { return {n, n, indptr.data(), indices.data()}; }
+};
+
+// The n x n pattern with the given (row, col) entries, sorted by row then column.
+template <class I>
+Pattern<I> pattern(index_t n, const std::vector<std::pair<index_t, index_t>>& entries) {
+  Pattern<I> p{n, std::vector<I>(n + 1, 0), {}};
+  for (const auto& e : entries) ++p.indptr[e.first + 1];
+  for (index_t r = 0; r < n; ++r) p.indptr[r + 1] += p.indptr[r];
+  for (const auto& e : entries) p.indices.push_back(static_cast<I>(e.second));
+  return p;
+}
+
+template <class F>
+void expect_error(ErrorKind kind, const std::string& fragment, F&& fn) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected one containing '" << fragment << "'";
+  } catch (const sla::Error& e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+class DirectEdge : public ::testing::TestWithParam<Combo> {
+ protected:
+  void SetUp() override {
+    if (!sla::backend_available(GetParam().backend)) GTEST_SKIP() << "backend not compiled in";
+  }
+  std::shared_ptr<const sla::Symbolic> analyze(const sla::CsrView<index_t>& v) const {
+    return sla::analyze(GetParam().backend, GetParam().method, GetParam().scalar, v);
+  }
+};
+
+template <class I>
+void check_empty(const Combo& c) {
+  const Pattern<I> p = pattern<I>(0, {});
+  auto sym = sla::analyze(c.backend, c.method, c.scalar, p.view());
+  EXPECT_EQ(sym->n(), 0);
+  EXPECT_EQ(sym->backend(), c.backend);
+  EXPECT_EQ(sym->method(), c.method);
+  EXPECT_GE(sym->memory_bytes(), sizeof(index_t));  // at least the plan's colptr
+  Values none(c.scalar, {});
+  auto num = sla::factorize(sym, none.data());
+  ASSERT_NE(num, nullptr);
+  EXPECT_GE(num->rcond(), num->eps()) << "a 0 x 0 matrix is not singular";
+  EXPECT_EQ(num->factor_nnz(), 0);
+  Values b(c.scalar, {}), x(c.scalar, {});
+  for (index_t nrhs : {0, 1, 3})
+    for (Op op : {Op::N, Op::H}) num->solve(b.data(), x.data(), nrhs, op);
+  // A second factorization of the same analysis works too.
+  EXPECT_NE(sla::factorize(sym, nullptr), nullptr);
+}
+
+TEST_P(DirectEdge, EmptyMatrixFactorizesAndSolvesTrivially) {
+  check_empty<std::int32_t>(GetParam());
+  check_empty<std::int64_t>(GetParam());
+}
+
+TEST_P(DirectEdge, ZeroMatrixIsStructurallySingular) {
+  const Pattern<index_t> p = pattern<index_t>(3, {});
+  auto sym = analyze(p.view());
+  Values none(GetParam().scalar, {});
+  expect_error(ErrorKind::SingularMatrix, "structurally singular", [&] { sla::factorize(sym, none.data()); });
+}
+
+TEST_P(DirectEdge, EmptyRowOrColumnIsStructurallySingular) {
+  const Combo c = GetParam();
+  // Row 1 empty; column 1 empty; for LU also a row without a column and a column without a row.
+  std::vector<std::vector<std::pair<index_t, index_t>>> cases = {{{0, 0}, {2, 0}, {2, 2}}};
+  if (c.method == Method::LU) {
+    cases.push_back({{0, 0}, {0, 1}, {2, 2}});  // row 1 empty, column 1 not
+    cases.push_back({{0, 0}, {1, 0}, {2, 2}});  // column 1 empty, row 1 not
+  }
+  for (const auto& entries : cases) {
+    const Pattern<index_t> p = pattern<index_t>(3, entries);
+    auto sym = analyze(p.view());
+    Values v(c.scalar, std::vector<double>(entries.size(), 1.0));
+    expect_error(ErrorKind::SingularMatrix, "structurally singular", [&] { sla::factorize(sym, v.data()); });
+  }
+}
+
+TEST_P(DirectEdge, UpperTriangleOnlyIsReportedForSymmetricMethods) {
+  const Combo c = GetParam();
+  if (c.method == Method::LU) GTEST_SKIP() << "LU reads every entry";
+  // [[4, 1], [., 3]] given as its upper triangle: Cholesky and LDL^T read the lower one, which lacks row 0.
+  const Pattern<index_t> p = pattern<index_t>(2, {{0, 0}, {0, 1}});
+  auto sym = analyze(p.view());
+  Values v(c.scalar, {4.0, 1.0});
+  expect_error(ErrorKind::SingularMatrix, "lower triangle", [&] { sla::factorize(sym, v.data()); });
+}
+
+TEST_P(DirectEdge, NonFinitePivotIsReported) {
+  const Combo c = GetParam();
+  Spd3 a;  // [[4, 1, 0], [1, 3, 1], [0, 1, 2]], CSR values 4 1 1 3 1 1 2
+  auto sym = analyze(a.view());
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  // (position, value): a NaN on the diagonal, a NaN below it (in both triangles, as a symmetric matrix has
+  // it), an infinite diagonal entry, an overflow of the pivots.
+  struct Bad {
+    std::vector<index_t> at;
+    double value;
+  };
+  for (const Bad& bad :
+       {Bad{{3}, nan}, Bad{{1, 2}, nan}, Bad{{0}, nan}, Bad{{6}, nan}, Bad{{3}, inf}, Bad{{5, 4}, inf}}) {
+    std::vector<double> vals = a.values;
+    for (index_t k : bad.at) vals[k] = bad.value;
+    Values v(c.scalar, vals);
+    SCOPED_TRACE("value " + std::to_string(bad.value) + " at CSR position " + std::to_string(bad.at[0]));
+    expect_error(ErrorKind::SingularMatrix, "non-finite pivot", [&] { sla::factorize(sym, v.data()); });
+    // The backend alone: when it accepts the values (a library may not notice a NaN), rcond() says NaN.
+    std::unique_ptr<sla::Numeric> raw;
+    try {
+      raw = sym->factorize(sym, v.data());
+    } catch (const sla::Error&) {
+    }
+    if (raw) EXPECT_TRUE(std::isnan(raw->rcond())) << "rcond " << raw->rcond();
+  }
+}
+
+TEST_P(DirectEdge, MemoryBytesCoversThePlanAndGrowsWithN) {
+  auto tridiagonal = [](index_t n) {
+    std::vector<std::pair<index_t, index_t>> e;
+    for (index_t i = 0; i < n; ++i) {
+      if (i > 0) e.push_back({i, i - 1});
+      e.push_back({i, i});
+      if (i + 1 < n) e.push_back({i, i + 1});
+    }
+    return pattern<index_t>(n, e);
+  };
+  const auto p_small = tridiagonal(10), p_large = tridiagonal(10000);
+  auto small = analyze(p_small.view());
+  auto large = analyze(p_large.view());
+  auto plan_bytes = [](const sla::Symbolic& s) {
+    const sla::CscPlan& p = s.plan();
+    return (p.colptr.size() + p.rowind.size() + p.perm.size()) * sizeof(index_t);
+  };
+  EXPECT_GE(small->memory_bytes(), plan_bytes(*small));
+  EXPECT_GT(large->memory_bytes(), plan_bytes(*large)) << "the backend's own analysis takes memory too";
+  EXPECT_GT(large->memory_bytes(), small->memory_bytes());
+  // A tridiagonal analysis is O(n): a loose upper bound of 1 KiB per row, plus 1 MiB of fixed cost.
+  EXPECT_LT(large->memory_bytes(), 10000u * 1024u + (1u << 20));
+}
+
+INSTANTIATE_TEST_SUITE_P(Direct, DirectEdge, ::testing::ValuesIn(all_combos()), combo_name);
 
 }  // namespace

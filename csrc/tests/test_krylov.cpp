@@ -1,13 +1,16 @@
 // Krylov solvers and preconditioners on small matrices with known answers.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <complex>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "sla/errors.hpp"
 #include "sla/krylov.hpp"
+#include "test_util.hpp"
 
 using sla::index_t;
 
@@ -217,4 +220,135 @@ TEST(Krylov, BiCGStabRenewsAnOrthogonalShadowResidual) {
   EXPECT_NEAR(x[1], -0.25, 1e-12);
   EXPECT_NEAR(x[2], 0.125, 1e-12);
 }
+}  // namespace
+
+// --- Edge cases: n = 0, k = 0, a matrix without entries ------------------------------------------------
+
+namespace {
+
+const sla::KrylovMethod kMethods[] = {sla::KrylovMethod::CG, sla::KrylovMethod::BiCGStab, sla::KrylovMethod::GMRES,
+                                      sla::KrylovMethod::MINRES};
+const sla::PrecondKind kPreconds[] = {sla::PrecondKind::Jacobi, sla::PrecondKind::SSOR, sla::PrecondKind::IC0,
+                                      sla::PrecondKind::ILU0};
+
+// An n x n CSR matrix without stored entries.
+struct NoEntries {
+  std::vector<std::int64_t> p;
+  std::vector<std::int64_t> j;
+  std::vector<double> v;
+  index_t n;
+  explicit NoEntries(index_t n_) : p(n_ + 1, 0), n(n_) {}
+  sla::CsrArrays arrays() const {
+    sla::CsrArrays a;
+    a.n_rows = a.n_cols = n;
+    a.indptr = p.data();
+    a.indices = j.data();
+    a.values = v.data();
+    return a;
+  }
+};
+
+class KrylovEdge : public ::testing::TestWithParam<sla::KrylovMethod> {};
+
+TEST_P(KrylovEdge, EmptySystemConvergesAtOnce) {
+  NoEntries A(0);
+  sla::validate_csr_arrays(A.arrays(), 1, 0, "A");
+  for (index_t k : {0, 1, 3}) {
+    for (int pk = -1; pk < 4; ++pk) {
+      std::unique_ptr<sla::Preconditioner> M;
+      if (pk >= 0) M = sla::make_preconditioner(kPreconds[pk], A.arrays(), 1.0, 1);
+      std::vector<double> b, x;
+      sla::KrylovOptions o;
+      const auto r = sla::krylov_solve(GetParam(), A.arrays(), b.data(), x.data(), k, M.get(), sla::Op::N, o, nullptr);
+      EXPECT_TRUE(r.converged) << "k " << k << " precond " << pk << " reason " << r.reason;
+      EXPECT_EQ(r.reason, "converged");
+      EXPECT_EQ(r.iterations, 0);
+      EXPECT_EQ(r.residual, 0.0);
+    }
+  }
+}
+
+TEST_P(KrylovEdge, NoRightHandSidesIsConverged) {
+  Lap1d L(5);
+  std::vector<double> b, x;
+  sla::KrylovOptions o;
+  for (int pk = -1; pk < 4; ++pk) {
+    std::unique_ptr<sla::Preconditioner> M;
+    if (pk >= 0) M = sla::make_preconditioner(kPreconds[pk], L.arrays(), 1.0, 1);
+    const auto r = sla::krylov_solve(GetParam(), L.arrays(), b.data(), x.data(), 0, M.get(), sla::Op::N, o, nullptr);
+    EXPECT_TRUE(r.converged) << "precond " << pk;
+    EXPECT_EQ(r.reason, "converged");
+    EXPECT_EQ(r.iterations, 0);
+  }
+}
+
+TEST_P(KrylovEdge, MatrixWithoutEntriesStopsWithAReason) {
+  NoEntries A(3);
+  sla::KrylovOptions o;
+  o.maxiter = 1000000;
+  for (index_t k : {1, 2}) {
+    std::vector<double> b(3 * k, 1.0), x(3 * k, 0.0);
+    sla::KrylovResult r;
+    sla::test::within_seconds(10.0, "a Krylov solve with a zero matrix", [&] {
+      r = sla::krylov_solve(GetParam(), A.arrays(), b.data(), x.data(), k, nullptr, sla::Op::N, o, nullptr);
+    });
+    EXPECT_FALSE(r.converged);
+    EXPECT_TRUE(r.reason == "breakdown" || r.reason == "indefinite") << r.reason;
+    EXPECT_LT(r.iterations, 10);
+    for (double xi : x) EXPECT_TRUE(std::isfinite(xi)) << "x is left with a non-finite value";
+    // b = 0 is solved by x = 0.
+    std::fill(b.begin(), b.end(), 0.0);
+    std::fill(x.begin(), x.end(), 0.0);
+    r = sla::krylov_solve(GetParam(), A.arrays(), b.data(), x.data(), k, nullptr, sla::Op::N, o, nullptr);
+    EXPECT_TRUE(r.converged) << r.reason;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Krylov, KrylovEdge, ::testing::ValuesIn(kMethods));
+
+TEST(KrylovEdgeCases, PreconditionersOfEmptyAndEntrylessMatrices) {
+  NoEntries empty(0), zero(3);
+  for (auto kind : kPreconds) {
+    auto M = sla::make_preconditioner(kind, empty.arrays(), 1.0, 1);
+    EXPECT_EQ(M->n(), 0);
+    std::vector<double> r, z;
+    for (auto op : {sla::Op::N, sla::Op::H}) M->apply(r.data(), z.data(), 1, op);
+    try {
+      sla::make_preconditioner(kind, zero.arrays(), 1.0, 1);
+      ADD_FAILURE() << "no error for kind " << static_cast<int>(kind);
+    } catch (const sla::Error& e) {
+      EXPECT_EQ(e.kind(), sla::ErrorKind::SingularMatrix) << e.what();
+    }
+  }
+}
+
+TEST(KrylovEdgeCases, SpmvAndValidationOfEmptyShapes) {
+  // 0 x 0, 3 x 0 and 0 x 2 products; a 3 x 2 matrix without entries gives y = 0.
+  std::vector<std::int64_t> p0{0}, p3{0, 0, 0, 0}, none;
+  std::vector<double> vals, x{1.0, 2.0}, y(3, 7.0);
+  sla::CsrArrays a;
+  a.indptr = p0.data();
+  a.indices = none.data();
+  a.values = vals.data();
+  sla::validate_csr_arrays(a, 1, 0, "A");
+  sla::spmv(a, x.data(), y.data(), 1, 1);
+  a.n_cols = 2;
+  sla::validate_csr_arrays(a, 1, 0, "A");
+  sla::spmv(a, x.data(), y.data(), 1, 1);
+  a.indptr = p3.data();
+  a.n_rows = 3;
+  a.n_cols = 0;
+  sla::validate_csr_arrays(a, 4, 0, "A");
+  sla::spmv(a, x.data(), y.data(), 1, 1);
+  EXPECT_EQ(y, (std::vector<double>{0, 0, 0}));
+  a.n_cols = 2;
+  y.assign(3, 7.0);
+  sla::spmv(a, x.data(), y.data(), 1, 1);
+  EXPECT_EQ(y, (std::vector<double>{0, 0, 0}));
+  // indptr must have n_rows + 1 entries even for n_rows = 0; it is not read when it has none.
+  a.n_rows = 0;
+  a.indptr = nullptr;
+  EXPECT_THROW(sla::validate_csr_arrays(a, 0, 0, "A"), sla::Error);
+}
+
 }  // namespace

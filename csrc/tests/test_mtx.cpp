@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <complex>
 #include <cstdint>
@@ -16,6 +17,7 @@
 
 #include "sla/errors.hpp"
 #include "sla/mtx.hpp"
+#include "test_util.hpp"
 
 namespace fs = std::filesystem;
 using cplx = std::complex<double>;
@@ -49,6 +51,24 @@ class MtxTest : public ::testing::Test {
   }
 
   sla::MtxData read_text(const std::string& text) const { return sla::read_mtx(put(text)); }
+
+  // Reading `text` must return, or fail with a MatrixMarket error, within a second whatever the sizes on its
+  // size line: the work is bounded by the file's content. Returns whether it loaded.
+  bool read_bounded(const std::string& text, sla::MtxData* out = nullptr) const {
+    bool loaded = false;
+    sla::test::within_seconds(10.0, "reading:\n" + text, [&] {
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        sla::MtxData d = read_text(text);
+        loaded = true;
+        if (out != nullptr) *out = std::move(d);
+      } catch (const sla::Error& e) {
+        EXPECT_EQ(e.kind(), sla::ErrorKind::MatrixMarket) << e.what();
+      }
+      EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0) << text;
+    });
+    return loaded;
+  }
 
   // Reading `text` must fail with a MatrixMarket error whose message names the file, the line (when
   // line > 0) and contains `fragment`.
@@ -364,6 +384,69 @@ TEST_F(MtxTest, ErrorEntryCount) {
   expect_bad("%%MatrixMarket matrix array real general\n1 2\n1\n2\n3\n", 5, "more values than the 2 expected");
   expect_bad("%%MatrixMarket matrix array real symmetric\n2 2\n1\n2\n", 4, "file ends after 2 of the 3 values");
   expect_bad("%%MatrixMarket matrix array real skew-symmetric\n2 2\n1\n2\n", 4, "more values than the 1 expected");
+}
+
+// --- Reading: sizes on the size line that the content does not back --------------------------------
+
+TEST_F(MtxTest, HugeArraySizesDoNotHang) {
+  const std::string big = "1000000000000000000";  // 10^18
+  sla::MtxData d;
+  // 0 x 10^18 and 10^18 x 0: valid empty matrices.
+  EXPECT_TRUE(read_bounded("%%MatrixMarket matrix array real general\n0 " + big + "\n", &d));
+  EXPECT_EQ(d.n_rows, 0);
+  EXPECT_EQ(d.n_cols, 1000000000000000000);
+  EXPECT_EQ(d.nnz(), 0);
+  EXPECT_TRUE(read_bounded("%%MatrixMarket matrix array complex general\n0 " + big + "\n"));
+  EXPECT_TRUE(read_bounded("%%MatrixMarket matrix array integer general\n" + big + " 0\n", &d));
+  EXPECT_EQ(d.n_rows, 1000000000000000000);
+  EXPECT_EQ(d.n_cols, 0);
+  // A value where there is no position for it, and huge arrays with a few values: errors.
+  EXPECT_FALSE(read_bounded("%%MatrixMarket matrix array real general\n0 " + big + "\n1\n"));
+  EXPECT_FALSE(read_bounded("%%MatrixMarket matrix array real general\n" + big + " 1\n1\n2\n"));
+  EXPECT_FALSE(read_bounded("%%MatrixMarket matrix array real general\n1 " + big + "\n1\n2\n"));
+  EXPECT_FALSE(read_bounded("%%MatrixMarket matrix array real general\n" + big + " " + big + "\n1\n"));
+  for (const char* sym : {"symmetric", "skew-symmetric"}) {
+    SCOPED_TRACE(sym);
+    const std::string banner = std::string("%%MatrixMarket matrix array real ") + sym + "\n";
+    EXPECT_TRUE(read_bounded(banner + "0 0\n"));
+    EXPECT_FALSE(read_bounded(banner + big + " " + big + "\n1\n2\n"));
+    EXPECT_FALSE(read_bounded(banner + "2147483648 2147483648\n1\n2\n"));
+    EXPECT_FALSE(read_bounded(banner + "0 0\n1\n"));
+  }
+  EXPECT_FALSE(read_bounded("%%MatrixMarket matrix array complex hermitian\n" + big + " " + big + "\n1 0\n"));
+  EXPECT_TRUE(read_bounded("%%MatrixMarket matrix array real skew-symmetric\n1 1\n"));
+}
+
+TEST_F(MtxTest, HugeCoordinateSizesDoNotHang) {
+  const std::string big = "1000000000000000000";
+  sla::MtxData d;
+  EXPECT_TRUE(read_bounded(std::string(kCoo) + big + " " + big + " 0\n", &d));
+  EXPECT_EQ(d.n_rows, 1000000000000000000);
+  EXPECT_EQ(d.nnz(), 0);
+  EXPECT_TRUE(read_bounded(std::string(kCoo) + big + " " + big + " 1\n" + big + " " + big + " 2.5\n", &d));
+  EXPECT_EQ(d.row, std::vector<index_t>{999999999999999999});
+  EXPECT_FALSE(read_bounded(std::string(kCoo) + big + " " + big + " " + big + "\n1 1 1\n"));
+  EXPECT_FALSE(read_bounded(std::string(kCoo) + "0 " + big + " " + big + "\n"));
+  EXPECT_FALSE(
+      read_bounded("%%MatrixMarket matrix coordinate real symmetric\n" + big + " " + big + " " + big + "\n2 1 1\n"));
+  EXPECT_FALSE(read_bounded(std::string(kCoo) + "9223372036854775807 9223372036854775807 "
+                                                "9223372036854775807\n1 1 1\n"));
+}
+
+// Error messages quote at most a bounded piece of a line or a token, whatever its length.
+TEST_F(MtxTest, LongTokensAreShortenedInMessages) {
+  const std::string token(1 << 20, '7');
+  for (const std::string& text :
+       {std::string(kCoo) + "2 2 1\n1 1 " + token + "x\n", std::string(kCoo) + "2 2 1\n" + token + " 1 1\n",
+        std::string(kCoo) + token + "\n", "%%MatrixMarket matrix coordinate " + token + " general\n"}) {
+    try {
+      read_text(text);
+      ADD_FAILURE() << "no error";
+    } catch (const sla::Error& e) {
+      EXPECT_EQ(e.kind(), sla::ErrorKind::MatrixMarket);
+      EXPECT_LT(std::string(e.what()).size(), 1000u) << std::string(e.what()).substr(0, 200);
+    }
+  }
 }
 
 // --- Writing ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 // No pointer passed in is kept past the call that received it.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,11 @@ struct CscPlan {
   std::vector<index_t> rowind;  // colptr[n]
   std::vector<index_t> perm;    // colptr[n], positions into the CSR values
   index_t csr_nnz = 0;          // number of CSR values the caller passes to factorize()
+  // The first row and the first column of the factored matrix without any stored entry (-1: none), which
+  // make it structurally singular. With lower_only the factored matrix is tril(A) + tril(A)^H, whose row j
+  // and column j are both empty when tril(A) has nothing in row j or column j: both are set to that j.
+  index_t empty_row = -1;
+  index_t empty_col = -1;
 };
 
 class Numeric;
@@ -48,6 +54,11 @@ class Symbolic {
   // Memory the numeric factors are predicted to take, in bytes, from the symbolic analysis alone
   // (-1 when the backend gives no prediction).
   virtual double predicted_factor_bytes() const { return -1.0; }
+  // Memory this analysis holds, in bytes: the CSC plan plus what the backend keeps between factorizations
+  // (Eigen: the fill-reducing permutation; CHOLMOD: the symbolic factor, counted from its array sizes, and
+  // the cholmod_common with its workspace, Xwork estimated; UMFPACK: its Symbolic object, whose size
+  // UMFPACK reports). Numeric factorizations own their factors, which are not counted here.
+  virtual std::size_t memory_bytes() const;
   // Numeric factorization sharing this analysis; `self` is the shared pointer that owns *this.
   virtual std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                              const void* values) const = 0;
@@ -65,7 +76,8 @@ class Numeric {
   // b and x have the Symbolic's scalar type; they may not overlap.
   virtual void solve(const void* b, void* x, index_t nrhs, Op op) const = 0;
   // Pivot-ratio estimate of the reciprocal condition number (min |pivot| / max |pivot|; squared for
-  // LL^T), cheap and library-specific; 0 when a pivot is exactly zero.
+  // LL^T), cheap and library-specific; 0 when a pivot is exactly zero, NaN when a pivot is NaN or
+  // infinite, 1 for a 0 x 0 matrix.
   virtual double rcond() const = 0;
   // Unit roundoff of the precision the factors are computed in.
   virtual double eps() const = 0;
@@ -79,13 +91,16 @@ class Numeric {
 };
 
 // Symbolic analysis of a square CSR pattern (validated here). Throws InvalidArgument / Unavailable.
+// A 0 x 0 pattern gives an analysis whose factorizations are trivial (solve does nothing).
 template <class I>
 std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar,
                                         const CsrView<I>& pattern);
 
-// Numeric factorization of CSR values (length pattern nnz, the Symbolic's scalar type).
-// Throws NotPositiveDefinite (Cholesky), SingularMatrix (a zero pivot, or rcond() below eps(): the
-// matrix is singular to working precision), InvalidArgument.
+// Numeric factorization of CSR values (length pattern nnz, the Symbolic's scalar type; may be null when
+// the pattern has no entries).
+// Throws NotPositiveDefinite (Cholesky), SingularMatrix (a row or column without any stored entry, a zero
+// pivot, a NaN or infinite pivot, or rcond() below eps(): the matrix is singular to working precision),
+// InvalidArgument.
 std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, const void* values);
 
 // Number of threads the BLAS under the libraries may use (OpenBLAS when it is the loaded BLAS).
