@@ -7,6 +7,7 @@ import torch
 
 import torch_sla as sla
 
+
 # Test parameters come from the backend registry: a newly registered backend is tested by every test
 # that takes these lists, with each of the methods it declares.
 def registry_backends(kind: str, device: str = "cpu") -> list[str]:

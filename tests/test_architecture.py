@@ -194,6 +194,7 @@ def test_the_one_primitive_serves_direct_iterative_and_matrix_free():
     A = poisson2d(3)
     v = A.values.clone().requires_grad_()
     b = torch.ones(9, dtype=F64)
+
     def solves(x):
         return [nm for nm in autograd_node_names(x) if "Backward" in nm and nm.startswith("LinearSolve")]
 

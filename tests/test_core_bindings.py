@@ -35,9 +35,18 @@ def test_mtx_read_and_write_take_bytes_paths(tmp_path):
 @pytest.mark.parametrize(
     "text, where",
     [
-        (b"%%MatrixMarket matrix coordinate re\xffal general\n2 2 1\n1 2 3.5\n", ":1: unknown field 're\\xffal'"),
-        (b"%%MatrixMarket matrix coordinate real general\n2 \xff2 1\n1 2 3.5\n", ":2: invalid number '\\xff2'"),
-        (b"%%MatrixMarket matrix coordinate real general\n2 2 1\n1 2 3\xc3\n", ":3: invalid real value '3\\xc3'"),
+        (
+            b"%%MatrixMarket matrix coordinate re\xffal general\n2 2 1\n1 2 3.5\n",
+            ":1: unknown field 're\\xffal'",
+        ),
+        (
+            b"%%MatrixMarket matrix coordinate real general\n2 \xff2 1\n1 2 3.5\n",
+            ":2: invalid number '\\xff2'",
+        ),
+        (
+            b"%%MatrixMarket matrix coordinate real general\n2 2 1\n1 2 3\xc3\n",
+            ":3: invalid real value '3\\xc3'",
+        ),
     ],
 )
 def test_non_utf8_bytes_in_a_message_keep_the_exception_class(tmp_path, text, where):
@@ -77,7 +86,9 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
+)
 @pytest.mark.parametrize("method", ["cg", "gmres"])
 def test_a_signal_interrupts_a_long_krylov_solve(method):
     # A tolerance out of reach: without the interrupt the solve would run for many seconds.

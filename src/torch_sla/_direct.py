@@ -156,9 +156,7 @@ class CoreDirectBackend(Backend):
             return sym, True
         crow, col = p.csr_for_core()
         sym = core().analyze(self.name, method, dtype_name(A.dtype), p.n_rows, p.n_cols, crow, col)
-        return _ANALYSIS_CACHE.put(
-            key, sym, int(getattr(sym, "memory_bytes", 24 * (p.n_rows + p.nnz)))
-        ), False
+        return _ANALYSIS_CACHE.put(key, sym, int(sym.memory_bytes)), False
 
     def predicted_solve_bytes(self, A: SparseTensor, method: str, nrhs: int) -> float:
         """Peak memory of a solve, from the symbolic analysis: the factors of every batch member plus
@@ -180,7 +178,7 @@ class CoreDirectBackend(Backend):
         item = A.values.element_size()
         batch = max(1, A.batch_size)
         per_matrix = factor + 16.0 * (n + nnz) + 2.0 * item * nnz
-        pattern = float(getattr(sym, "memory_bytes", 24 * (n + nnz))) + 48.0 * nnz + 96.0 * n
+        pattern = float(sym.memory_bytes) + 48.0 * nnz + 96.0 * n
         vectors = 8.0 * item * n * max(1, nrhs) * batch
         return batch * per_matrix + pattern + vectors
 

@@ -427,7 +427,11 @@ class _ParamsVJP(torch.autograd.Function):
         if not pairs:
             return (None, None, None) + (None,) * len(theta)
         got = torch.autograd.grad(
-            [p[0] for p in pairs], [vv, rr, *theta], [p[1] for p in pairs], allow_unused=True, retain_graph=True
+            [p[0] for p in pairs],
+            [vv, rr, *theta],
+            [p[1] for p in pairs],
+            allow_unused=True,
+            retain_graph=True,
         )
         return (None, got[0], got[1], *got[2:])
 

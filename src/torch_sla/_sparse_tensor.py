@@ -304,7 +304,9 @@ class SparseTensor(InnerProducts):
         """Dense ``(*batch, n_rows, n_cols)`` tensor (differentiable)."""
         p = self._pattern
         out = self.values.new_zeros(self._batch_shape + (p.n_rows * p.n_cols,))
-        out = out.index_add(-1, p.row * p.n_cols + p.col, self.values)
+        # CSR positions are unique: a plain assignment, exact for every value (index_add would compute
+        # 0 + 1 * v in complex arithmetic, turning 1 + inf j into nan + inf j).
+        out[..., p.row * p.n_cols + p.col] = self.values
         return out.reshape(self.shape)
 
     def to_torch_sparse(self, layout: torch.layout = torch.sparse_csr) -> torch.Tensor:
