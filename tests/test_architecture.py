@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import torch_sla as sla
-from torch_sla import _registry
 from conftest import autograd_node_names, poisson2d, random_sparse
+from torch_sla import _registry
 
 PKG = pathlib.Path(sla.__file__).parent
 F64 = torch.float64
