@@ -6,6 +6,7 @@ module may import it. Each check names the argument in its message and says what
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
@@ -116,3 +117,33 @@ def fs_path(path, what: str = "path") -> bytes:
             f"{what}: expected a str, bytes or os.PathLike, got {type(path).__name__}"
         ) from None
     return os.fsencode(p)
+
+
+def plain(t: torch.Tensor) -> torch.Tensor:
+    """``t`` without torch.func wrappers: under ``grad`` the underlying tensor, under ``vmap`` the whole
+    stack with the vmapped dims in front. For checks and planning (finiteness, symmetry, the diagonal)
+    on every member at once; never for values that carry gradients."""
+    F = torch._C._functorch
+    while F.is_functorch_wrapped_tensor(t):
+        bdim = F.maybe_get_bdim(t)
+        inner = F.get_unwrapped(t)
+        t = inner.movedim(bdim, 0) if bdim is not None and bdim >= 0 else inner
+    return t
+
+
+def is_wrapped(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a torch.func wrapper (inside grad, vmap, jvp, ...)."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def outside_transforms(fn):
+    """Run ``fn`` with torch.func transforms switched off: for the structure derived from a sparsity
+    pattern (cached for later calls, so it must be made of plain tensors) and for the checks and
+    planning that read plain values."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch._C._DisableFuncTorch():
+            return fn(*args, **kwargs)
+
+    return wrapper

@@ -4,13 +4,14 @@ and :class:`Factorization`, which autograd differentiates through with one node 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._autograd import LinearSolve, pattern_vjp
+from ._autograd import LinearSolve, pattern_jvp, pattern_vjp
 from ._checks import as_float, dtype_name, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
 from ._registry import DIRECT_METHODS, Backend, Choice, register
@@ -287,6 +288,7 @@ class Factorization:
         self.A = A
         self.backend = choice.backend
         self.method = choice.method
+        self._choice = choice
         self._factors = factors
         self._values = A.values
         self._version = values_version(A.values)
@@ -332,9 +334,18 @@ class Factorization:
         x = LinearSolve.apply(self, op, bb, self._values.reshape(A.batch_size, A.nnz))
         return restore(x)
 
-    # -- the Solver protocol of LinearSolve ----------------------------------------------------------
+    # -- the SolverSource and Solver protocols of LinearSolve -----------------------------------------
+    def solver_for(self, params) -> Factorization:
+        return self  # built from these values by factorize()
+
+    def rebatched(self) -> FactorSource:
+        return FactorSource(self.A, dataclasses.replace(self._choice, reasons=list(self._choice.reasons)))
+
     def params_vjp(self, params, left, right):
         return (pattern_vjp(self.A.pattern, left, right),)
+
+    def params_jvp(self, params, tangents, x, op):
+        return pattern_jvp(self.A.pattern, tangents[0], x, op)
 
     def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
         """Solve for a (B, n, k) stack without autograd."""
@@ -343,6 +354,26 @@ class Factorization:
         if len(self._factors) == 1:
             return self._factors[0].solve(b[0], op).unsqueeze(0)
         return torch.stack([f.solve(b[i], op) for i, f in enumerate(self._factors)])
+
+
+class FactorSource:
+    """A factorization of A's pattern built on first use from the values LinearSolve is given (the
+    SolverSource protocol): ``solve()`` defers the factorization into LinearSolve's forward, where
+    torch.func hands over plain tensors the core can read."""
+
+    def __init__(self, A: SparseTensor, choice: Choice):
+        self.A, self.choice = A, choice
+        self._built: Factorization | None = None
+
+    def solver_for(self, params) -> Factorization:
+        if self._built is None:
+            values = params[0]
+            A = SparseTensor._from_pattern(values.detach(), self.A.pattern)
+            self._built = factorize_with(A, self.choice)
+        return self._built
+
+    def rebatched(self) -> FactorSource:
+        return FactorSource(self.A, dataclasses.replace(self.choice, reasons=list(self.choice.reasons)))
 
 
 def factorize_with(A: SparseTensor, choice: Choice) -> Factorization:

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from . import _krylov_torch as kt
-from ._autograd import LinearSolve, pattern_vjp
+from ._autograd import LinearSolve, pattern_jvp, pattern_vjp
 from ._checks import check_finite as check_finite_values
-from ._checks import dtype_name, to_core
+from ._checks import dtype_name, plain, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
 from ._operator import CsrOperator, LinearOperator
 from ._options import KrylovOptions
@@ -297,6 +297,9 @@ class KrylovSolver:
     def params_vjp(self, params, left, right):
         return (pattern_vjp(self.pattern, left, right),)
 
+    def params_jvp(self, params, tangents, x, op):
+        return pattern_jvp(self.pattern, tangents[0], x, op)
+
     def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
         info = SolveInfo(self.method, self.backend.name, self.preconditioner_name)
         if self.n == 0 or b.shape[0] == 0 or b.shape[-1] == 0:  # empty: nothing to iterate on
@@ -320,12 +323,34 @@ def _iterative_backends() -> list[Backend]:
     return [b for b in backends().values() if b.kind == "iterative"]
 
 
+class KrylovSource:
+    """The KrylovSolver of one solve, built on first use from the values LinearSolve is given (the
+    SolverSource protocol), so that the preconditioners are built from plain tensors."""
+
+    def __init__(self, A: SparseTensor, choice: Choice, opts: KrylovOptions, x0: torch.Tensor | None):
+        self.A, self.choice, self.opts, self.x0 = A, choice, opts, x0
+        self._built: KrylovSolver | None = None
+
+    def solver_for(self, params) -> KrylovSolver:
+        if self._built is None:
+            A = SparseTensor._from_pattern(params[0].detach(), self.A.pattern)
+            self._built = KrylovSolver(A, self.choice, self.opts, self.x0)
+        return self._built
+
+    def rebatched(self) -> KrylovSource:
+        return KrylovSource(self.A, self.choice, self.opts, None)
+
+    @property
+    def info(self) -> SolveInfo | None:
+        return None if self._built is None else self._built.info
+
+
 def iterative_solve(A: SparseTensor, b, choice: Choice, opts: KrylovOptions, *, check_finite: bool = True):
     """Iterative solve of a SparseTensor system as ``choice`` says (see :func:`torch_sla.solve`)."""
     if A.shape[-1] != A.shape[-2]:
         raise InvalidArgumentError(f"A: an iterative solve needs a square matrix, got shape {A.shape}")
     if check_finite:
-        check_finite_values(A.values.detach(), "A.values")
+        check_finite_values(plain(A.values).detach(), "A.values")
     b = check_rhs(A, b, check_finite)
     bb, restore = normalize_rhs(A, b, name="b", n=A.shape[-1])
     x0b = None
@@ -336,10 +361,10 @@ def iterative_solve(A: SparseTensor, b, choice: Choice, opts: KrylovOptions, *, 
                 f"x0: expected shape {tuple(b.shape)}, dtype {b.dtype}, device {b.device} like b, got "
                 f"{tuple(x0.shape)}, {x0.dtype}, {x0.device}"
             )
-        x0b, _ = normalize_rhs(A, x0.detach(), name="x0", n=A.shape[-1])
-    solver = KrylovSolver(A, choice, opts, x0b)
-    x = restore(LinearSolve.apply(solver, "N", bb, A.values.reshape(A.batch_size, A.nnz)))
-    return (x, solver.info) if opts.return_info else x
+        x0b, _ = normalize_rhs(A, plain(x0.detach()), name="x0", n=A.shape[-1])
+    source = KrylovSource(A, choice, opts, x0b)
+    x = restore(LinearSolve.apply(source, "N", bb, A.values.reshape(A.batch_size, A.nnz)))
+    return (x, source.info) if opts.return_info else x
 
 
 # -- matrix-free operators --------------------------------------------------------------------------------
@@ -352,6 +377,21 @@ class MatrixFreeSolver:
         self.M = preconditioner
         self.info = SolveInfo(method, "torch", "none" if preconditioner is None else "callable")
         self._forward_done = False
+
+    def solver_for(self, params) -> MatrixFreeSolver:
+        return self  # the operator's matvec reads its parameters itself
+
+    def rebatched(self):
+        raise InvalidArgumentError(
+            "parameters: vmap over the parameters of a LinearOperator is not supported (its matvec closes "
+            "over them); vmap over b works, or use a SparseTensor whose values carry the batch"
+        )
+
+    def params_jvp(self, params, tangents, x, op):
+        raise InvalidArgumentError(
+            "forward-mode differentiation (jvp) through a matrix-free solve is not supported; use reverse "
+            "mode (backward, torch.func.grad / vjp)"
+        )
 
     def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
         adjoint = op == "H" and self.method not in HERMITIAN_KRYLOV

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ._checks import INT64_MAX
+from ._checks import INT64_MAX, outside_transforms
 from ._memory import check_budget
 from .errors import InvalidArgumentError
 
@@ -103,6 +103,7 @@ class Pattern:
         return self.col.device
 
     @property
+    @outside_transforms
     def row(self) -> torch.Tensor:
         """Row index of each stored entry (int64, length nnz)."""
         r = self._cache.get("row")
@@ -113,6 +114,7 @@ class Pattern:
         return r
 
     @property
+    @outside_transforms
     def fingerprint(self) -> tuple:
         """Exact-content key of the pattern: shape plus a 128-bit BLAKE2 digest of crow and col."""
         fp = self._cache.get("fingerprint")
@@ -124,6 +126,7 @@ class Pattern:
             self._cache["fingerprint"] = fp
         return fp
 
+    @outside_transforms
     def transpose(self) -> tuple[Pattern, torch.Tensor]:
         """Pattern of A^T and ``perm`` with ``values_T = values[..., perm]``."""
         t = self._cache.get("transpose")
@@ -139,6 +142,7 @@ class Pattern:
         return t
 
     @property
+    @outside_transforms
     def is_structurally_symmetric(self) -> bool:
         s = self._cache.get("sym")
         if s is None:
@@ -151,6 +155,7 @@ class Pattern:
         return s
 
     @property
+    @outside_transforms
     def diag_positions(self) -> torch.Tensor | None:
         """Positions of the diagonal entries in row order, or None when a diagonal entry is missing."""
         if "diag" not in self._cache:
@@ -158,6 +163,7 @@ class Pattern:
             self._cache["diag"] = pos if pos.numel() == min(self.n_rows, self.n_cols) else None
         return self._cache["diag"]
 
+    @outside_transforms
     def empty_row_or_col(self) -> str | None:
         """A description of the first empty row or column (structural singularity), or None. Cached."""
         if "empty" not in self._cache:
@@ -175,6 +181,7 @@ class Pattern:
             return f"column {int(gap[0]) if gap.numel() else used.numel()} has no stored entries"
         return None
 
+    @outside_transforms
     def csr_for_core(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(crow, col) as int32 when the sizes fit (half the index traffic in SpMV), else int64; cached."""
         c = self._cache.get("csr32")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import torch
 
+from ._autograd import LinearSolve
 from ._checks import check_finite as check_finite_values
-from ._direct import Factorization, factorize_with
+from ._checks import is_wrapped, outside_transforms, plain
+from ._direct import Factorization, FactorSource, factorize_with
 from ._iterative import iterative_solve, matrix_free_solve
 from ._operator import LinearOperator
 from ._options import KrylovOptions
 from ._registry import choose, plan
-from ._sparse_tensor import SparseTensor, as_sparse_tensor
+from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_rhs, normalize_rhs
 from .errors import InvalidArgumentError
 
 
@@ -82,7 +84,12 @@ def solve(
     if not isinstance(b, torch.Tensor):
         b = torch.as_tensor(b, device=A.device)
     nrhs = b.shape[-1] if b.dim() == len(A.batch_shape) + 2 else 1
-    choice = plan(A, backend, method, check_symmetry=check_symmetry, nrhs=nrhs)
+    if is_wrapped(A.values):  # inside torch.func: plan on the plain values (every vmapped member at once)
+        choice = outside_transforms(plan)(
+            A.with_values(plain(A.values)), backend, method, check_symmetry=check_symmetry, nrhs=nrhs
+        )
+    else:
+        choice = plan(A, backend, method, check_symmetry=check_symmetry, nrhs=nrhs)
     if choice.kind == "iterative":
         return iterative_solve(A, b, choice, opts, check_finite=check_finite)
     if iterative:
@@ -91,8 +98,12 @@ def solve(
             f"({choice.method}) was chosen; pass method='cg'/'gmres'/... to solve iteratively"
         )
     if check_finite:
-        check_finite_values(A.values.detach(), "A.values")
-    return factorize_with(A, choice).solve(b, check_finite=check_finite)
+        check_finite_values(plain(A.values).detach(), "A.values")
+    b = check_rhs(A, b, check_finite)
+    bb, restore = normalize_rhs(A, b, name="b", n=A.shape[-1])
+    # The factorization is built inside LinearSolve's forward (FactorSource), where torch.func transforms
+    # hand over plain tensors.
+    return restore(LinearSolve.apply(FactorSource(A, choice), "N", bb, A.values.reshape(A.batch_size, A.nnz)))
 
 
 def spsolve(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._checks import as_shape
+from ._checks import as_shape, plain
 from ._checks import check_finite as check_finite_values
 from ._operator import InnerProducts
 from ._pattern import _INDEX_DTYPES, Pattern
@@ -494,7 +494,7 @@ def check_rhs(A: SparseTensor, b, check_finite: bool) -> torch.Tensor:
             f"b: dtype {b.dtype} does not match A's dtype {A.dtype}; convert one of them"
         )
     if check_finite:
-        check_finite_values(b, "b")
+        check_finite_values(plain(b).detach(), "b")
     return b
 
 
