@@ -21,11 +21,19 @@ import torch
 
 
 class Solver(Protocol):
-    """What :class:`LinearSolve` needs from a solver.
+    """What a source builds: ``raw_solve(b, op)`` solves ``op(A) x = b`` for a ``(B, n, k)`` stack
+    without autograd, with ``op`` "N" (A) or "H" (A^H); the same object serves the forward solve and
+    backward's adjoint solve (so a factorization or preconditioner built once is reused)."""
 
-    ``raw_solve(b, op)`` solves ``op(A) x = b`` for a ``(B, n, k)`` stack without autograd, with ``op``
-    "N" (A) or "H" (A^H); the same object serves the forward solve and backward's adjoint solve (so a
-    factorization or preconditioner built once is reused).
+    def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor: ...
+
+
+class SolverSource(Protocol):
+    """What :class:`LinearSolve` is given: where its solver comes from, and how A depends on theta.
+
+    ``solver_for(params)`` returns the solver for these parameter values (built on the first call, the
+    same object afterwards); ``rebatched()`` a fresh source that builds one for a new stack of
+    parameters (``vmap`` over the values).
 
     ``params_vjp(params, left, right)`` is the vector-Jacobian product of ``theta -> A(theta) @ right``
     at the cotangent ``-left``, for ``(B, n, k)`` blocks, summed over the columns. It must use
@@ -33,9 +41,13 @@ class Solver(Protocol):
 
     ``params_jvp(params, tangents, x, op)`` is ``d(op(A)) x``, the directional derivative of
     ``theta -> op(A(theta)) x`` along the tangents (forward mode).
+
+    Both depend on the structure only (a pattern, an operator), not on a built solver.
     """
 
-    def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor: ...
+    def solver_for(self, params: tuple[torch.Tensor, ...]) -> Solver: ...
+
+    def rebatched(self) -> SolverSource: ...
 
     def params_vjp(
         self, params: tuple[torch.Tensor, ...], left: torch.Tensor, right: torch.Tensor
@@ -44,16 +56,6 @@ class Solver(Protocol):
     def params_jvp(
         self, params: tuple[torch.Tensor, ...], tangents: tuple, x: torch.Tensor, op: str
     ) -> torch.Tensor: ...
-
-
-class SolverSource(Protocol):
-    """Where LinearSolve gets its solver: ``solver_for(params)`` returns the solver for these parameter
-    values (built on the first call, the same object afterwards), ``rebatched()`` a fresh source that
-    builds one for a new stack of parameters (``vmap`` over the values)."""
-
-    def solver_for(self, params: tuple[torch.Tensor, ...]) -> Solver: ...
-
-    def rebatched(self) -> SolverSource: ...
 
 
 def flip(op: str) -> str:
@@ -104,17 +106,16 @@ class LinearSolve(torch.autograd.Function):
         grads: tuple = (None,) * len(params)
         if any(ctx.needs_input_grad[3:]):
             left, right = (lam, x) if op == "N" else (x, lam)
-            grads = source.solver_for(tuple(params)).params_vjp(tuple(params), left, right)
+            grads = source.params_vjp(tuple(params), left, right)
             grads = tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[3:]))
         return (None, None, lam if ctx.needs_input_grad[2] else None, *grads)
 
     @staticmethod
     def jvp(ctx, _source_t, _op_t, db, *dparams):
         x, *params = ctx.saved_tensors
-        solver = ctx.source.solver_for(tuple(params))
         rhs = torch.zeros_like(x) if db is None else db
         if any(t is not None for t in dparams):
-            rhs = rhs - solver.params_jvp(tuple(params), dparams, x, ctx.op)
+            rhs = rhs - ctx.source.params_jvp(tuple(params), dparams, x, ctx.op)
         return LinearSolve.apply(ctx.source, ctx.op, rhs, *params)
 
     @staticmethod

@@ -375,6 +375,12 @@ class FactorSource:
     def rebatched(self) -> FactorSource:
         return FactorSource(self.A, dataclasses.replace(self.choice, reasons=list(self.choice.reasons)))
 
+    def params_vjp(self, params, left, right):
+        return (pattern_vjp(self.A.pattern, left, right),)
+
+    def params_jvp(self, params, tangents, x, op):
+        return pattern_jvp(self.A.pattern, tangents[0], x, op)
+
 
 def factorize_with(A: SparseTensor, choice: Choice) -> Factorization:
     """Factorize ``A`` as ``choice`` (from :func:`~torch_sla._registry.plan`) says; an automatic Cholesky

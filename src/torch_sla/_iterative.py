@@ -14,7 +14,7 @@ import torch
 from . import _krylov_torch as kt
 from ._autograd import LinearSolve, pattern_jvp, pattern_vjp
 from ._checks import check_finite as check_finite_values
-from ._checks import dtype_name, plain, to_core
+from ._checks import dtype_name, is_wrapped, plain, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
 from ._operator import CsrOperator, LinearOperator
 from ._options import KrylovOptions
@@ -294,12 +294,6 @@ class KrylovSolver:
             self._adjoint_values = (pt, v.conj() if v.is_complex() else v)
         return self._adjoint_values
 
-    def params_vjp(self, params, left, right):
-        return (pattern_vjp(self.pattern, left, right),)
-
-    def params_jvp(self, params, tangents, x, op):
-        return pattern_jvp(self.pattern, tangents[0], x, op)
-
     def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
         info = SolveInfo(self.method, self.backend.name, self.preconditioner_name)
         if self.n == 0 or b.shape[0] == 0 or b.shape[-1] == 0:  # empty: nothing to iterate on
@@ -339,6 +333,12 @@ class KrylovSource:
 
     def rebatched(self) -> KrylovSource:
         return KrylovSource(self.A, self.choice, self.opts, None)
+
+    def params_vjp(self, params, left, right):
+        return (pattern_vjp(self.A.pattern, left, right),)
+
+    def params_jvp(self, params, tangents, x, op):
+        return pattern_jvp(self.A.pattern, tangents[0], x, op)
 
     @property
     def info(self) -> SolveInfo | None:
@@ -432,8 +432,22 @@ class MatrixFreeSolver:
         if not want:
             return tuple(out)
         chosen = [params[i] for i in want]
-        if torch.is_grad_enabled():  # backward with create_graph: differentiable once more
-            got = _ParamsVJP.apply(self.op.matvec, -left[0], right[0], *chosen)
+        if any(is_wrapped(p) for p in chosen):
+            # Inside torch.func.grad: matvec reads the transform's own wrapped parameters, so the VJP is
+            # taken on them directly; it is exact to first order. A second derivative would miss the
+            # terms through left and right: refuse nested transforms rather than answer wrongly.
+            if any(is_wrapped(torch._C._functorch.get_unwrapped(p)) for p in chosen):
+                raise InvalidArgumentError(
+                    "parameters: nested torch.func transforms (e.g. grad of grad, hessian) through a "
+                    "matrix-free solve are not supported; use torch.autograd.grad(..., create_graph=True)"
+                )
+            with torch.enable_grad():
+                y = self.op.matvec(right[0].detach())
+                got = torch.autograd.grad(
+                    y, chosen, -left[0].detach(), allow_unused=True, create_graph=torch.is_grad_enabled()
+                )
+        elif torch.is_grad_enabled():  # backward with create_graph: differentiable once more
+            got = _ParamsVJP.apply([], self.op.matvec, -left[0], right[0], *chosen)
         else:
             with torch.enable_grad():
                 y = self.op.matvec(right[0].detach())
@@ -447,17 +461,21 @@ class _ParamsVJP(torch.autograd.Function):
     """g = grad_theta of Re <v, A(theta) r> (the VJP of theta -> A(theta) r at the cotangent v), as a
     function of (v, r, theta) that autograd can differentiate once more: double backward through a
     matrix-free solve. Its backward differentiates g by autograd through ``matvec`` (a third derivative
-    is not supported)."""
+    is not supported). ``holder`` carries the local graph from forward to setup_context."""
 
     @staticmethod
-    def forward(ctx, matvec, v, r, *theta):
+    def forward(holder, matvec, v, r, *theta):
         with torch.enable_grad():
             vv = v.detach().requires_grad_()
             rr = r.detach().requires_grad_()
             y = matvec(rr)
             g = torch.autograd.grad(y, theta, vv, allow_unused=True, create_graph=True)
-        ctx.graph = (vv, rr, theta, g)
+        holder.append((vv, rr, theta, g))
         return tuple(torch.zeros_like(t) if gi is None else gi.detach() for gi, t in zip(g, theta))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.graph = inputs[0].pop()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -465,7 +483,7 @@ class _ParamsVJP(torch.autograd.Function):
         vv, rr, theta, g = ctx.graph
         pairs = [(gi, go) for gi, go in zip(g, gg) if gi is not None and gi.requires_grad and go is not None]
         if not pairs:
-            return (None, None, None) + (None,) * len(theta)
+            return (None, None, None, None) + (None,) * len(theta)
         got = torch.autograd.grad(
             [p[0] for p in pairs],
             [vv, rr, *theta],
@@ -473,7 +491,7 @@ class _ParamsVJP(torch.autograd.Function):
             allow_unused=True,
             retain_graph=True,
         )
-        return (None, got[0], got[1], *got[2:])
+        return (None, None, got[0], got[1], *got[2:])
 
 
 class _AdjointView:

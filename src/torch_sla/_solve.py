@@ -11,6 +11,7 @@ import torch
 from ._autograd import LinearSolve
 from ._checks import check_finite as check_finite_values
 from ._checks import is_wrapped, outside_transforms, plain
+from ._compile import compiled_solve
 from ._direct import Factorization, FactorSource, factorize_with
 from ._iterative import iterative_solve, matrix_free_solve
 from ._operator import LinearOperator
@@ -79,6 +80,20 @@ def solve(
                 f"backend: a LinearOperator is solved by backend 'torch', not {backend!r}"
             )
         return matrix_free_solve(A, b, method=method, **iterative)
+    if torch.compiler.is_compiling():  # the whole solve as one custom operator (see _compile)
+        A = as_sparse_tensor(A)
+        bb, restore = normalize_rhs(A, torch.as_tensor(b), name="b", n=A.shape[-1])
+        return restore(
+            compiled_solve(
+                A,
+                bb,
+                backend=backend,
+                method=method,
+                check_symmetry=check_symmetry,
+                check_finite=check_finite,
+                options=iterative,
+            )
+        )
     opts = KrylovOptions.from_kwargs(iterative)  # validated even when a direct method ends up chosen
     A = as_sparse_tensor(A)
     if not isinstance(b, torch.Tensor):
