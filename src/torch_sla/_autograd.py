@@ -149,3 +149,17 @@ def pattern_jvp(pattern, dvalues: torch.Tensor, x: torch.Tensor, op: str) -> tor
         return torch.zeros_like(x).index_add(1, pattern.row, prod)
     prod = dvalues.conj()[:, :, None] * x[:, pattern.row, :]
     return torch.zeros_like(x).index_add(1, pattern.col, prod)
+
+
+def solve_through(source, op: str, b: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    """``LinearSolve.apply(source, op, b, *params)``, or the raw solve itself when no derivative can be
+    asked for (no grad mode or no input requiring grad, no forward-mode level, no torch.func transform):
+    the same result without the autograd node's cost, for inference loops of small solves."""
+    tensors = (b, *params)
+    if (
+        (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        or torch.autograd.forward_ad._current_level >= 0
+        or any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+    ):
+        return LinearSolve.apply(source, op, b, *params)
+    return source.solver_for(params).raw_solve(b, op)

@@ -141,8 +141,12 @@ def outside_transforms(fn):
     pattern (cached for later calls, so it must be made of plain tensors) and for the checks and
     planning that read plain values."""
 
+    current_level = torch._C._functorch.maybe_current_level
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if current_level() is None:  # no transform active: nothing to switch off
+            return fn(*args, **kwargs)
         with torch._C._DisableFuncTorch():
             return fn(*args, **kwargs)
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._autograd import LinearSolve, pattern_jvp, pattern_vjp
+from ._autograd import pattern_jvp, pattern_vjp, solve_through
 from ._checks import as_float, dtype_name, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
 from ._registry import DIRECT_METHODS, Backend, Choice, register
@@ -331,7 +331,7 @@ class Factorization:
         A = self.A
         b = check_rhs(A, b, check_finite)
         bb, restore = normalize_rhs(A, b, name="b", n=A.shape[-1])
-        x = LinearSolve.apply(self, op, bb, self._values.reshape(A.batch_size, A.nnz))
+        x = solve_through(self, op, bb, self._values.reshape(A.batch_size, A.nnz))
         return restore(x)
 
     # -- the SolverSource and Solver protocols of LinearSolve -----------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from . import _krylov_torch as kt
-from ._autograd import LinearSolve, pattern_jvp, pattern_vjp
+from ._autograd import LinearSolve, pattern_jvp, pattern_vjp, solve_through
 from ._checks import check_finite as check_finite_values
 from ._checks import dtype_name, is_wrapped, plain, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
@@ -350,7 +350,10 @@ def iterative_solve(A: SparseTensor, b, choice: Choice, opts: KrylovOptions, *, 
     if A.shape[-1] != A.shape[-2]:
         raise InvalidArgumentError(f"A: an iterative solve needs a square matrix, got shape {A.shape}")
     if check_finite:
-        check_finite_values(plain(A.values).detach(), "A.values")
+        if is_wrapped(A.values):
+            check_finite_values(plain(A.values).detach(), "A.values")
+        else:
+            A.values_cached("finite", lambda: check_finite_values(A.values.detach(), "A.values"))
     b = check_rhs(A, b, check_finite)
     bb, restore = normalize_rhs(A, b, name="b", n=A.shape[-1])
     x0b = None
@@ -363,7 +366,7 @@ def iterative_solve(A: SparseTensor, b, choice: Choice, opts: KrylovOptions, *, 
             )
         x0b, _ = normalize_rhs(A, plain(x0.detach()), name="x0", n=A.shape[-1])
     source = KrylovSource(A, choice, opts, x0b)
-    x = restore(LinearSolve.apply(source, "N", bb, A.values.reshape(A.batch_size, A.nnz)))
+    x = restore(solve_through(source, "N", bb, A.values.reshape(A.batch_size, A.nnz)))
     return (x, source.info) if opts.return_info else x
 
 

@@ -51,6 +51,8 @@ class KrylovOptions:
     def from_kwargs(cls, kwargs: dict, *, allowed: tuple[str, ...] | None = None) -> KrylovOptions:
         """Validated options from keyword arguments; an unknown keyword raises ``TypeError`` as Python
         does, a bad value :class:`InvalidArgumentError` naming it."""
+        if not kwargs:
+            return cls()  # the defaults are valid
         allowed = cls.FIELDS if allowed is None else allowed
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:

@@ -98,6 +98,12 @@ class Backend:
 BackendInfo = Backend
 
 _REGISTRY: dict[str, Backend] = {}
+_GENERATION = [0]  # bumped by register(): plans cached before a registration are not reused
+
+
+def generation() -> int:
+    """A counter of registrations, part of the key of cached plans."""
+    return _GENERATION[0]
 
 
 def register(backend: Backend) -> Backend:
@@ -106,6 +112,7 @@ def register(backend: Backend) -> Backend:
     if backend.kind not in ("direct", "iterative"):
         raise InvalidArgumentError(f"backend.kind: expected 'direct' or 'iterative', got {backend.kind!r}")
     _REGISTRY[backend.name] = backend
+    _GENERATION[0] += 1
     return backend
 
 

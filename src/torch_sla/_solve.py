@@ -6,17 +6,20 @@ Each plans once (:func:`~torch_sla._registry.plan`: backend, method, reasons) an
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from ._autograd import LinearSolve
+from ._autograd import solve_through
 from ._checks import check_finite as check_finite_values
 from ._checks import is_wrapped, outside_transforms, plain
 from ._compile import compiled_solve
 from ._direct import Factorization, FactorSource, factorize_with
 from ._iterative import iterative_solve, matrix_free_solve
+from ._memory import get_memory_budget
 from ._operator import LinearOperator
 from ._options import KrylovOptions
-from ._registry import choose, plan
+from ._registry import choose, generation, plan
 from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_rhs, normalize_rhs
 from .errors import InvalidArgumentError
 
@@ -104,7 +107,13 @@ def solve(
             A.with_values(plain(A.values)), backend, method, check_symmetry=check_symmetry, nrhs=nrhs
         )
     else:
-        choice = plan(A, backend, method, check_symmetry=check_symmetry, nrhs=nrhs)
+        # The plan depends on the values (symmetry, diagonal), the budget and the registry: cached on A
+        # until its values change, copied for this solve (a fallback may change its method).
+        key = ("plan", backend, method, check_symmetry, nrhs, get_memory_budget(), generation())
+        cached = A.values_cached(
+            key, lambda: plan(A, backend, method, check_symmetry=check_symmetry, nrhs=nrhs)
+        )
+        choice = dataclasses.replace(cached, reasons=list(cached.reasons))
     if choice.kind == "iterative":
         return iterative_solve(A, b, choice, opts, check_finite=check_finite)
     if iterative:
@@ -113,12 +122,20 @@ def solve(
             f"({choice.method}) was chosen; pass method='cg'/'gmres'/... to solve iteratively"
         )
     if check_finite:
-        check_finite_values(plain(A.values).detach(), "A.values")
+        check_values_finite(A)
     b = check_rhs(A, b, check_finite)
     bb, restore = normalize_rhs(A, b, name="b", n=A.shape[-1])
     # The factorization is built inside LinearSolve's forward (FactorSource), where torch.func transforms
     # hand over plain tensors.
-    return restore(LinearSolve.apply(FactorSource(A, choice), "N", bb, A.values.reshape(A.batch_size, A.nnz)))
+    return restore(solve_through(FactorSource(A, choice), "N", bb, A.values.reshape(A.batch_size, A.nnz)))
+
+
+def check_values_finite(A: SparseTensor) -> None:
+    """A's values checked for NaN/Inf, once per values (the verdict is cached until they change)."""
+    if is_wrapped(A.values):
+        check_finite_values(plain(A.values).detach(), "A.values")
+    else:
+        A.values_cached("finite", lambda: check_finite_values(A.values.detach(), "A.values"))
 
 
 def spsolve(

@@ -373,6 +373,16 @@ class SparseTensor(InnerProducts):
         return SparseTensor._from_pattern(t.values.conj() if t.values.is_complex() else t.values, t._pattern)
 
     # -- structure ---------------------------------------------------------------------------------
+    def values_cached(self, key, compute: Callable[[], Any]) -> Any:
+        """``compute()``, cached on this matrix until its values change (in place or by assignment)."""
+        stamp = (id(self.values), values_version(self.values))
+        hit = self._sym_cache.get(key)
+        if hit is not None and hit[0] == stamp and stamp[1] >= 0:
+            return hit[1]
+        result = compute()
+        self._sym_cache[key] = (stamp, result)
+        return result
+
     def asymmetry(self, hermitian: bool = True) -> float:
         """``max |A - A^H|`` (``A^T`` with ``hermitian=False``) over every batch member, relative to
         ``max |A|``: 0.0 for an exactly symmetric/Hermitian matrix, ``inf`` for a non-square one, NaN when
