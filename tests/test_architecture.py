@@ -211,3 +211,29 @@ def test_options_are_validated_once_as_a_dataclass():
     assert o.rtol == 1e-6 and o.restart == 50 and o.max_iterations(7) == 70
     with pytest.raises(TypeError, match="unexpected keyword arguments"):
         KrylovOptions.from_kwargs({"tolerance": 1e-6})
+
+
+def test_cached_plan_and_finiteness_follow_in_place_changes():
+    A = poisson2d(3)
+    b = torch.ones(9, dtype=F64)
+    A.solve(b)  # plans Cholesky and caches the plan on A
+    A.values[1] += 1.0  # no longer symmetric
+    x = A.solve(b)
+    assert torch.allclose(A.to_dense() @ x, b)
+    with pytest.raises(sla.InvalidArgumentError, match="needs a symmetric matrix"):
+        A.solve(b, method="cholesky")
+    A.values[2] = float("nan")
+    with pytest.raises(sla.InvalidArgumentError, match="A.values: contains NaN"):
+        A.solve(b)
+
+
+def test_solves_without_a_graph_skip_the_autograd_node_and_agree():
+    A = poisson2d(4)
+    v = A.values.clone().requires_grad_()
+    b = torch.ones(16, dtype=F64)
+    with_graph = A.with_values(v).solve(b)
+    with torch.no_grad():
+        without = A.with_values(v).solve(b)
+    plain = A.solve(b)
+    assert with_graph.grad_fn is not None and without.grad_fn is None and plain.grad_fn is None
+    assert torch.equal(with_graph.detach(), without) and torch.equal(without, plain)

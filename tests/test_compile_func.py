@@ -76,6 +76,24 @@ def test_compiled_backward_reuses_the_forward_factorization(monkeypatch):
         assert calls["n"] == k + 1
 
 
+def test_compiled_steps_see_in_place_updates_of_the_values():
+    # An optimizer changes the values in place between steps: every compiled step must solve the new
+    # matrix (a factorization reused on the values' identity would answer for the old one).
+    torch._dynamo.reset()
+    A0 = poisson2d(8)
+    v = A0.values.clone().requires_grad_()
+    b = torch.ones(64, dtype=F64)
+    step = torch.compile(lambda vv: (A0.with_values(vv).solve(b) ** 2).sum(), fullgraph=True)
+    for _ in range(4):
+        loss = step(v)
+        loss.backward()
+        ref = (torch.linalg.solve(A0.with_values(v.detach()).to_dense(), b) ** 2).sum()
+        torch.testing.assert_close(loss.detach(), ref, rtol=1e-10, atol=0)
+        with torch.no_grad():
+            v.mul_(1.5)
+            v.grad = None
+
+
 def test_compiled_solve_rejects_options_it_cannot_take():
     torch._dynamo.reset()
     A0 = poisson2d(4)
@@ -95,6 +113,7 @@ def test_custom_operator_passes_opcheck():
         A0.pattern.crow,
         A0.pattern.col,
         b,
+        None,
         25,
         "auto",
         "auto",

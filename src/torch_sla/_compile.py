@@ -8,8 +8,8 @@ run time; its fake implementation gives the compiler the output's shape; its reg
 the adjoint of :class:`~torch_sla._autograd.LinearSolve` (one solve with op flipped, through this
 operator again, and the gradient on the pattern) written with traceable torch ops.
 
-The forward solve's solver (factorization or preconditioners) is kept in a small cache keyed by the
-identity of the values tensor (its storage, offset, shape and version counter) so that the backward's
+The forward solve's solver (factorization or preconditioners) is kept in a small table keyed by the
+storage of the forward's output x, which backward holds and passes back to the operator, so that the
 adjoint solve reuses it instead of factorizing again.
 """
 
@@ -28,7 +28,7 @@ from ._iterative import KrylovSolver
 from ._options import KrylovOptions
 from ._pattern import Pattern
 from ._registry import plan
-from ._sparse_tensor import SparseTensor, values_version
+from ._sparse_tensor import SparseTensor
 from .errors import InvalidArgumentError
 
 # Options a compiled solve accepts: numbers and names only (no callables, x0 or info objects).
@@ -70,39 +70,32 @@ def _pattern(crow: torch.Tensor, col: torch.Tensor, n_cols: int) -> Pattern:
     return p
 
 
-def _values_key(values: torch.Tensor) -> tuple:
-    return (
-        StorageWeakRef(values.untyped_storage()).cdata,
-        values.storage_offset(),
-        tuple(values.shape),
-        tuple(values.stride()),
-        values_version(values),
-    )
-
-
-def _solver(values, crow, col, n_cols, backend, method, check_symmetry, opts: KrylovOptions):
+def _build(values, crow, col, n_cols, backend, method, check_symmetry, opts: KrylovOptions):
     p = _pattern(crow, col, n_cols)
-    key = (
-        _values_key(values),
-        id(p),
-        backend,
-        method,
-        check_symmetry,
-        tuple(getattr(opts, f) for f in COMPILED_OPTIONS),
-    )
-    with _LOCK:
-        hit = _SOLVERS.get(key)
-        if hit is not None and not hit[1].expired() and key[0][4] >= 0:
-            _SOLVERS.move_to_end(key)
-            return hit[0]
     A = SparseTensor._from_pattern(values.detach(), p)
     choice = plan(A, backend, method, check_symmetry=check_symmetry, nrhs=1)
-    solver = factorize_with(A, choice) if choice.kind == "direct" else KrylovSolver(A, choice, opts, None)
+    return factorize_with(A, choice) if choice.kind == "direct" else KrylovSolver(A, choice, opts, None)
+
+
+def _remember(x: torch.Tensor, solver) -> None:
+    """Keep the solver that produced ``x`` for backward, keyed by x's storage (alive while autograd
+    holds x; an entry whose storage died is never used)."""
+    ref = StorageWeakRef(x.untyped_storage())
     with _LOCK:
-        _SOLVERS[key] = (solver, StorageWeakRef(values.untyped_storage()))
+        _SOLVERS[ref.cdata] = (solver, ref)
         while len(_SOLVERS) > _SOLVER_SLOTS:
             _SOLVERS.popitem(last=False)
-    return solver
+
+
+def _recall(x: torch.Tensor):
+    """The solver that produced ``x``, or None."""
+    key = StorageWeakRef(x.untyped_storage()).cdata
+    with _LOCK:
+        hit = _SOLVERS.get(key)
+        if hit is None or hit[1].expired():
+            return None
+        _SOLVERS.move_to_end(key)
+        return hit[0]
 
 
 @torch.library.custom_op("torch_sla::sparse_solve", mutates_args=())
@@ -111,6 +104,7 @@ def sparse_solve(
     crow: torch.Tensor,
     col: torch.Tensor,
     b: torch.Tensor,
+    forward_x: torch.Tensor | None,
     n_cols: int,
     backend: str,
     method: str,
@@ -127,7 +121,12 @@ def sparse_solve(
     degree: int,
     on_fail: str,
 ) -> torch.Tensor:
-    """op(A)^{-1} b for (B, nnz) values on the CSR pattern (crow, col) and a (B, n, k) stack b."""
+    """op(A)^{-1} b for (B, nnz) values on the CSR pattern (crow, col) and a (B, n, k) stack b.
+
+    ``forward_x``: in backward's adjoint solve, the forward solve's output, whose solver (factorization,
+    preconditioners) is reused; None in a forward solve, which always plans and factorizes anew (the
+    values may have changed in place, and a compiled graph's aliases need not share their version
+    counter, so nothing is reused on the values' identity)."""
     opts = KrylovOptions.from_kwargs(
         dict(
             rtol=rtol,
@@ -144,17 +143,22 @@ def sparse_solve(
     if check_finite:
         check_finite_values(values, "A.values")
         check_finite_values(b, "b")
-    solver = _solver(values, crow, col, n_cols, backend, method, check_symmetry, opts)
-    return solver.raw_solve(b, op).contiguous().clone()  # contiguous, as the fake implementation says
+    solver = None if forward_x is None else _recall(forward_x)
+    if solver is None:
+        solver = _build(values, crow, col, n_cols, backend, method, check_symmetry, opts)
+    x = solver.raw_solve(b, op).contiguous().clone()  # contiguous, as the fake implementation says
+    if forward_x is None:
+        _remember(x, solver)
+    return x
 
 
 @sparse_solve.register_fake
-def _(values, crow, col, b, n_cols, backend, method, op, check_symmetry, check_finite, *options):
+def _(values, crow, col, b, forward_x, n_cols, backend, method, op, check_symmetry, check_finite, *options):
     return b.new_empty(b.shape)  # contiguous
 
 
 def _setup_context(ctx, inputs, output):
-    values, crow, col, _b, *rest = inputs
+    values, crow, col, _b, _fx, *rest = inputs
     ctx.rest = rest
     ctx.save_for_backward(values, crow, col, output)
 
@@ -164,7 +168,9 @@ def _backward(ctx, gx):
     # grad_values[k] = -sum_cols left[row_k] conj(right[col_k]) with (left, right) = (lambda, x) for N.
     values, crow, col, x = ctx.saved_tensors
     n_cols, backend, method, op, *options = ctx.rest
-    lam = torch.ops.torch_sla.sparse_solve(values, crow, col, gx, n_cols, backend, method, flip(op), *options)
+    lam = torch.ops.torch_sla.sparse_solve(
+        values, crow, col, gx, x, n_cols, backend, method, flip(op), *options
+    )
     grad_values = None
     if ctx.needs_input_grad[0]:
         counts = crow[1:] - crow[:-1]
@@ -173,7 +179,7 @@ def _backward(ctx, gx):
         )
         left, right = (lam, x) if op == "N" else (x, lam)
         grad_values = -(left[:, row, :] * right[:, col, :].conj()).sum(-1)
-    return (grad_values, None, None, lam) + (None,) * (len(ctx.rest))
+    return (grad_values, None, None, lam, None) + (None,) * (len(ctx.rest))
 
 
 sparse_solve.register_autograd(_backward, setup_context=_setup_context)
@@ -205,6 +211,7 @@ def compiled_solve(
         p.crow,
         p.col,
         bb,
+        None,
         p.n_cols,
         backend,
         method,
