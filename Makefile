@@ -29,6 +29,7 @@ bench: setup $(CPP_BUILD)/build.ninja
 	$(VENV)/bin/cmake --build $(CPP_BUILD) --target bench_direct bench_stream
 	$(PY) benchmarks/bench_direct.py --cpp-bench $(CPP_BUILD)/bench_direct
 	$(PY) benchmarks/bench_krylov.py --stream $(CPP_BUILD)/bench_stream
+	$(PY) benchmarks/bench_api.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -84,3 +84,12 @@ def test_krylov_benchmark_quick_run(tmp_path):
     assert it_ic < it_j
     # The adjoint-based backward keeps memory flat in the iteration count.
     assert data["memory"]["core"]["relative_difference"] < 0.5
+
+
+def test_api_benchmark_quick_run(tmp_path):
+    js = tmp_path / "api.json"
+    r = run(["benchmarks/bench_api.py", "--quick", "--json", str(js)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(js.read_text())
+    assert data["compile"]["loss_rel_diff"] < 1e-10  # the compiled step computes what eager computes
+    assert all(row["raw_us"] > 0 and row["api_us"] > 0 for row in data["overhead"])
