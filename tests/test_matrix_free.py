@@ -102,3 +102,22 @@ def test_lstsq_matches_dense_and_gradcheck():
     )
     with pytest.raises(ValueError, match=r"b: expected shape \(12,\)"):
         sla.lstsq(A, torch.ones(5, dtype=F64))
+
+
+def test_lstsq_double_backward_and_func_grad():
+    g = torch.Generator().manual_seed(1)
+    dense = torch.randn(10, 4, dtype=F64, generator=g) * (torch.rand(10, 4, generator=g) < 0.7)
+    dense[:4, :4] += 3 * torch.eye(4, dtype=F64)
+    A = sla.SparseTensor.from_dense(dense)
+    r, c = A.pattern.row, A.pattern.col
+    v = A.values.clone().requires_grad_()
+    b = torch.randn(10, dtype=F64, generator=g, requires_grad=True)
+
+    def f(vv, rhs):
+        return sla.lstsq(sla.SparseTensor(vv, r, c, (10, 4)), rhs, rtol=1e-14)
+
+    assert torch.autograd.gradgradcheck(f, (v, b), atol=1e-5, rtol=1e-4)
+    gv = torch.func.grad(lambda vv: (f(vv, b.detach()) ** 2).sum())(v.detach())
+    vv = v.detach().clone().requires_grad_()
+    (f(vv, b.detach()) ** 2).sum().backward()
+    torch.testing.assert_close(gv, vv.grad)

@@ -549,25 +549,57 @@ def matrix_free_solve(op: LinearOperator, b, *, method: str = "auto", **kwargs):
 
 
 # -- least squares -------------------------------------------------------------------------------------
-class _LstsqSolver:
-    """LSQR on a (possibly rectangular) unbatched SparseTensor, for min ||A x - b||."""
+def _pattern_matvec(
+    pattern, values: torch.Tensor, x: torch.Tensor, n_out: int, adjoint: bool
+) -> torch.Tensor:
+    """A x (or A^H x) for (B, nnz) values on a pattern and a (B, n, k) block, with differentiable ops."""
+    if adjoint:
+        prod = values.conj()[:, :, None] * x[:, pattern.row, :]
+        return x.new_zeros((x.shape[0], n_out, x.shape[2])).index_add(1, pattern.col, prod)
+    prod = values[:, :, None] * x[:, pattern.col, :]
+    return x.new_zeros((x.shape[0], n_out, x.shape[2])).index_add(1, pattern.row, prod)
+
+
+class NormalEquations:
+    """Least squares as a linear solve: x = argmin ||A x - b|| = N^{-1} A^H b with N = A^H A (A of full
+    column rank), so that ``lstsq`` goes through LinearSolve like every other solve (double backward,
+    torch.func).
+
+    The source and solver of N (SolverSource and Solver protocols). N is Hermitian, so op N and H
+    solve alike. ``raw_solve(c)`` finds x with N x = c by LSQR, which is stabler than iterating on N: the
+    minimum-norm y with A^H y = c (LSQR on A^H from zero), then x = argmin ||A x - y||. The forward's
+    c is A^H b for the caller's b, and then one LSQR on (A, b) gives x directly.
+
+    params_vjp: d<l, N r> = <dA l, A r> + <A l, dA r>, so the VJP of values -> N r at -l is
+    grad_values[k] = -((A r)[row_k] conj(l[col_k]) + (A l)[row_k] conj(r[col_k])), summed over columns.
+    """
 
     def __init__(self, A: SparseTensor, opts: KrylovOptions):
         self.A, self.opts = A, opts
-        p = A.pattern
+        self.info = SolveInfo("lsqr", "torch", "none")
+        self._forward: tuple | None = None  # (b,) until the forward solve has run
+        self._solves = 0
+        self.mat = self.mat_h = None
+
+    def _build(self, values: torch.Tensor) -> None:
+        """A and A^H as torch CSR matrices, from plain values (inside LinearSolve's forward)."""
+        p = self.A.pattern
         crow, col = p.csr_for_core()
-        v = A.values.detach()
+        v = values.detach().reshape(-1)
         pt, perm = p.transpose()
         vt = v[perm].conj() if v.is_complex() else v[perm]
         ct, colt = pt.csr_for_core()
-        m, n = A.shape
+        m, n = self.A.shape
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             self.mat = torch.sparse_csr_tensor(crow, col, v, (m, n))
             self.mat_h = torch.sparse_csr_tensor(ct, colt, vt, (n, m))
-        self.info = SolveInfo("lsqr", "torch", "none")
 
-    def run(self, adjoint: bool, rhs, what: str):
+    def set_forward(self, b: torch.Tensor) -> None:
+        """The caller's b: the first solve (LinearSolve's forward, on c = A^H b) is one LSQR on (A, b)."""
+        self._forward = (plain(b).detach(),)
+
+    def _lsqr(self, adjoint: bool, rhs: torch.Tensor) -> torch.Tensor:
         o = self.opts
         fwd, bwd = (self.mat_h, self.mat) if adjoint else (self.mat, self.mat_h)
         x, info = kt.lsqr(
@@ -582,45 +614,54 @@ class _LstsqSolver:
         )
         si = SolveInfo("lsqr", "torch", "none")
         si._merge(dataclasses.asdict(info))
-        if what == "solve":
+        what = "solve" if self._solves == 0 else "adjoint solve (backward)"
+        if self._solves == 0:
             self.info = si
         else:
             self.info.adjoint = si
+        self._solves += 1
         # In least squares the residual need not vanish: judge convergence by LSQR's own test.
         if not info.converged:
             _report(si, o.on_fail, what)
         return x
 
+    # SolverSource
+    def solver_for(self, params) -> NormalEquations:
+        if self.mat is None:
+            self._build(params[0])
+        return self
 
-class _Lstsq(torch.autograd.Function):
-    """x = argmin ||A x - b|| for A (m x n) of full column rank, r = b - A x.
+    def rebatched(self):
+        raise InvalidArgumentError("A: vmap over the values of a least-squares problem is not supported")
 
-    dx = (A^H A)^{-1} (dA^H r - A^H dA x) + A^+ db. With lambda = (A^H A)^{-1} g and y = A lambda = A^{+H} g:
-      dL = <lambda, dA^H r> - <y, dA x> + <y, db>
-      =>  grad_b = y,   grad_A = r lambda^H - y x^H   (on the pattern: r[row] conj(lambda[col]) - y[row] conj(x[col])).
-    y is the minimum-norm solution of A^H y = g and lambda solves A lambda = y (consistent): two LSQR solves.
-    """
+    def params_vjp(self, params, left, right):
+        (values,) = params
+        m = self.A.shape[0]
+        p = self.A.pattern
+        Ar = _pattern_matvec(p, values, right, m, adjoint=False)
+        Al = _pattern_matvec(p, values, left, m, adjoint=False)
+        grad = (Ar[:, p.row, :] * left[:, p.col, :].conj() + Al[:, p.row, :] * right[:, p.col, :].conj()).sum(
+            -1
+        )
+        return (-grad,)
 
-    @staticmethod
-    def forward(ctx, values, b, solver):
-        x = solver.run(False, b.detach(), "solve")
-        r = b.detach() - solver.mat @ x
-        ctx.solver = solver
-        ctx.save_for_backward(x, r)
-        return x
+    def params_jvp(self, params, tangents, x, op):
+        # d(A^H A) x = dA^H (A x) + A^H (dA x)
+        (values,), (dv,) = params, tangents
+        m, n = self.A.shape
+        p = self.A.pattern
+        Ax = _pattern_matvec(p, values, x, m, adjoint=False)
+        dAx = _pattern_matvec(p, dv, x, m, adjoint=False)
+        return _pattern_matvec(p, dv, Ax, n, adjoint=True) + _pattern_matvec(p, values, dAx, n, adjoint=True)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        x, r = ctx.saved_tensors
-        s = ctx.solver
-        y = s.run(True, g, "adjoint solve (backward)")
-        grad_values = None
-        if ctx.needs_input_grad[0]:
-            lam = s.run(False, y, "adjoint solve (backward)")
-            p = s.A.pattern
-            grad_values = (r[p.row] * lam[p.col].conj() - y[p.row] * x[p.col].conj()).sum(-1)
-        return grad_values, y, None
+    # Solver
+    def raw_solve(self, c: torch.Tensor, op: str) -> torch.Tensor:
+        f = self._forward
+        if f is not None:  # the forward solve
+            self._forward = None
+            return self._lsqr(False, f[0][0]).unsqueeze(0)
+        y = self._lsqr(True, c[0])  # minimum-norm solution of A^H y = c
+        return self._lsqr(False, y).unsqueeze(0)
 
 
 def lstsq(
@@ -637,9 +678,10 @@ def lstsq(
 ):
     """Least squares ``min ||A x - b||`` for a sparse, possibly rectangular ``A`` (LSQR, torch backend).
 
-    Differentiable with respect to ``b`` and A's values when A has full column rank (two extra LSQR
-    solves in backward). ``b``: ``(m,)`` or ``(m, k)``. Returns ``x`` (``(n,)`` / ``(n, k)``), and a
-    :class:`SolveInfo` with ``return_info=True``.
+    Differentiable with respect to ``b`` and A's values when A has full column rank, through the same
+    primitive as every solve (double backward and torch.func.grad work): x = (A^H A)^{-1} A^H b, whose
+    adjoint solve is two LSQR solves. ``b``: ``(m,)`` or ``(m, k)``. Returns ``x`` (``(n,)`` /
+    ``(n, k)``), and a :class:`SolveInfo` with ``return_info=True``.
     """
     opts = KrylovOptions.from_kwargs(
         dict(
@@ -656,7 +698,7 @@ def lstsq(
     if A.batch_shape:
         raise InvalidArgumentError(f"A: lstsq takes an unbatched matrix, got batch shape {A.batch_shape}")
     b = torch.as_tensor(b)
-    m = A.shape[0]
+    m, n = A.shape
     if b.dim() not in (1, 2) or b.shape[0] != m:
         raise InvalidArgumentError(
             f"b: expected shape ({m},) or ({m}, k) for A of shape {A.shape}, got {tuple(b.shape)}"
@@ -664,11 +706,14 @@ def lstsq(
     if b.dtype != A.dtype or b.device != A.device:
         raise InvalidArgumentError(f"b: expected dtype {A.dtype} on {A.device}, got {b.dtype} on {b.device}")
     vec = b.dim() == 1
-    bb = b.unsqueeze(-1) if vec else b
-    solver = _LstsqSolver(A, opts)
-    x = _Lstsq.apply(A.values, bb, solver)
+    bb = (b.unsqueeze(-1) if vec else b).unsqueeze(0)
+    values = A.values.reshape(1, A.nnz)
+    source = NormalEquations(A, opts)
+    c = _pattern_matvec(A.pattern, values, bb, n, adjoint=True)  # A^H b, differentiable in values and b
+    source.set_forward(bb)
+    x = solve_through(source, "N", c, values)[0]
     x = x.squeeze(-1) if vec else x
-    return (x, solver.info) if opts.return_info else x
+    return (x, source.info) if opts.return_info else x
 
 
 __all__ = ["LinearOperator", "SolveInfo", "lstsq", "iterative_solve", "matrix_free_solve"]
