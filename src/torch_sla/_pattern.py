@@ -136,7 +136,9 @@ class Pattern:
             t_col = self.row[perm].contiguous()
             t_crow = _crow_from_rows(self.col[perm], self.n_cols)
             pt = Pattern(t_crow, t_col, self.n_cols, self.n_rows)
-            pt._cache["transpose"] = (self, torch.argsort(perm))
+            inverse = torch.empty_like(perm)
+            inverse[perm] = torch.arange(perm.numel(), device=perm.device)
+            pt._cache["transpose"] = (self, inverse)
             t = (pt, perm)
             self._cache["transpose"] = t
         return t
@@ -174,7 +176,12 @@ class Pattern:
         counts = self.crow[1:] - self.crow[:-1]
         if self.n_rows and bool((counts == 0).any()):
             return f"row {int(torch.nonzero(counts == 0)[0])} has no stored entries"
-        # Columns from the distinct column indices (O(nnz log nnz)), so a huge n_cols allocates nothing.
+        if self.n_cols <= 4 * self.nnz + 1024:  # counts per column: O(nnz + n_cols)
+            ccount = torch.bincount(self.col, minlength=self.n_cols)
+            if bool((ccount == 0).any()):
+                return f"column {int(torch.nonzero(ccount == 0)[0])} has no stored entries"
+            return None
+        # Many more columns than entries: from the distinct column indices, so a huge n_cols allocates nothing.
         used = torch.unique(self.col)
         if used.numel() < self.n_cols:
             gap = torch.nonzero(used != torch.arange(used.numel(), device=used.device))
