@@ -166,11 +166,11 @@ class CoreDirectBackend(Backend):
         Besides the factors (``predicted_factor_bytes``) a solve holds the analysis (``memory_bytes``:
         the CSC plan and the library's symbolic data), the pattern's derived arrays and the transient
         ones of the analysis (expanded rows, int32 copies, the transpose permutation of the symmetry
-        check, the ordering's workspace: about 48 bytes per entry and 96 per row), the library's numeric
+        check, the ordering's workspace: about 32 bytes per entry and 48 per row), the library's numeric
         workspace and its copy of the values, and per right-hand side a handful of ``n``-vectors (b, x,
         the transposed and converted copies the core makes, autograd's saved x). Calibrated against the
         measured peak memory of solves of diagonal, 2-D and 3-D Poisson and convection-diffusion
-        matrices (``n`` up to 4e6), which it exceeds by 0-35%."""
+        matrices (``n`` up to 4e6), which it exceeds by 15-30%."""
         sym, _ = self.analyze(A, method)
         factor = float(sym.predicted_factor_bytes)
         if factor < 0:
@@ -179,7 +179,7 @@ class CoreDirectBackend(Backend):
         item = A.values.element_size()
         batch = max(1, A.batch_size)
         per_matrix = factor + 16.0 * (n + nnz) + 2.0 * item * nnz
-        pattern = float(sym.memory_bytes) + 48.0 * nnz + 96.0 * n
+        pattern = float(sym.memory_bytes) + 32.0 * nnz + 48.0 * n
         vectors = 8.0 * item * n * max(1, nrhs) * batch
         return batch * per_matrix + pattern + vectors
 
