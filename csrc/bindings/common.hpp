@@ -1,4 +1,8 @@
 // Shared helpers for the binding files: array checks that name the argument.
+//
+// Arrays cross as DLPack views from any framework (NumPy, torch, JAX) and any device: the signatures
+// accept every device, and check_array() tells a tensor on the wrong device apart from a malformed one
+// (a signature restricted to the CPU would turn a CUDA tensor into an unhelpful TypeError).
 #pragma once
 
 #include <nanobind/nanobind.h>
@@ -15,7 +19,27 @@
 namespace sla::bind {
 
 namespace nb = nanobind;
-using Array = nb::ndarray<nb::device::cpu, nb::c_contig>;
+using Array = nb::ndarray<nb::c_contig>;
+
+// Where an array lives, as the core names devices. DLPack device types: kDLCPU = 1, kDLCUDA = 2,
+// kDLCUDAHost = 3 (pinned host memory, which the CPU reads), kDLCUDAManaged = 13 (counted as the GPU's).
+inline Device device_of(const Array& a, const char* what) {
+  switch (a.device_type()) {
+    case nb::device::cpu::value: return Device::cpu();
+    case nb::device::cuda_host::value: return Device::cpu();
+    case nb::device::cuda::value: return Device::cuda(a.device_id());
+    case nb::device::cuda_managed::value: return Device::cuda(a.device_id());
+  }
+  fail(ErrorKind::InvalidArgument, what, ": on a device torch_sla does not support (DLPack device type ",
+       a.device_type(), "); move it to the CPU first");
+}
+
+// The one check every array argument passes first: on the device of the code that reads it (`runs_on`,
+// the CPU for every entry point so far), with `ndim` dimensions. Nothing reads the array before it.
+inline void check_array(const Array& a, const char* what, size_t ndim, const Device& runs_on = Device::cpu()) {
+  check_device(device_of(a, what), runs_on, what);
+  if (a.ndim() != ndim) fail(ErrorKind::InvalidArgument, what, ": expected ", ndim, " dimensions, got ", a.ndim());
+}
 
 inline ScalarType scalar_of(const Array& a, const char* what) {
   const nb::dlpack::dtype t = a.dtype();
@@ -28,10 +52,6 @@ inline ScalarType scalar_of(const Array& a, const char* what) {
 
 inline bool is_int32(const Array& a) { return a.dtype() == nb::dtype<std::int32_t>(); }
 inline bool is_int64(const Array& a) { return a.dtype() == nb::dtype<std::int64_t>(); }
-
-inline void expect_ndim(const Array& a, size_t ndim, const char* what) {
-  if (a.ndim() != ndim) fail(ErrorKind::InvalidArgument, what, ": expected ", ndim, " dimensions, got ", a.ndim());
-}
 
 inline ScalarType parse_scalar(const std::string& s) {
   if (s == "float32") return ScalarType::Float32;

@@ -14,9 +14,9 @@ namespace sla::bind {
 namespace {
 
 CsrArrays csr_from(index_t n_rows, index_t n_cols, const Array& crow, const Array& col, const Array& values) {
-  expect_ndim(crow, 1, "crow_indices");
-  expect_ndim(col, 1, "col_indices");
-  expect_ndim(values, 1, "values");
+  check_array(crow, "crow_indices", 1);
+  check_array(col, "col_indices", 1);
+  check_array(values, "values", 1);
   CsrArrays a;
   a.n_rows = n_rows;
   a.n_cols = n_cols;
@@ -35,7 +35,7 @@ CsrArrays csr_from(index_t n_rows, index_t n_cols, const Array& crow, const Arra
 }
 
 void check_block(const Array& v, const CsrArrays& a, index_t rows, const char* what) {
-  expect_ndim(v, 2, what);
+  check_array(v, what, 2);
   if (static_cast<index_t>(v.shape(0)) != rows)
     fail(ErrorKind::InvalidArgument, what, ": expected ", rows, " rows, got ", v.shape(0));
   if (scalar_of(v, what) != a.scalar)
@@ -97,22 +97,23 @@ void bind_krylov(nb::module_& m) {
   nb::class_<Preconditioner>(m, "Preconditioner", "A preconditioner built by the C++ core.")
       .def_prop_ro("name", &Preconditioner::name)
       .def_prop_ro("n", &Preconditioner::n)
-      .def("apply",
-           [](const Preconditioner& p, const Array& r, Array& z, const std::string& op) {
-             expect_ndim(r, 2, "r");
-             expect_ndim(z, 2, "z");
-             if (static_cast<index_t>(r.shape(0)) != p.n() || r.shape(0) != z.shape(0) || r.shape(1) != z.shape(1))
-               fail(ErrorKind::InvalidArgument, "r: expected shape (", p.n(), ", k) matching z");
-             if (scalar_of(r, "r") != p.scalar() || scalar_of(z, "z") != p.scalar())
-               fail(ErrorKind::InvalidArgument, "r: dtype must be ", scalar_name(p.scalar()));
-             const void* rp = r.data();
-             void* zp = z.data();
-             const index_t k = static_cast<index_t>(r.shape(1));
-             const Op o = op == "H" ? Op::H : Op::N;
-             nb::gil_scoped_release release;
-             p.apply(rp, zp, k, o);
-           },
-           nb::arg("r"), nb::arg("z"), nb::arg("op") = "N");
+      .def(
+          "apply",
+          [](const Preconditioner& p, const Array& r, Array& z, const std::string& op) {
+            check_array(r, "r", 2);
+            check_array(z, "z", 2);
+            if (static_cast<index_t>(r.shape(0)) != p.n() || r.shape(0) != z.shape(0) || r.shape(1) != z.shape(1))
+              fail(ErrorKind::InvalidArgument, "r: expected shape (", p.n(), ", k) matching z");
+            if (scalar_of(r, "r") != p.scalar() || scalar_of(z, "z") != p.scalar())
+              fail(ErrorKind::InvalidArgument, "r: dtype must be ", scalar_name(p.scalar()));
+            const void* rp = r.data();
+            void* zp = z.data();
+            const index_t k = static_cast<index_t>(r.shape(1));
+            const Op o = op == "H" ? Op::H : Op::N;
+            nb::gil_scoped_release release;
+            p.apply(rp, zp, k, o);
+          },
+          nb::arg("r"), nb::arg("z"), nb::arg("op") = "N");
 
   m.def(
       "make_preconditioner",

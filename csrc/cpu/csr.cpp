@@ -1,9 +1,8 @@
-// CSR validation and the CSR -> CSC plan shared by the direct-solver backends.
+// CSR pattern validation.
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "sla/direct.hpp"
 #include "sla/errors.hpp"
 #include "sla/interrupt.hpp"
 #include "sla/types.hpp"
@@ -43,55 +42,7 @@ void validate_csr(const CsrView<I>& a, index_t indptr_len, index_t indices_len, 
          " column indices were given");
 }
 
-template <class I>
-CscPlan make_csc_plan(const CsrView<I>& a, bool lower_only) {
-  CscPlan plan;
-  const index_t n = a.n_rows;
-  plan.n = n;
-  plan.csr_nnz = a.nnz();
-  plan.colptr.assign(n + 1, 0);
-  // Counting sort by column; rows are visited in order, so row indices come out sorted per column.
-  for (index_t r = 0; r < n; ++r)
-    for (index_t k = a.indptr[r]; k < a.indptr[r + 1]; ++k) {
-      const index_t c = a.indices[k];
-      if (!lower_only || r >= c) ++plan.colptr[c + 1];
-    }
-  for (index_t c = 0; c < n; ++c) plan.colptr[c + 1] += plan.colptr[c];
-  const index_t m = plan.colptr[n];
-  plan.rowind.resize(m);
-  plan.perm.resize(m);
-  std::vector<index_t> next(plan.colptr.begin(), plan.colptr.end() - 1);
-  std::vector<char> row_used(n, 0);
-  for (index_t r = 0; r < n; ++r) {
-    if ((r & 0xFFFF) == 0) poll_interrupt();
-    for (index_t k = a.indptr[r]; k < a.indptr[r + 1]; ++k) {
-      const index_t c = a.indices[k];
-      if (lower_only && r < c) continue;
-      const index_t dst = next[c]++;
-      plan.rowind[dst] = r;
-      plan.perm[dst] = k;
-      row_used[r] = 1;
-    }
-  }
-  // Structurally empty lines of the factored matrix (see CscPlan).
-  for (index_t j = 0; j < n; ++j) {
-    const bool col_used = plan.colptr[j + 1] > plan.colptr[j];
-    if (lower_only) {
-      if (!col_used && !row_used[j]) {
-        plan.empty_row = plan.empty_col = j;
-        break;
-      }
-    } else {
-      if (plan.empty_row < 0 && !row_used[j]) plan.empty_row = j;
-      if (plan.empty_col < 0 && !col_used) plan.empty_col = j;
-    }
-  }
-  return plan;
-}
-
 template void validate_csr<std::int32_t>(const CsrView<std::int32_t>&, index_t, index_t, const std::string&);
 template void validate_csr<std::int64_t>(const CsrView<std::int64_t>&, index_t, index_t, const std::string&);
-template CscPlan make_csc_plan<std::int32_t>(const CsrView<std::int32_t>&, bool);
-template CscPlan make_csc_plan<std::int64_t>(const CsrView<std::int64_t>&, bool);
 
 }  // namespace sla
