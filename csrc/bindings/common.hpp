@@ -19,11 +19,16 @@
 namespace sla::bind {
 
 namespace nb = nanobind;
+// An array the core reads: a non-contiguous one is copied to a contiguous one on the way in.
 using Array = nb::ndarray<nb::c_contig>;
+// An array the core writes into. No implicit conversion here: the core would write into a converted copy
+// and the caller's array would never see the result. check_output() insists on a C-contiguous one.
+using OutArray = nb::ndarray<>;
 
 // Where an array lives, as the core names devices. DLPack device types: kDLCPU = 1, kDLCUDA = 2,
 // kDLCUDAHost = 3 (pinned host memory, which the CPU reads), kDLCUDAManaged = 13 (counted as the GPU's).
-inline Device device_of(const Array& a, const char* what) {
+template <class... C>
+Device device_of(const nb::ndarray<C...>& a, const char* what) {
   switch (a.device_type()) {
     case nb::device::cpu::value: return Device::cpu();
     case nb::device::cuda_host::value: return Device::cpu();
@@ -36,12 +41,27 @@ inline Device device_of(const Array& a, const char* what) {
 
 // The one check every array argument passes first: on the device of the code that reads it (`runs_on`,
 // the CPU for every entry point so far), with `ndim` dimensions. Nothing reads the array before it.
-inline void check_array(const Array& a, const char* what, size_t ndim, const Device& runs_on = Device::cpu()) {
+template <class... C>
+void check_array(const nb::ndarray<C...>& a, const char* what, size_t ndim, const Device& runs_on = Device::cpu()) {
   check_device(device_of(a, what), runs_on, what);
   if (a.ndim() != ndim) fail(ErrorKind::InvalidArgument, what, ": expected ", ndim, " dimensions, got ", a.ndim());
 }
 
-inline ScalarType scalar_of(const Array& a, const char* what) {
+// check_array() for an output, which must also be C-contiguous (strides in elements, as DLPack gives them).
+inline void check_output(const OutArray& a, const char* what, size_t ndim, const Device& runs_on = Device::cpu()) {
+  check_array(a, what, ndim, runs_on);
+  int64_t expected = 1;
+  for (size_t d = ndim; d-- > 0;) {
+    if (a.shape(d) != 1 && a.stride(d) != expected)
+      fail(ErrorKind::InvalidArgument, what,
+           ": must be C-contiguous, as the result is written into it in place (pass a tensor from torch.empty "
+           "or .contiguous())");
+    expected *= static_cast<int64_t>(a.shape(d));
+  }
+}
+
+template <class... C>
+ScalarType scalar_of(const nb::ndarray<C...>& a, const char* what) {
   const nb::dlpack::dtype t = a.dtype();
   if (t == nb::dtype<float>()) return ScalarType::Float32;
   if (t == nb::dtype<double>()) return ScalarType::Float64;

@@ -60,9 +60,9 @@ std::shared_ptr<Numeric> factorize_py(const std::shared_ptr<Symbolic>& sym, cons
 }
 
 // b and x are (nrhs, n) C-contiguous arrays: each right-hand side contiguous (column-major n x nrhs).
-void solve_py(const Numeric& num, const Array& b, Array& x, const std::string& op) {
+void solve_py(const Numeric& num, const Array& b, OutArray& x, const std::string& op) {
   check_array(b, "b", 2);
-  check_array(x, "x", 2);
+  check_output(x, "x", 2);
   const index_t n = num.symbolic()->n();
   const ScalarType s = num.symbolic()->scalar();
   if (static_cast<index_t>(b.shape(1)) != n)

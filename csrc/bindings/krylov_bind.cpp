@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "common.hpp"
 #include "sla/krylov.hpp"
@@ -34,8 +35,13 @@ CsrArrays csr_from(index_t n_rows, index_t n_cols, const Array& crow, const Arra
   return a;
 }
 
-void check_block(const Array& v, const CsrArrays& a, index_t rows, const char* what) {
-  check_array(v, what, 2);
+// A row-major (rows, k) block of A's dtype: read (Array) or written in place (OutArray).
+template <class A>
+void check_block(const A& v, const CsrArrays& a, index_t rows, const char* what) {
+  if constexpr (std::is_same_v<A, OutArray>)
+    check_output(v, what, 2);
+  else
+    check_array(v, what, 2);
   if (static_cast<index_t>(v.shape(0)) != rows)
     fail(ErrorKind::InvalidArgument, what, ": expected ", rows, " rows, got ", v.shape(0));
   if (scalar_of(v, what) != a.scalar)
@@ -99,9 +105,9 @@ void bind_krylov(nb::module_& m) {
       .def_prop_ro("n", &Preconditioner::n)
       .def(
           "apply",
-          [](const Preconditioner& p, const Array& r, Array& z, const std::string& op) {
+          [](const Preconditioner& p, const Array& r, OutArray& z, const std::string& op) {
             check_array(r, "r", 2);
-            check_array(z, "z", 2);
+            check_output(z, "z", 2);
             if (static_cast<index_t>(r.shape(0)) != p.n() || r.shape(0) != z.shape(0) || r.shape(1) != z.shape(1))
               fail(ErrorKind::InvalidArgument, "r: expected shape (", p.n(), ", k) matching z");
             if (scalar_of(r, "r") != p.scalar() || scalar_of(z, "z") != p.scalar())
@@ -136,7 +142,7 @@ void bind_krylov(nb::module_& m) {
   m.def(
       "spmv",
       [](index_t n_rows, index_t n_cols, const Array& crow, const Array& col, const Array& values, const Array& x,
-         Array& y, int threads) {
+         OutArray& y, int threads) {
         CsrArrays a = csr_from(n_rows, n_cols, crow, col, values);
         check_block(x, a, n_cols, "x");
         check_block(y, a, n_rows, "y");
@@ -152,10 +158,9 @@ void bind_krylov(nb::module_& m) {
 
   m.def(
       "krylov_solve",
-      [](const std::string& method, index_t n, const Array& crow, const Array& col, const Array& values,
-         const Array& b, Array& x, std::shared_ptr<Preconditioner> precond, const std::string& precond_op,
-         double rtol, double atol, index_t maxiter, int restart, int threads, bool record_history,
-         nb::object callback) {
+      [](const std::string& method, index_t n, const Array& crow, const Array& col, const Array& values, const Array& b,
+         OutArray& x, std::shared_ptr<Preconditioner> precond, const std::string& precond_op, double rtol, double atol,
+         index_t maxiter, int restart, int threads, bool record_history, nb::object callback) {
         CsrArrays a = csr_from(n, n, crow, col, values);
         check_block(b, a, n, "b");
         check_block(x, a, n, "x0");
@@ -191,8 +196,8 @@ void bind_krylov(nb::module_& m) {
         out["residual_history"] = r.history;
         return out;
       },
-      nb::arg("method"), nb::arg("n"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"),
-      nb::arg("b"), nb::arg("x"), nb::arg("precond").none(), nb::arg("precond_op") = "N", nb::arg("rtol") = 1e-8,
+      nb::arg("method"), nb::arg("n"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"), nb::arg("b"),
+      nb::arg("x"), nb::arg("precond").none(), nb::arg("precond_op") = "N", nb::arg("rtol") = 1e-8,
       nb::arg("atol") = 0.0, nb::arg("maxiter") = 1000, nb::arg("restart") = 30, nb::arg("threads") = 1,
       nb::arg("record_history") = false, nb::arg("callback").none() = nb::none());
 }
