@@ -139,3 +139,24 @@ def test_outputs_must_be_contiguous_rather_than_silently_copied():
     y = torch.zeros(2 * n, 1, dtype=torch.float64)[::2]
     with pytest.raises(errors.InvalidArgumentError, match="y: must be C-contiguous"):
         _C.spmv(n, n, crow, col, val, np.ones((n, 1)), y)
+
+
+# -- the CUDA part of the build -----------------------------------------------------------------------
+def test_build_info_reports_the_cuda_part():
+    info = _C.build_info()
+    assert isinstance(info["cuda_compiled"], bool)
+    if info["cuda_compiled"]:
+        # The runtime is linked statically: the module imported, even without a driver or a GPU.
+        count = _C.cuda_device_count()
+        assert count == info["cuda_device_count"] >= 0
+        assert _C.cuda_runtime_version() == info["cuda_runtime_version"]
+        assert info["cuda_runtime_version"].split(".")[0].isdigit()
+        if torch.version.cuda is not None and torch.cuda.is_available():
+            assert count == torch.cuda.device_count()
+    else:
+        assert info["cuda_device_count"] == 0 and info["cuda_runtime_version"] is None
+        for fn in (_C.cuda_device_count, _C.cuda_runtime_version):
+            with pytest.raises(
+                errors.BackendUnavailableError, match=r"built without CUDA \(SLA_WITH_CUDA=OFF\)"
+            ):
+                fn()
