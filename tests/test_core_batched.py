@@ -160,3 +160,79 @@ def test_build_info_reports_the_cuda_part():
                 errors.BackendUnavailableError, match=r"built without CUDA \(SLA_WITH_CUDA=OFF\)"
             ):
                 fn()
+
+
+# -- 2. CsrPattern ------------------------------------------------------------------------------------
+def test_csr_pattern_validates_once_and_owns_its_indices():
+    n, crow, col, val = poisson2d(5)
+    for index_dtype in (np.int64, np.int32):
+        c, j = crow.astype(index_dtype), col.astype(index_dtype)
+        p = _C.CsrPattern(n, n, c, j)
+        assert (p.n_rows, p.n_cols, p.nnz, p.index_bits, p.device) == (n, n, len(col), 32, "cpu")
+        assert p.memory_bytes >= 4 * (n + 1 + len(col))
+        assert f"nnz={len(col)}" in repr(p)
+        c[:] = 0  # the core kept its own copy
+        j[:] = -1
+        y = np.empty((n, 1))
+        _C.spmv(p, val, np.ones((n, 1)), y)
+        ref = np.empty((n, 1))
+        _C.spmv(n, n, crow, col, val, np.ones((n, 1)), ref)
+        np.testing.assert_array_equal(y, ref)
+    for attr in ("nnz", "n_rows", "n_cols", "index_bits", "memory_bytes"):
+        with pytest.raises(AttributeError):
+            setattr(p, attr, 1)
+
+
+def test_csr_pattern_rejects_bad_patterns_and_values():
+    with pytest.raises(errors.InvalidArgumentError, match="A: column indices of row 0 are not sorted"):
+        _C.CsrPattern(2, 2, np.array([0, 2, 3]), np.array([1, 0, 1]))
+    with pytest.raises(errors.InvalidArgumentError, match="must both be int32 or both int64"):
+        _C.CsrPattern(2, 2, np.array([0, 1, 2], dtype=np.int32), np.array([0, 1]))
+    with pytest.raises(errors.InvalidArgumentError, match="crow_indices: on cuda:0"):
+        _C.CsrPattern(2, 2, FakeCudaArray(np.array([0, 1, 2])).capsule(), np.array([0, 1]))
+    n, crow, col, val = poisson2d(3)
+    p = _C.CsrPattern(n, n, crow, col)
+    with pytest.raises(
+        errors.InvalidArgumentError,
+        match=rf"values: expected {len(col)} entries \(the pattern's nnz\), got 3",
+    ):
+        _C.spmv(p, val[:3], np.ones((n, 1)), np.empty((n, 1)))
+    with pytest.raises(errors.InvalidArgumentError, match="values: dtype must be"):
+        _C.make_preconditioner("jacobi", p, np.ones(len(col), dtype=np.int64))
+    with pytest.raises(errors.InvalidArgumentError, match="values: on cuda:0"):
+        _C.krylov_solve("cg", p, FakeCudaArray(val).capsule(), np.ones((n, 1)), np.zeros((n, 1)))
+    with pytest.raises(errors.InvalidArgumentError, match="square"):
+        _C.analyze("eigen", "lu", "float64", _C.CsrPattern(2, 3, np.array([0, 1, 2]), np.array([0, 2])))
+
+
+@pytest.mark.parametrize("backend", DIRECT_BACKENDS)
+def test_analyze_with_a_pattern_equals_analyze_with_arrays(backend):
+    n, crow, col, val = poisson2d(6)
+    p = _C.CsrPattern(n, n, crow, col)
+    b = np.random.default_rng(1).standard_normal((2, n))
+    for method in ("cholesky", "ldl", "lu"):
+        x1, x2 = np.empty_like(b), np.empty_like(b)
+        _C.factorize(_C.analyze(backend, method, "float64", n, n, crow, col), val).solve(b, x1)
+        sym = _C.analyze(backend, method, "float64", p)
+        assert (sym.n, sym.nnz, sym.device) == (n, len(col), "cpu")
+        _C.factorize(sym, val).solve(b, x2)
+        np.testing.assert_array_equal(x1, x2)
+
+
+@pytest.mark.parametrize("method", ["cg", "bicgstab", "gmres", "minres"])
+def test_krylov_with_a_pattern_equals_krylov_with_arrays(method):
+    n, crow, col, val = poisson2d(7)
+    p = _C.CsrPattern(n, n, crow, col)
+    b = np.random.default_rng(2).standard_normal((n, 2))
+    m1 = _C.make_preconditioner("ilu0", n, crow.astype(np.int32), col.astype(np.int32), val)
+    m2 = _C.make_preconditioner("ilu0", p, val)
+    x1, x2 = np.zeros_like(b), np.zeros_like(b)
+    seen = []
+    r1 = _C.krylov_solve(method, n, crow.astype(np.int32), col.astype(np.int32), val, b, x1, m1, rtol=1e-10)
+    r2 = _C.krylov_solve(
+        method, p, val, b, x2, m2, rtol=1e-10, record_history=True, callback=lambda i, r: seen.append(i)
+    )
+    assert r1["converged"] and r2["converged"]
+    assert r1["iterations"] == r2["iterations"] and len(r2["residual_history"]) == r2["iterations"]
+    assert seen
+    np.testing.assert_array_equal(x1, x2)

@@ -9,11 +9,12 @@
 #include <nanobind/ndarray.h>
 
 #include <complex>
-#include <cstring>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "sla/errors.hpp"
+#include "sla/pattern.hpp"
 #include "sla/types.hpp"
 
 namespace sla::bind {
@@ -81,6 +82,12 @@ inline ScalarType parse_scalar(const std::string& s) {
   fail(ErrorKind::InvalidArgument, "dtype: unknown scalar type '", s, "'");
 }
 
+// A CsrPattern from the arguments of its constructor (checked, validated, copied).
+CsrPattern make_pattern(index_t n_rows, index_t n_cols, const Array& crow, const Array& col);
+// Check `values` for a pattern: on the CPU, 1-D, nnz entries, a supported dtype. O(1).
+void check_values(const CsrPattern& p, const Array& values, const char* what);
+
+void bind_pattern(nb::module_& m);
 void bind_direct(nb::module_& m);
 void bind_mtx(nb::module_& m);
 void bind_krylov(nb::module_& m);

@@ -48,6 +48,15 @@ std::shared_ptr<Symbolic> analyze_py(const std::string& backend, const std::stri
   fail(ErrorKind::InvalidArgument, "crow_indices, col_indices: must both be int32 or both int64");
 }
 
+std::shared_ptr<Symbolic> analyze_pattern_py(const std::string& backend, const std::string& method,
+                                             const std::string& dtype, const CsrPattern& pattern) {
+  const Backend b = parse_backend(backend);
+  const Method m = parse_method(method);
+  const ScalarType s = parse_scalar(dtype);
+  nb::gil_scoped_release release;
+  return std::const_pointer_cast<Symbolic>(analyze(b, m, s, pattern));
+}
+
 std::shared_ptr<Numeric> factorize_py(const std::shared_ptr<Symbolic>& sym, const Array& values) {
   check_array(values, "values", 1);
   if (scalar_of(values, "values") != sym->scalar())
@@ -104,6 +113,8 @@ void bind_direct(nb::module_& m) {
       .def_prop_ro("symbolic", [](const Numeric& n) { return std::const_pointer_cast<Symbolic>(n.symbolic()); });
   m.def("analyze", &analyze_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"), nb::arg("n_rows"),
         nb::arg("n_cols"), nb::arg("crow_indices"), nb::arg("col_indices"));
+  m.def("analyze", &analyze_pattern_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"), nb::arg("pattern"),
+        "Symbolic analysis of a CsrPattern, validated when it was made.");
   m.def("factorize", &factorize_py, nb::arg("symbolic"), nb::arg("values"));
   m.def("backend_available", [](const std::string& b) { return backend_available(parse_backend(b)); });
 }

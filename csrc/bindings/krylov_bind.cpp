@@ -97,6 +97,77 @@ KrylovMethod parse_krylov(const std::string& s) {
   fail(ErrorKind::InvalidArgument, "method: unknown Krylov method '", s, "' (expected cg, bicgstab, gmres, minres)");
 }
 
+// The arrays of A from a validated pattern and this call's values (checked in O(1)).
+CsrArrays csr_from(const CsrPattern& p, const Array& values) {
+  check_values(p, values, "values");
+  return p.with_values(values.data(), scalar_of(values, "values"));
+}
+
+KrylovOptions options(double rtol, double atol, index_t maxiter, int restart, int threads, bool record_history) {
+  KrylovOptions o;
+  o.rtol = rtol;
+  o.atol = atol;
+  o.maxiter = maxiter;
+  o.restart = restart;
+  o.threads = threads;
+  o.record_history = record_history;
+  return o;
+}
+
+nb::dict result_dict(const KrylovResult& r) {
+  nb::dict out;
+  out["iterations"] = r.iterations;
+  out["residual"] = r.residual;
+  out["converged"] = r.converged;
+  out["reason"] = r.reason;
+  out["residual_history"] = r.history;
+  return out;
+}
+
+std::shared_ptr<Preconditioner> make_preconditioner_py(const std::string& kind, const CsrArrays& a, double omega,
+                                                       int threads) {
+  const PrecondKind pk = parse_kind(kind);
+  nb::gil_scoped_release release;
+  return std::shared_ptr<Preconditioner>(make_preconditioner(pk, a, omega, threads));
+}
+
+void spmv_py(const CsrArrays& a, const Array& x, OutArray& y, int threads) {
+  check_block(x, a, a.n_cols, "x");
+  check_block(y, a, a.n_rows, "y");
+  if (x.shape(1) != y.shape(1)) fail(ErrorKind::InvalidArgument, "y: column count does not match x");
+  const void* xp = x.data();
+  void* yp = y.data();
+  const index_t k = static_cast<index_t>(x.shape(1));
+  nb::gil_scoped_release release;
+  spmv(a, xp, yp, k, threads);
+}
+
+nb::dict krylov_solve_py(const std::string& method, const CsrArrays& a, const Array& b, OutArray& x,
+                         const std::shared_ptr<Preconditioner>& precond, const std::string& precond_op,
+                         const KrylovOptions& o, const nb::object& callback) {
+  const index_t n = a.n_rows;
+  check_block(b, a, n, "b");
+  check_block(x, a, n, "x0");
+  if (b.shape(1) != x.shape(1)) fail(ErrorKind::InvalidArgument, "x0: column count does not match b");
+  Progress progress;
+  if (!callback.is_none()) {
+    progress = [callback](index_t it, double rel) {
+      nb::gil_scoped_acquire gil;
+      callback(it, rel);  // a Python exception propagates as nb::python_error and aborts the solve
+    };
+  }
+  const KrylovMethod meth = parse_krylov(method);
+  const void* bp = b.data();
+  void* xp = x.data();
+  const index_t k = static_cast<index_t>(b.shape(1));
+  KrylovResult r;
+  {
+    nb::gil_scoped_release release;
+    r = krylov_solve(meth, a, bp, xp, k, precond.get(), precond_op == "H" ? Op::H : Op::N, o, progress);
+  }
+  return result_dict(r);
+}
+
 }  // namespace
 
 void bind_krylov(nb::module_& m) {
@@ -121,16 +192,20 @@ void bind_krylov(nb::module_& m) {
           },
           nb::arg("r"), nb::arg("z"), nb::arg("op") = "N");
 
+  // Each entry point comes in two forms: with the pattern as (n, crow_indices, col_indices), validated on
+  // every call, or as a CsrPattern, validated when it was made (only the values are checked: O(1)).
   m.def(
       "make_preconditioner",
       [](const std::string& kind, index_t n, const Array& crow, const Array& col, const Array& values, double omega,
-         int threads) -> std::shared_ptr<Preconditioner> {
-        CsrArrays a = csr_from(n, n, crow, col, values);
-        nb::gil_scoped_release release;
-        return std::shared_ptr<Preconditioner>(make_preconditioner(parse_kind(kind), a, omega, threads));
-      },
+         int threads) { return make_preconditioner_py(kind, csr_from(n, n, crow, col, values), omega, threads); },
       nb::arg("kind"), nb::arg("n"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"),
       nb::arg("omega") = 1.0, nb::arg("threads") = 1);
+  m.def(
+      "make_preconditioner",
+      [](const std::string& kind, const CsrPattern& pattern, const Array& values, double omega, int threads) {
+        return make_preconditioner_py(kind, csr_from(pattern, values), omega, threads);
+      },
+      nb::arg("kind"), nb::arg("pattern"), nb::arg("values"), nb::arg("omega") = 1.0, nb::arg("threads") = 1);
 
   m.def(
       "callable_preconditioner",
@@ -142,62 +217,38 @@ void bind_krylov(nb::module_& m) {
   m.def(
       "spmv",
       [](index_t n_rows, index_t n_cols, const Array& crow, const Array& col, const Array& values, const Array& x,
-         OutArray& y, int threads) {
-        CsrArrays a = csr_from(n_rows, n_cols, crow, col, values);
-        check_block(x, a, n_cols, "x");
-        check_block(y, a, n_rows, "y");
-        if (x.shape(1) != y.shape(1)) fail(ErrorKind::InvalidArgument, "y: column count does not match x");
-        const void* xp = x.data();
-        void* yp = y.data();
-        const index_t k = static_cast<index_t>(x.shape(1));
-        nb::gil_scoped_release release;
-        spmv(a, xp, yp, k, threads);
-      },
+         OutArray& y, int threads) { spmv_py(csr_from(n_rows, n_cols, crow, col, values), x, y, threads); },
       nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"),
       nb::arg("x"), nb::arg("y"), nb::arg("threads") = 1);
+  m.def(
+      "spmv",
+      [](const CsrPattern& pattern, const Array& values, const Array& x, OutArray& y, int threads) {
+        spmv_py(csr_from(pattern, values), x, y, threads);
+      },
+      nb::arg("pattern"), nb::arg("values"), nb::arg("x"), nb::arg("y"), nb::arg("threads") = 1);
 
   m.def(
       "krylov_solve",
       [](const std::string& method, index_t n, const Array& crow, const Array& col, const Array& values, const Array& b,
          OutArray& x, std::shared_ptr<Preconditioner> precond, const std::string& precond_op, double rtol, double atol,
          index_t maxiter, int restart, int threads, bool record_history, nb::object callback) {
-        CsrArrays a = csr_from(n, n, crow, col, values);
-        check_block(b, a, n, "b");
-        check_block(x, a, n, "x0");
-        if (b.shape(1) != x.shape(1)) fail(ErrorKind::InvalidArgument, "x0: column count does not match b");
-        KrylovOptions o;
-        o.rtol = rtol;
-        o.atol = atol;
-        o.maxiter = maxiter;
-        o.restart = restart;
-        o.threads = threads;
-        o.record_history = record_history;
-        Progress progress;
-        if (!callback.is_none()) {
-          progress = [callback](index_t it, double rel) {
-            nb::gil_scoped_acquire gil;
-            callback(it, rel);  // a Python exception propagates as nb::python_error and aborts the solve
-          };
-        }
-        const KrylovMethod meth = parse_krylov(method);
-        const void* bp = b.data();
-        void* xp = x.data();
-        const index_t k = static_cast<index_t>(b.shape(1));
-        KrylovResult r;
-        {
-          nb::gil_scoped_release release;
-          r = krylov_solve(meth, a, bp, xp, k, precond.get(), precond_op == "H" ? Op::H : Op::N, o, progress);
-        }
-        nb::dict out;
-        out["iterations"] = r.iterations;
-        out["residual"] = r.residual;
-        out["converged"] = r.converged;
-        out["reason"] = r.reason;
-        out["residual_history"] = r.history;
-        return out;
+        return krylov_solve_py(method, csr_from(n, n, crow, col, values), b, x, precond, precond_op,
+                               options(rtol, atol, maxiter, restart, threads, record_history), callback);
       },
       nb::arg("method"), nb::arg("n"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"), nb::arg("b"),
       nb::arg("x"), nb::arg("precond").none(), nb::arg("precond_op") = "N", nb::arg("rtol") = 1e-8,
+      nb::arg("atol") = 0.0, nb::arg("maxiter") = 1000, nb::arg("restart") = 30, nb::arg("threads") = 1,
+      nb::arg("record_history") = false, nb::arg("callback").none() = nb::none());
+  m.def(
+      "krylov_solve",
+      [](const std::string& method, const CsrPattern& pattern, const Array& values, const Array& b, OutArray& x,
+         std::shared_ptr<Preconditioner> precond, const std::string& precond_op, double rtol, double atol,
+         index_t maxiter, int restart, int threads, bool record_history, nb::object callback) {
+        return krylov_solve_py(method, csr_from(pattern, values), b, x, precond, precond_op,
+                               options(rtol, atol, maxiter, restart, threads, record_history), callback);
+      },
+      nb::arg("method"), nb::arg("pattern"), nb::arg("values"), nb::arg("b"), nb::arg("x"),
+      nb::arg("precond").none() = nb::none(), nb::arg("precond_op") = "N", nb::arg("rtol") = 1e-8,
       nb::arg("atol") = 0.0, nb::arg("maxiter") = 1000, nb::arg("restart") = 30, nb::arg("threads") = 1,
       nb::arg("record_history") = false, nb::arg("callback").none() = nb::none());
 }

@@ -134,6 +134,7 @@ NB_MODULE(_C, m) {
         "when torch_sla was built without CUDA.");
   m.def("set_blas_threads", &sla::set_blas_threads, nb::arg("n"),
         "Set the BLAS thread count (OpenBLAS); returns False when the BLAS has no such control.");
+  sla::bind::bind_pattern(m);
   sla::bind::bind_direct(m);
   sla::bind::bind_mtx(m);
   sla::bind::bind_krylov(m);

@@ -106,6 +106,11 @@ template std::shared_ptr<const Symbolic> analyze<std::int32_t>(Backend, Method, 
 template std::shared_ptr<const Symbolic> analyze<std::int64_t>(Backend, Method, ScalarType,
                                                                const CsrView<std::int64_t>&);
 
+std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern) {
+  if (pattern.index32()) return analyze(backend, method, scalar, pattern.view<std::int32_t>());
+  return analyze(backend, method, scalar, pattern.view<std::int64_t>());
+}
+
 std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, const void* values) {
   if (!sym) fail(ErrorKind::InvalidArgument, "factorize: the symbolic analysis is empty");
   if (sym->csr_nnz() > 0 && values == nullptr)

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "sla/pattern.hpp"
 #include "sla/types.hpp"
 
 namespace sla {
@@ -90,11 +91,14 @@ class Numeric {
   std::shared_ptr<const Symbolic> sym_;
 };
 
-// Symbolic analysis of a square CSR pattern (validated here). Throws InvalidArgument / Unavailable.
+// Symbolic analysis of a square CSR pattern, which must be valid (validate_csr: the bindings check it
+// first). Throws InvalidArgument (not square) / Unavailable (backend not compiled in).
 // A 0 x 0 pattern gives an analysis whose factorizations are trivial (solve does nothing).
 template <class I>
 std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar,
                                         const CsrView<I>& pattern);
+// The same for a CsrPattern, validated when it was made.
+std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern);
 
 // Numeric factorization of CSR values (length pattern nnz, the Symbolic's scalar type; may be null when
 // the pattern has no entries).
