@@ -18,7 +18,7 @@ $(CPP_BUILD)/build.ninja: CMakeLists.txt
 
 test-cpp: setup $(CPP_BUILD)/build.ninja
 	$(VENV)/bin/cmake --build $(CPP_BUILD)
-	cd $(CPP_BUILD) && ../../$(VENV)/bin/ctest --output-on-failure
+	cd $(CPP_BUILD) && $(abspath $(VENV))/bin/ctest --output-on-failure
 
 test-py: setup
 	$(PY) -m pytest -q tests
@@ -43,7 +43,7 @@ clean:
 
 # The package without SuiteSparse (Eigen backend only) must build and pass the same Python tests.
 test-eigen-only: setup
-	bash scripts/test_eigen_only.sh
+	VENV=$(VENV) bash scripts/test_eigen_only.sh
 
 # The C++ core, its tests and a longer Matrix Market fuzz run under AddressSanitizer + UBSan
 # (build/sanitize; FUZZ_CASES=N sets the fuzz run's length).

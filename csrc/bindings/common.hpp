@@ -1,23 +1,68 @@
 // Shared helpers for the binding files: array checks that name the argument.
+//
+// Arrays cross as DLPack views from any framework (NumPy, torch, JAX) and any device: the signatures
+// accept every device, and check_array() tells a tensor on the wrong device apart from a malformed one
+// (a signature restricted to the CPU would turn a CUDA tensor into an unhelpful TypeError).
 #pragma once
 
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 
 #include <complex>
-#include <cstring>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "sla/errors.hpp"
+#include "sla/pattern.hpp"
 #include "sla/types.hpp"
 
 namespace sla::bind {
 
 namespace nb = nanobind;
-using Array = nb::ndarray<nb::device::cpu, nb::c_contig>;
+// An array the core reads: a non-contiguous one is copied to a contiguous one on the way in.
+using Array = nb::ndarray<nb::c_contig>;
+// An array the core writes into. No implicit conversion here: the core would write into a converted copy
+// and the caller's array would never see the result. check_output() insists on a C-contiguous one.
+using OutArray = nb::ndarray<>;
 
-inline ScalarType scalar_of(const Array& a, const char* what) {
+// Where an array lives, as the core names devices. DLPack device types: kDLCPU = 1, kDLCUDA = 2,
+// kDLCUDAHost = 3 (pinned host memory, which the CPU reads), kDLCUDAManaged = 13 (counted as the GPU's).
+template <class... C>
+Device device_of(const nb::ndarray<C...>& a, const char* what) {
+  switch (a.device_type()) {
+    case nb::device::cpu::value: return Device::cpu();
+    case nb::device::cuda_host::value: return Device::cpu();
+    case nb::device::cuda::value: return Device::cuda(a.device_id());
+    case nb::device::cuda_managed::value: return Device::cuda(a.device_id());
+  }
+  fail(ErrorKind::InvalidArgument, what, ": on a device torch_sla does not support (DLPack device type ",
+       a.device_type(), "); move it to the CPU first");
+}
+
+// The one check every array argument passes first: on the device of the code that reads it (`runs_on`,
+// the CPU for every entry point so far), with `ndim` dimensions. Nothing reads the array before it.
+template <class... C>
+void check_array(const nb::ndarray<C...>& a, const char* what, size_t ndim, const Device& runs_on = Device::cpu()) {
+  check_device(device_of(a, what), runs_on, what);
+  if (a.ndim() != ndim) fail(ErrorKind::InvalidArgument, what, ": expected ", ndim, " dimensions, got ", a.ndim());
+}
+
+// check_array() for an output, which must also be C-contiguous (strides in elements, as DLPack gives them).
+inline void check_output(const OutArray& a, const char* what, size_t ndim, const Device& runs_on = Device::cpu()) {
+  check_array(a, what, ndim, runs_on);
+  int64_t expected = 1;
+  for (size_t d = ndim; d-- > 0;) {
+    if (a.shape(d) != 1 && a.stride(d) != expected)
+      fail(ErrorKind::InvalidArgument, what,
+           ": must be C-contiguous, as the result is written into it in place (pass a tensor from torch.empty "
+           "or .contiguous())");
+    expected *= static_cast<int64_t>(a.shape(d));
+  }
+}
+
+template <class... C>
+ScalarType scalar_of(const nb::ndarray<C...>& a, const char* what) {
   const nb::dlpack::dtype t = a.dtype();
   if (t == nb::dtype<float>()) return ScalarType::Float32;
   if (t == nb::dtype<double>()) return ScalarType::Float64;
@@ -29,10 +74,6 @@ inline ScalarType scalar_of(const Array& a, const char* what) {
 inline bool is_int32(const Array& a) { return a.dtype() == nb::dtype<std::int32_t>(); }
 inline bool is_int64(const Array& a) { return a.dtype() == nb::dtype<std::int64_t>(); }
 
-inline void expect_ndim(const Array& a, size_t ndim, const char* what) {
-  if (a.ndim() != ndim) fail(ErrorKind::InvalidArgument, what, ": expected ", ndim, " dimensions, got ", a.ndim());
-}
-
 inline ScalarType parse_scalar(const std::string& s) {
   if (s == "float32") return ScalarType::Float32;
   if (s == "float64") return ScalarType::Float64;
@@ -41,6 +82,12 @@ inline ScalarType parse_scalar(const std::string& s) {
   fail(ErrorKind::InvalidArgument, "dtype: unknown scalar type '", s, "'");
 }
 
+// A CsrPattern from the arguments of its constructor (checked, validated, copied).
+CsrPattern make_pattern(index_t n_rows, index_t n_cols, const Array& crow, const Array& col);
+// Check `values` for a pattern: on the CPU, 1-D, nnz entries, a supported dtype. O(1).
+void check_values(const CsrPattern& p, const Array& values, const char* what);
+
+void bind_pattern(nb::module_& m);
 void bind_direct(nb::module_& m);
 void bind_mtx(nb::module_& m);
 void bind_krylov(nb::module_& m);

@@ -38,8 +38,8 @@ std::shared_ptr<Symbolic> analyze_typed(Backend b, Method m, ScalarType s, index
 std::shared_ptr<Symbolic> analyze_py(const std::string& backend, const std::string& method,
                                            const std::string& dtype, index_t n_rows, index_t n_cols,
                                            const Array& indptr, const Array& indices) {
-  expect_ndim(indptr, 1, "crow_indices");
-  expect_ndim(indices, 1, "col_indices");
+  check_array(indptr, "crow_indices", 1);
+  check_array(indices, "col_indices", 1);
   const Backend b = parse_backend(backend);
   const Method m = parse_method(method);
   const ScalarType s = parse_scalar(dtype);
@@ -48,21 +48,30 @@ std::shared_ptr<Symbolic> analyze_py(const std::string& backend, const std::stri
   fail(ErrorKind::InvalidArgument, "crow_indices, col_indices: must both be int32 or both int64");
 }
 
+std::shared_ptr<Symbolic> analyze_pattern_py(const std::string& backend, const std::string& method,
+                                             const std::string& dtype, const CsrPattern& pattern) {
+  const Backend b = parse_backend(backend);
+  const Method m = parse_method(method);
+  const ScalarType s = parse_scalar(dtype);
+  nb::gil_scoped_release release;
+  return std::const_pointer_cast<Symbolic>(analyze(b, m, s, pattern));
+}
+
 std::shared_ptr<Numeric> factorize_py(const std::shared_ptr<Symbolic>& sym, const Array& values) {
-  expect_ndim(values, 1, "values");
+  check_array(values, "values", 1);
   if (scalar_of(values, "values") != sym->scalar())
     fail(ErrorKind::InvalidArgument, "values: dtype does not match the analysis (", scalar_name(sym->scalar()), ")");
-  if (static_cast<index_t>(values.shape(0)) != sym->plan().csr_nnz)
-    fail(ErrorKind::InvalidArgument, "values: expected ", sym->plan().csr_nnz, " entries, got ", values.shape(0));
+  if (static_cast<index_t>(values.shape(0)) != sym->csr_nnz())
+    fail(ErrorKind::InvalidArgument, "values: expected ", sym->csr_nnz(), " entries, got ", values.shape(0));
   const void* ptr = values.data();
   nb::gil_scoped_release release;
   return std::shared_ptr<Numeric>(factorize(sym, ptr));
 }
 
 // b and x are (nrhs, n) C-contiguous arrays: each right-hand side contiguous (column-major n x nrhs).
-void solve_py(const Numeric& num, const Array& b, Array& x, const std::string& op) {
-  expect_ndim(b, 2, "b");
-  expect_ndim(x, 2, "x");
+void solve_py(const Numeric& num, const Array& b, OutArray& x, const std::string& op) {
+  check_array(b, "b", 2);
+  check_output(x, "x", 2);
   const index_t n = num.symbolic()->n();
   const ScalarType s = num.symbolic()->scalar();
   if (static_cast<index_t>(b.shape(1)) != n)
@@ -87,17 +96,25 @@ void bind_direct(nb::module_& m) {
       .def_prop_ro("backend", [](const Symbolic& s) { return std::string(backend_name(s.backend())); })
       .def_prop_ro("method", [](const Symbolic& s) { return std::string(method_name(s.method())); })
       .def_prop_ro("dtype", [](const Symbolic& s) { return std::string(scalar_name(s.scalar())); })
+      .def_prop_ro(
+          "device", [](const Symbolic& s) { return s.device().str(); },
+          "Where the analysis and its factorizations live and run: 'cpu' or 'cuda:<ordinal>'.")
       .def_prop_ro("n", &Symbolic::n)
       .def_prop_ro("predicted_factor_bytes", &Symbolic::predicted_factor_bytes)
       .def_prop_ro("memory_bytes", &Symbolic::memory_bytes,
                    "Bytes this analysis holds (plan and backend symbolic data; factors not included).")
-      .def_prop_ro("nnz", [](const Symbolic& s) { return s.plan().csr_nnz; });
+      .def_prop_ro("nnz", &Symbolic::csr_nnz);
   nb::class_<Numeric>(m, "Numeric", "Numeric factorization; solves reuse it.")
       .def("solve", &solve_py, nb::arg("b"), nb::arg("x"), nb::arg("op") = "N")
       .def_prop_ro("factor_nnz", &Numeric::factor_nnz)
+      .def_prop_ro(
+          "device", [](const Numeric& n) { return n.device().str(); },
+          "Where the factors live: 'cpu' or 'cuda:<ordinal>'.")
       .def_prop_ro("symbolic", [](const Numeric& n) { return std::const_pointer_cast<Symbolic>(n.symbolic()); });
   m.def("analyze", &analyze_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"), nb::arg("n_rows"),
         nb::arg("n_cols"), nb::arg("crow_indices"), nb::arg("col_indices"));
+  m.def("analyze", &analyze_pattern_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"), nb::arg("pattern"),
+        "Symbolic analysis of a CsrPattern, validated when it was made.");
   m.def("factorize", &factorize_py, nb::arg("symbolic"), nb::arg("values"));
   m.def("backend_available", [](const std::string& b) { return backend_available(parse_backend(b)); });
 }

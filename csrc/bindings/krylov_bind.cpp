@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "common.hpp"
 #include "sla/krylov.hpp"
@@ -14,9 +15,9 @@ namespace sla::bind {
 namespace {
 
 CsrArrays csr_from(index_t n_rows, index_t n_cols, const Array& crow, const Array& col, const Array& values) {
-  expect_ndim(crow, 1, "crow_indices");
-  expect_ndim(col, 1, "col_indices");
-  expect_ndim(values, 1, "values");
+  check_array(crow, "crow_indices", 1);
+  check_array(col, "col_indices", 1);
+  check_array(values, "values", 1);
   CsrArrays a;
   a.n_rows = n_rows;
   a.n_cols = n_cols;
@@ -34,8 +35,13 @@ CsrArrays csr_from(index_t n_rows, index_t n_cols, const Array& crow, const Arra
   return a;
 }
 
-void check_block(const Array& v, const CsrArrays& a, index_t rows, const char* what) {
-  expect_ndim(v, 2, what);
+// A row-major (rows, k) block of A's dtype: read (Array) or written in place (OutArray).
+template <class A>
+void check_block(const A& v, const CsrArrays& a, index_t rows, const char* what) {
+  if constexpr (std::is_same_v<A, OutArray>)
+    check_output(v, what, 2);
+  else
+    check_array(v, what, 2);
   if (static_cast<index_t>(v.shape(0)) != rows)
     fail(ErrorKind::InvalidArgument, what, ": expected ", rows, " rows, got ", v.shape(0));
   if (scalar_of(v, what) != a.scalar)
@@ -91,39 +97,115 @@ KrylovMethod parse_krylov(const std::string& s) {
   fail(ErrorKind::InvalidArgument, "method: unknown Krylov method '", s, "' (expected cg, bicgstab, gmres, minres)");
 }
 
+// The arrays of A from a validated pattern and this call's values (checked in O(1)).
+CsrArrays csr_from(const CsrPattern& p, const Array& values) {
+  check_values(p, values, "values");
+  return p.with_values(values.data(), scalar_of(values, "values"));
+}
+
+KrylovOptions options(double rtol, double atol, index_t maxiter, int restart, int threads, bool record_history) {
+  KrylovOptions o;
+  o.rtol = rtol;
+  o.atol = atol;
+  o.maxiter = maxiter;
+  o.restart = restart;
+  o.threads = threads;
+  o.record_history = record_history;
+  return o;
+}
+
+nb::dict result_dict(const KrylovResult& r) {
+  nb::dict out;
+  out["iterations"] = r.iterations;
+  out["residual"] = r.residual;
+  out["converged"] = r.converged;
+  out["reason"] = r.reason;
+  out["residual_history"] = r.history;
+  return out;
+}
+
+std::shared_ptr<Preconditioner> make_preconditioner_py(const std::string& kind, const CsrArrays& a, double omega,
+                                                       int threads) {
+  const PrecondKind pk = parse_kind(kind);
+  nb::gil_scoped_release release;
+  return std::shared_ptr<Preconditioner>(make_preconditioner(pk, a, omega, threads));
+}
+
+void spmv_py(const CsrArrays& a, const Array& x, OutArray& y, int threads) {
+  check_block(x, a, a.n_cols, "x");
+  check_block(y, a, a.n_rows, "y");
+  if (x.shape(1) != y.shape(1)) fail(ErrorKind::InvalidArgument, "y: column count does not match x");
+  const void* xp = x.data();
+  void* yp = y.data();
+  const index_t k = static_cast<index_t>(x.shape(1));
+  nb::gil_scoped_release release;
+  spmv(a, xp, yp, k, threads);
+}
+
+nb::dict krylov_solve_py(const std::string& method, const CsrArrays& a, const Array& b, OutArray& x,
+                         const std::shared_ptr<Preconditioner>& precond, const std::string& precond_op,
+                         const KrylovOptions& o, const nb::object& callback) {
+  const index_t n = a.n_rows;
+  check_block(b, a, n, "b");
+  check_block(x, a, n, "x0");
+  if (b.shape(1) != x.shape(1)) fail(ErrorKind::InvalidArgument, "x0: column count does not match b");
+  Progress progress;
+  if (!callback.is_none()) {
+    progress = [callback](index_t it, double rel) {
+      nb::gil_scoped_acquire gil;
+      callback(it, rel);  // a Python exception propagates as nb::python_error and aborts the solve
+    };
+  }
+  const KrylovMethod meth = parse_krylov(method);
+  const void* bp = b.data();
+  void* xp = x.data();
+  const index_t k = static_cast<index_t>(b.shape(1));
+  KrylovResult r;
+  {
+    nb::gil_scoped_release release;
+    r = krylov_solve(meth, a, bp, xp, k, precond.get(), precond_op == "H" ? Op::H : Op::N, o, progress);
+  }
+  return result_dict(r);
+}
+
 }  // namespace
 
 void bind_krylov(nb::module_& m) {
   nb::class_<Preconditioner>(m, "Preconditioner", "A preconditioner built by the C++ core.")
       .def_prop_ro("name", &Preconditioner::name)
       .def_prop_ro("n", &Preconditioner::n)
-      .def("apply",
-           [](const Preconditioner& p, const Array& r, Array& z, const std::string& op) {
-             expect_ndim(r, 2, "r");
-             expect_ndim(z, 2, "z");
-             if (static_cast<index_t>(r.shape(0)) != p.n() || r.shape(0) != z.shape(0) || r.shape(1) != z.shape(1))
-               fail(ErrorKind::InvalidArgument, "r: expected shape (", p.n(), ", k) matching z");
-             if (scalar_of(r, "r") != p.scalar() || scalar_of(z, "z") != p.scalar())
-               fail(ErrorKind::InvalidArgument, "r: dtype must be ", scalar_name(p.scalar()));
-             const void* rp = r.data();
-             void* zp = z.data();
-             const index_t k = static_cast<index_t>(r.shape(1));
-             const Op o = op == "H" ? Op::H : Op::N;
-             nb::gil_scoped_release release;
-             p.apply(rp, zp, k, o);
-           },
-           nb::arg("r"), nb::arg("z"), nb::arg("op") = "N");
+      .def(
+          "apply",
+          [](const Preconditioner& p, const Array& r, OutArray& z, const std::string& op) {
+            check_array(r, "r", 2);
+            check_output(z, "z", 2);
+            if (static_cast<index_t>(r.shape(0)) != p.n() || r.shape(0) != z.shape(0) || r.shape(1) != z.shape(1))
+              fail(ErrorKind::InvalidArgument, "r: expected shape (", p.n(), ", k) matching z");
+            if (scalar_of(r, "r") != p.scalar() || scalar_of(z, "z") != p.scalar())
+              fail(ErrorKind::InvalidArgument, "r: dtype must be ", scalar_name(p.scalar()));
+            const void* rp = r.data();
+            void* zp = z.data();
+            const index_t k = static_cast<index_t>(r.shape(1));
+            const Op o = op == "H" ? Op::H : Op::N;
+            nb::gil_scoped_release release;
+            p.apply(rp, zp, k, o);
+          },
+          nb::arg("r"), nb::arg("z"), nb::arg("op") = "N");
 
+  // Each entry point comes in two forms: with the pattern as (n, crow_indices, col_indices), validated on
+  // every call, or as a CsrPattern, validated when it was made (only the values are checked: O(1)).
   m.def(
       "make_preconditioner",
       [](const std::string& kind, index_t n, const Array& crow, const Array& col, const Array& values, double omega,
-         int threads) -> std::shared_ptr<Preconditioner> {
-        CsrArrays a = csr_from(n, n, crow, col, values);
-        nb::gil_scoped_release release;
-        return std::shared_ptr<Preconditioner>(make_preconditioner(parse_kind(kind), a, omega, threads));
-      },
+         int threads) { return make_preconditioner_py(kind, csr_from(n, n, crow, col, values), omega, threads); },
       nb::arg("kind"), nb::arg("n"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"),
       nb::arg("omega") = 1.0, nb::arg("threads") = 1);
+  m.def(
+      "make_preconditioner",
+      [](const std::string& kind, const CsrPattern& pattern, const Array& values, double omega, int threads) {
+        return make_preconditioner_py(kind, csr_from(pattern, values), omega, threads);
+      },
+      nb::arg("kind"), nb::arg("pattern"), nb::arg("values"), nb::arg("omega") = 1.0, nb::arg("threads") = 1);
 
   m.def(
       "callable_preconditioner",
@@ -135,63 +217,38 @@ void bind_krylov(nb::module_& m) {
   m.def(
       "spmv",
       [](index_t n_rows, index_t n_cols, const Array& crow, const Array& col, const Array& values, const Array& x,
-         Array& y, int threads) {
-        CsrArrays a = csr_from(n_rows, n_cols, crow, col, values);
-        check_block(x, a, n_cols, "x");
-        check_block(y, a, n_rows, "y");
-        if (x.shape(1) != y.shape(1)) fail(ErrorKind::InvalidArgument, "y: column count does not match x");
-        const void* xp = x.data();
-        void* yp = y.data();
-        const index_t k = static_cast<index_t>(x.shape(1));
-        nb::gil_scoped_release release;
-        spmv(a, xp, yp, k, threads);
-      },
+         OutArray& y, int threads) { spmv_py(csr_from(n_rows, n_cols, crow, col, values), x, y, threads); },
       nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"),
       nb::arg("x"), nb::arg("y"), nb::arg("threads") = 1);
+  m.def(
+      "spmv",
+      [](const CsrPattern& pattern, const Array& values, const Array& x, OutArray& y, int threads) {
+        spmv_py(csr_from(pattern, values), x, y, threads);
+      },
+      nb::arg("pattern"), nb::arg("values"), nb::arg("x"), nb::arg("y"), nb::arg("threads") = 1);
 
   m.def(
       "krylov_solve",
-      [](const std::string& method, index_t n, const Array& crow, const Array& col, const Array& values,
-         const Array& b, Array& x, std::shared_ptr<Preconditioner> precond, const std::string& precond_op,
-         double rtol, double atol, index_t maxiter, int restart, int threads, bool record_history,
-         nb::object callback) {
-        CsrArrays a = csr_from(n, n, crow, col, values);
-        check_block(b, a, n, "b");
-        check_block(x, a, n, "x0");
-        if (b.shape(1) != x.shape(1)) fail(ErrorKind::InvalidArgument, "x0: column count does not match b");
-        KrylovOptions o;
-        o.rtol = rtol;
-        o.atol = atol;
-        o.maxiter = maxiter;
-        o.restart = restart;
-        o.threads = threads;
-        o.record_history = record_history;
-        Progress progress;
-        if (!callback.is_none()) {
-          progress = [callback](index_t it, double rel) {
-            nb::gil_scoped_acquire gil;
-            callback(it, rel);  // a Python exception propagates as nb::python_error and aborts the solve
-          };
-        }
-        const KrylovMethod meth = parse_krylov(method);
-        const void* bp = b.data();
-        void* xp = x.data();
-        const index_t k = static_cast<index_t>(b.shape(1));
-        KrylovResult r;
-        {
-          nb::gil_scoped_release release;
-          r = krylov_solve(meth, a, bp, xp, k, precond.get(), precond_op == "H" ? Op::H : Op::N, o, progress);
-        }
-        nb::dict out;
-        out["iterations"] = r.iterations;
-        out["residual"] = r.residual;
-        out["converged"] = r.converged;
-        out["reason"] = r.reason;
-        out["residual_history"] = r.history;
-        return out;
+      [](const std::string& method, index_t n, const Array& crow, const Array& col, const Array& values, const Array& b,
+         OutArray& x, std::shared_ptr<Preconditioner> precond, const std::string& precond_op, double rtol, double atol,
+         index_t maxiter, int restart, int threads, bool record_history, nb::object callback) {
+        return krylov_solve_py(method, csr_from(n, n, crow, col, values), b, x, precond, precond_op,
+                               options(rtol, atol, maxiter, restart, threads, record_history), callback);
       },
-      nb::arg("method"), nb::arg("n"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"),
-      nb::arg("b"), nb::arg("x"), nb::arg("precond").none(), nb::arg("precond_op") = "N", nb::arg("rtol") = 1e-8,
+      nb::arg("method"), nb::arg("n"), nb::arg("crow_indices"), nb::arg("col_indices"), nb::arg("values"), nb::arg("b"),
+      nb::arg("x"), nb::arg("precond").none(), nb::arg("precond_op") = "N", nb::arg("rtol") = 1e-8,
+      nb::arg("atol") = 0.0, nb::arg("maxiter") = 1000, nb::arg("restart") = 30, nb::arg("threads") = 1,
+      nb::arg("record_history") = false, nb::arg("callback").none() = nb::none());
+  m.def(
+      "krylov_solve",
+      [](const std::string& method, const CsrPattern& pattern, const Array& values, const Array& b, OutArray& x,
+         std::shared_ptr<Preconditioner> precond, const std::string& precond_op, double rtol, double atol,
+         index_t maxiter, int restart, int threads, bool record_history, nb::object callback) {
+        return krylov_solve_py(method, csr_from(pattern, values), b, x, precond, precond_op,
+                               options(rtol, atol, maxiter, restart, threads, record_history), callback);
+      },
+      nb::arg("method"), nb::arg("pattern"), nb::arg("values"), nb::arg("b"), nb::arg("x"),
+      nb::arg("precond").none() = nb::none(), nb::arg("precond_op") = "N", nb::arg("rtol") = 1e-8,
       nb::arg("atol") = 0.0, nb::arg("maxiter") = 1000, nb::arg("restart") = 30, nb::arg("threads") = 1,
       nb::arg("record_history") = false, nb::arg("callback").none() = nb::none());
 }

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "common.hpp"
+#include "sla/cuda.hpp"
 #include "sla/direct.hpp"
 #include "sla/interrupt.hpp"
 
@@ -81,6 +82,23 @@ nb::dict build_info() {
 #else
   info["cuda_toolkit_at_build"] = false;
 #endif
+  // The CUDA part (SLA_WITH_CUDA): whether it is compiled in, its runtime, and the GPUs it sees now. The count
+  // initialises the CUDA driver, as torch.cuda.is_available() does; a failure is reported, not raised.
+  info["cuda_compiled"] = sla::cuda_compiled();
+  info["cuda_runtime_version"] = nb::none();
+  info["cuda_architectures"] = nb::none();
+  info["cuda_device_count"] = 0;
+  if (sla::cuda_compiled()) {
+#ifdef SLA_CUDA_ARCHITECTURES
+    info["cuda_architectures"] = SLA_CUDA_ARCHITECTURES;
+#endif
+    try {
+      info["cuda_runtime_version"] = sla::cuda_runtime_version();
+      info["cuda_device_count"] = sla::cuda_device_count();
+    } catch (const sla::Error& e) {
+      info["cuda_error"] = std::string(e.what());
+    }
+  }
   return info;
 }
 
@@ -108,8 +126,15 @@ NB_MODULE(_C, m) {
   // Long computations of the core poll this handler (at most every 50 ms), so Ctrl-C interrupts them.
   sla::set_interrupt_handler(&check_python_signals);
   m.def("build_info", &build_info, "What this build of the core was compiled with.");
+  m.def("cuda_device_count", &sla::cuda_device_count,
+        "Number of CUDA devices the CUDA runtime compiled into torch_sla sees; 0 without a driver or a GPU. "
+        "Raises BackendUnavailableError when torch_sla was built without CUDA.");
+  m.def("cuda_runtime_version", &sla::cuda_runtime_version,
+        "Version of the CUDA runtime compiled into torch_sla, 'major.minor'. Raises BackendUnavailableError "
+        "when torch_sla was built without CUDA.");
   m.def("set_blas_threads", &sla::set_blas_threads, nb::arg("n"),
         "Set the BLAS thread count (OpenBLAS); returns False when the BLAS has no such control.");
+  sla::bind::bind_pattern(m);
   sla::bind::bind_direct(m);
   sla::bind::bind_mtx(m);
   sla::bind::bind_krylov(m);

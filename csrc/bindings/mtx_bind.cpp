@@ -63,8 +63,8 @@ nb::dict mtx_read_py(const std::string& path) {
 void mtx_write_py(const std::string& path, index_t n_rows, index_t n_cols, const Array& row, const Array& col,
                   const std::optional<Array>& values, const std::string& field, const std::string& symmetry,
                   const std::string& comment) {
-  expect_ndim(row, 1, "row");
-  expect_ndim(col, 1, "col");
+  check_array(row, "row", 1);
+  check_array(col, "col", 1);
   if (!is_int64(row) || !is_int64(col)) fail(ErrorKind::InvalidArgument, "row, col: dtype must be int64");
   const size_t nnz = row.shape(0);
   if (col.shape(0) != nnz)
@@ -74,7 +74,7 @@ void mtx_write_py(const std::string& path, index_t n_rows, index_t n_cols, const
   const bool needs_values = field == "real" || field == "integer" || field == "complex";
   if (needs_values) {
     if (!values) fail(ErrorKind::InvalidArgument, "values: required for the '", field, "' field");
-    expect_ndim(*values, 1, "values");
+    check_array(*values, "values", 1);
     if (values->shape(0) != nnz)
       fail(ErrorKind::InvalidArgument, "values: ", values->shape(0), " entries, but row has ", nnz);
     if (field == "complex") {

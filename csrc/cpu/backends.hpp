@@ -4,6 +4,7 @@
 
 #include <memory>
 
+#include "cpu_symbolic.hpp"
 #include "sla/direct.hpp"
 
 namespace sla::detail {

@@ -166,10 +166,12 @@ class CholmodNumeric final : public Numeric {
   FactorPtr L_;
 };
 
-class CholmodSymbolic final : public Symbolic {
+class CholmodSymbolic final : public CpuSymbolic {
  public:
   CholmodSymbolic(Method method, ScalarType scalar, CscPlan plan)
-      : Symbolic(scalar, std::move(plan)), method_(method), common_(std::make_shared<CholmodCommon>()),
+      : CpuSymbolic(scalar, std::move(plan)),
+        method_(method),
+        common_(std::make_shared<CholmodCommon>()),
         L_(nullptr, FactorDeleter{common_}) {
     cholmod_common& c = common_->c;
     if (method == Method::LDL) {
@@ -197,7 +199,7 @@ class CholmodSymbolic final : public Symbolic {
     const cholmod_common& c = common_->c;
     const size_t work =
         (2 * c.nrow + 1 + c.iworksize) * sizeof(index_t) + 2 * c.nrow * (is_complex(scalar_) ? 2 : 1) * sizeof(double);
-    return Symbolic::memory_bytes() + sizeof(*this) - sizeof(Symbolic) + factor_bytes(L_.get()) +
+    return CpuSymbolic::memory_bytes() + sizeof(*this) - sizeof(CpuSymbolic) + factor_bytes(L_.get()) +
            sizeof(CholmodCommon) + work;
   }
 

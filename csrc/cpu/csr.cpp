@@ -1,11 +1,13 @@
-// CSR validation and the CSR -> CSC plan shared by the direct-solver backends.
+// CSR pattern validation, and CsrPattern: a validated pattern with its own copy of the indices.
 #include <cstdint>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
-#include "sla/direct.hpp"
 #include "sla/errors.hpp"
 #include "sla/interrupt.hpp"
+#include "sla/pattern.hpp"
 #include "sla/types.hpp"
 
 namespace sla {
@@ -43,55 +45,91 @@ void validate_csr(const CsrView<I>& a, index_t indptr_len, index_t indices_len, 
          " column indices were given");
 }
 
-template <class I>
-CscPlan make_csc_plan(const CsrView<I>& a, bool lower_only) {
-  CscPlan plan;
-  const index_t n = a.n_rows;
-  plan.n = n;
-  plan.csr_nnz = a.nnz();
-  plan.colptr.assign(n + 1, 0);
-  // Counting sort by column; rows are visited in order, so row indices come out sorted per column.
-  for (index_t r = 0; r < n; ++r)
-    for (index_t k = a.indptr[r]; k < a.indptr[r + 1]; ++k) {
-      const index_t c = a.indices[k];
-      if (!lower_only || r >= c) ++plan.colptr[c + 1];
-    }
-  for (index_t c = 0; c < n; ++c) plan.colptr[c + 1] += plan.colptr[c];
-  const index_t m = plan.colptr[n];
-  plan.rowind.resize(m);
-  plan.perm.resize(m);
-  std::vector<index_t> next(plan.colptr.begin(), plan.colptr.end() - 1);
-  std::vector<char> row_used(n, 0);
-  for (index_t r = 0; r < n; ++r) {
-    if ((r & 0xFFFF) == 0) poll_interrupt();
-    for (index_t k = a.indptr[r]; k < a.indptr[r + 1]; ++k) {
-      const index_t c = a.indices[k];
-      if (lower_only && r < c) continue;
-      const index_t dst = next[c]++;
-      plan.rowind[dst] = r;
-      plan.perm[dst] = k;
-      row_used[r] = 1;
-    }
+index_t CsrArrays::nnz() const {
+  if (n_rows == 0) return 0;
+  return index32 ? static_cast<const std::int32_t*>(indptr)[n_rows] : static_cast<const std::int64_t*>(indptr)[n_rows];
+}
+
+void validate_csr_arrays(const CsrArrays& a, index_t indptr_len, index_t indices_len, const std::string& what) {
+  if (a.index32) {
+    validate_csr(CsrView<std::int32_t>{a.n_rows, a.n_cols, static_cast<const std::int32_t*>(a.indptr),
+                                       static_cast<const std::int32_t*>(a.indices)},
+                 indptr_len, indices_len, what);
+  } else {
+    validate_csr(CsrView<std::int64_t>{a.n_rows, a.n_cols, static_cast<const std::int64_t*>(a.indptr),
+                                       static_cast<const std::int64_t*>(a.indices)},
+                 indptr_len, indices_len, what);
   }
-  // Structurally empty lines of the factored matrix (see CscPlan).
-  for (index_t j = 0; j < n; ++j) {
-    const bool col_used = plan.colptr[j + 1] > plan.colptr[j];
-    if (lower_only) {
-      if (!col_used && !row_used[j]) {
-        plan.empty_row = plan.empty_col = j;
-        break;
-      }
-    } else {
-      if (plan.empty_row < 0 && !row_used[j]) plan.empty_row = j;
-      if (plan.empty_col < 0 && !col_used) plan.empty_col = j;
-    }
-  }
-  return plan;
 }
 
 template void validate_csr<std::int32_t>(const CsrView<std::int32_t>&, index_t, index_t, const std::string&);
 template void validate_csr<std::int64_t>(const CsrView<std::int64_t>&, index_t, index_t, const std::string&);
-template CscPlan make_csc_plan<std::int32_t>(const CsrView<std::int32_t>&, bool);
-template CscPlan make_csc_plan<std::int64_t>(const CsrView<std::int64_t>&, bool);
+
+template <class I>
+CsrPattern CsrPattern::copy_of(const CsrView<I>& view, index_t indptr_len, index_t indices_len,
+                               const std::string& what) {
+  // Validate the caller's own arrays first: a narrowing copy of an out-of-range index could make it look valid.
+  validate_csr(view, indptr_len, indices_len, what);
+  CsrPattern p;
+  p.n_rows_ = view.n_rows;
+  p.n_cols_ = view.n_cols;
+  p.nnz_ = view.nnz();
+  constexpr index_t kMax32 = std::numeric_limits<std::int32_t>::max();
+  p.index32_ = p.n_rows_ <= kMax32 && p.n_cols_ <= kMax32 && p.nnz_ <= kMax32;
+  auto copy = [&](auto& indptr, auto& indices) {
+    using J = typename std::decay_t<decltype(indptr)>::value_type;
+    indptr.resize(static_cast<std::size_t>(p.n_rows_ + 1));
+    indices.resize(static_cast<std::size_t>(p.nnz_));
+    for (index_t r = 0; r <= p.n_rows_; ++r) indptr[r] = static_cast<J>(view.indptr[r]);
+    for (index_t k = 0; k < p.nnz_; ++k) indices[k] = static_cast<J>(view.indices[k]);
+  };
+  if (p.index32_)
+    copy(p.indptr32_, p.indices32_);
+  else
+    copy(p.indptr64_, p.indices64_);
+  return p;
+}
+
+template CsrPattern CsrPattern::copy_of<std::int32_t>(const CsrView<std::int32_t>&, index_t, index_t,
+                                                      const std::string&);
+template CsrPattern CsrPattern::copy_of<std::int64_t>(const CsrView<std::int64_t>&, index_t, index_t,
+                                                      const std::string&);
+
+std::size_t CsrPattern::memory_bytes() const {
+  return sizeof(*this) + (indptr32_.capacity() + indices32_.capacity()) * sizeof(std::int32_t) +
+         (indptr64_.capacity() + indices64_.capacity()) * sizeof(std::int64_t);
+}
+
+const void* CsrPattern::indptr() const {
+  return index32_ ? static_cast<const void*>(indptr32_.data()) : static_cast<const void*>(indptr64_.data());
+}
+
+const void* CsrPattern::indices() const {
+  return index32_ ? static_cast<const void*>(indices32_.data()) : static_cast<const void*>(indices64_.data());
+}
+
+template <>
+CsrView<std::int32_t> CsrPattern::view<std::int32_t>() const {
+  if (!index32_) fail(ErrorKind::Internal, "CsrPattern::view<int32>: the pattern's indices are int64");
+  return {n_rows_, n_cols_, indptr32_.data(), indices32_.data()};
+}
+
+template <>
+CsrView<std::int64_t> CsrPattern::view<std::int64_t>() const {
+  if (index32_) fail(ErrorKind::Internal, "CsrPattern::view<int64>: the pattern's indices are int32");
+  return {n_rows_, n_cols_, indptr64_.data(), indices64_.data()};
+}
+
+CsrArrays CsrPattern::with_values(const void* values, ScalarType scalar) const {
+  CsrArrays a;
+  a.n_rows = n_rows_;
+  a.n_cols = n_cols_;
+  a.indptr = indptr();
+  a.indices = indices();
+  a.values = values;
+  a.index32 = index32_;
+  a.scalar = scalar;
+  return a;
+}
 
 }  // namespace sla

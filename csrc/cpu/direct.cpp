@@ -1,5 +1,7 @@
 // Backend-independent part of the direct solvers: validation, dispatch, and what no backend needs to
 // see: the 0 x 0 matrix, structurally singular patterns, and the verdict on a finished factorization.
+#include "sla/direct.hpp"
+
 #include <dlfcn.h>
 
 #include <cmath>
@@ -9,15 +11,10 @@
 
 #include "backends.hpp"
 #include "convert.hpp"
-#include "sla/direct.hpp"
+#include "cpu_symbolic.hpp"
 #include "sla/errors.hpp"
 
 namespace sla {
-
-std::size_t Symbolic::memory_bytes() const {
-  // The CSC plan: colptr, rowind and perm.
-  return sizeof(*this) + (plan_.colptr.capacity() + plan_.rowind.capacity() + plan_.perm.capacity()) * sizeof(index_t);
-}
 
 namespace {
 
@@ -38,10 +35,10 @@ class EmptyNumeric final : public Numeric {
 };
 
 // The analysis of a 0 x 0 pattern, for any backend and method (the libraries reject n = 0 or divide by it).
-class EmptySymbolic final : public Symbolic {
+class EmptySymbolic final : public detail::CpuSymbolic {
  public:
-  EmptySymbolic(Backend backend, Method method, ScalarType scalar, CscPlan plan)
-      : Symbolic(scalar, std::move(plan)), backend_(backend), method_(method) {}
+  EmptySymbolic(Backend backend, Method method, ScalarType scalar, detail::CscPlan plan)
+      : CpuSymbolic(scalar, std::move(plan)), backend_(backend), method_(method) {}
   Backend backend() const override { return backend_; }
   Method method() const override { return method_; }
   double predicted_factor_bytes() const override { return 0.0; }
@@ -54,23 +51,6 @@ class EmptySymbolic final : public Symbolic {
   Method method_;
 };
 
-// The first of the CSR values that the plan uses that is NaN or infinite (-1: none).
-index_t first_non_finite(ScalarType s, const void* values, const std::vector<index_t>& perm) {
-  return detail::visit_scalar(s, [&](auto tag) -> index_t {
-    using T = decltype(tag);
-    const T* v = static_cast<const T*>(values);
-    for (index_t k : perm) {
-      bool finite;
-      if constexpr (detail::is_complex_t<T>::value)
-        finite = std::isfinite(v[k].real()) && std::isfinite(v[k].imag());
-      else
-        finite = std::isfinite(v[k]);
-      if (!finite) return k;
-    }
-    return -1;
-  });
-}
-
 [[noreturn]] void fail_non_finite(const Symbolic& sym, index_t position) {
   if (position >= 0)
     fail(ErrorKind::SingularMatrix, "the ", method_name(sym.method()),
@@ -79,20 +59,6 @@ index_t first_non_finite(ScalarType s, const void* values, const std::vector<ind
   fail(ErrorKind::SingularMatrix, "the ", method_name(sym.method()),
        " factorization produced a non-finite pivot: A contains NaN or Inf, or the factorization overflowed; "
        "check A for non-finite or huge values (rescale A)");
-}
-
-[[noreturn]] void fail_structurally_singular(const Symbolic& sym) {
-  const CscPlan& p = sym.plan();
-  if (sym.method() != Method::LU)
-    fail(ErrorKind::SingularMatrix, "A is structurally singular: row and column ", p.empty_row,
-         " have no stored entry in the lower triangle of A (row >= col), which is all that the ",
-         method_name(sym.method()),
-         " factorization reads (the upper triangle is taken as its mirror). Pass A with its lower triangle (or both)");
-  if (p.empty_row >= 0)
-    fail(ErrorKind::SingularMatrix, "A is structurally singular: row ", p.empty_row, " of the ", p.n, " x ", p.n,
-         " matrix has no stored entry");
-  fail(ErrorKind::SingularMatrix, "A is structurally singular: column ", p.empty_col, " of the ", p.n, " x ", p.n,
-       " matrix has no stored entry");
 }
 
 }  // namespace
@@ -128,7 +94,7 @@ std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarTy
     fail(ErrorKind::Unavailable, "backend '", backend_name(backend),
          "' was not compiled into this build (SuiteSparse was not found when torch_sla was built)");
   const bool lower_only = method != Method::LU;
-  CscPlan plan = make_csc_plan(pattern, lower_only);
+  detail::CscPlan plan = detail::make_csc_plan(pattern, lower_only);
   if (plan.n == 0) return std::make_shared<EmptySymbolic>(backend, method, scalar, std::move(plan));
   if (backend == Backend::Eigen) return detail::analyze_eigen(method, scalar, std::move(plan));
   if (method == Method::LU) return detail::analyze_umfpack(scalar, std::move(plan));
@@ -140,12 +106,16 @@ template std::shared_ptr<const Symbolic> analyze<std::int32_t>(Backend, Method, 
 template std::shared_ptr<const Symbolic> analyze<std::int64_t>(Backend, Method, ScalarType,
                                                                const CsrView<std::int64_t>&);
 
+std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern) {
+  if (pattern.index32()) return analyze(backend, method, scalar, pattern.view<std::int32_t>());
+  return analyze(backend, method, scalar, pattern.view<std::int64_t>());
+}
+
 std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, const void* values) {
   if (!sym) fail(ErrorKind::InvalidArgument, "factorize: the symbolic analysis is empty");
-  const CscPlan& plan = sym->plan();
-  if (plan.csr_nnz > 0 && values == nullptr)
-    fail(ErrorKind::InvalidArgument, "values: null pointer for ", plan.csr_nnz, " values");
-  if (plan.empty_row >= 0 || plan.empty_col >= 0) fail_structurally_singular(*sym);
+  if (sym->csr_nnz() > 0 && values == nullptr)
+    fail(ErrorKind::InvalidArgument, "values: null pointer for ", sym->csr_nnz(), " values");
+  sym->check_structure();
   std::unique_ptr<Numeric> num;
   try {
     num = sym->factorize(sym, values);
@@ -153,13 +123,13 @@ std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, c
     // A breakdown caused by NaN or Inf in A (a NaN pivot may look like a zero or negative one to a
     // library): say so rather than blame the matrix's definiteness or rank.
     if (e.kind() == ErrorKind::SingularMatrix || e.kind() == ErrorKind::NotPositiveDefinite) {
-      const index_t bad = first_non_finite(sym->scalar(), values, plan.perm);
+      const index_t bad = sym->first_non_finite(values);
       if (bad >= 0) fail_non_finite(*sym, bad);
     }
     throw;
   }
   const double rc = num->rcond();
-  if (std::isnan(rc)) fail_non_finite(*sym, first_non_finite(sym->scalar(), values, plan.perm));
+  if (std::isnan(rc)) fail_non_finite(*sym, sym->first_non_finite(values));
   if (!(rc >= num->eps()))
     fail(ErrorKind::SingularMatrix, "A is singular to working precision: the ", method_name(sym->method()),
          " factorization's pivot ratio (reciprocal condition estimate) is ", rc, ", below machine epsilon ",

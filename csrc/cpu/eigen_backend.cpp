@@ -120,9 +120,10 @@ class EigenNumeric final : public Numeric {
 };
 
 template <class T>
-class EigenSymbolic final : public Symbolic {
+class EigenSymbolic final : public CpuSymbolic {
  public:
-  EigenSymbolic(Method method, ScalarType scalar, CscPlan plan) : Symbolic(scalar, std::move(plan)), method_(method) {
+  EigenSymbolic(Method method, ScalarType scalar, CscPlan plan)
+      : CpuSymbolic(scalar, std::move(plan)), method_(method) {
     if (plan_.n >= INT_MAX || static_cast<index_t>(plan_.rowind.size()) >= INT_MAX)
       fail(ErrorKind::InvalidArgument, "A: backend 'eigen' handles at most 2^31 - 1 rows and nonzeros, got n = ",
            plan_.n, ", nnz = ", plan_.rowind.size(), "; use backend='suitesparse'");
@@ -146,7 +147,7 @@ class EigenSymbolic final : public Symbolic {
   Method method() const override { return method_; }
   // The plan and the fill-reducing permutation; Eigen keeps nothing else between factorizations.
   std::size_t memory_bytes() const override {
-    return Symbolic::memory_bytes() + sizeof(*this) - sizeof(Symbolic) +
+    return CpuSymbolic::memory_bytes() + sizeof(*this) - sizeof(CpuSymbolic) +
            static_cast<std::size_t>(perm_.size()) * sizeof(EIndex);
   }
 

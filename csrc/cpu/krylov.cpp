@@ -11,23 +11,6 @@
 
 namespace sla {
 
-index_t CsrArrays::nnz() const {
-  if (n_rows == 0) return 0;
-  return index32 ? static_cast<const std::int32_t*>(indptr)[n_rows] : static_cast<const std::int64_t*>(indptr)[n_rows];
-}
-
-void validate_csr_arrays(const CsrArrays& a, index_t indptr_len, index_t indices_len, const std::string& what) {
-  if (a.index32) {
-    validate_csr(CsrView<std::int32_t>{a.n_rows, a.n_cols, static_cast<const std::int32_t*>(a.indptr),
-                                       static_cast<const std::int32_t*>(a.indices)},
-                 indptr_len, indices_len, what);
-  } else {
-    validate_csr(CsrView<std::int64_t>{a.n_rows, a.n_cols, static_cast<const std::int64_t*>(a.indptr),
-                                       static_cast<const std::int64_t*>(a.indices)},
-                 indptr_len, indices_len, what);
-  }
-}
-
 void spmv(const CsrArrays& a, const void* x, void* y, index_t k, int threads) {
   detail::visit_csr(a, [&](auto t, auto ix) {
     using T = decltype(t);

@@ -124,8 +124,8 @@ class UmfpackNumeric final : public Numeric {
     double info[UMFPACK_INFO];
     for (index_t j = 0; j < nrhs; ++j) {
       poll_interrupt();
-      const SuiteSparse_long status = Umf<W>::solve(sys, sym_->plan(), values_.data(), xw.data() + j * n,
-                                                    bw.data() + j * n, numeric_.get(), control_.data(), info);
+      const SuiteSparse_long status = Umf<W>::solve(sys, plan(), values_.data(), xw.data() + j * n, bw.data() + j * n,
+                                                    numeric_.get(), control_.data(), info);
       if (status == UMFPACK_WARNING_singular_matrix)
         fail(ErrorKind::SingularMatrix, "A is singular (UMFPACK found a zero pivot)");
       if (status != UMFPACK_OK) fail(ErrorKind::Internal, "UMFPACK solve failed (status ", status, ")");
@@ -143,15 +143,18 @@ class UmfpackNumeric final : public Numeric {
   }
 
  private:
+  // The analysis is a UmfpackSymbolic, so a CpuSymbolic.
+  const CscPlan& plan() const { return static_cast<const CpuSymbolic&>(*sym_).plan(); }
+
   std::vector<W> values_;  // CSC values, kept for UMFPACK's iterative refinement
   NumericHandle<W> numeric_;
   std::vector<double> control_;
   double rcond_;
 };
 
-class UmfpackSymbolic final : public Symbolic {
+class UmfpackSymbolic final : public CpuSymbolic {
  public:
-  UmfpackSymbolic(ScalarType scalar, CscPlan plan) : Symbolic(scalar, std::move(plan)), control_(UMFPACK_CONTROL) {
+  UmfpackSymbolic(ScalarType scalar, CscPlan plan) : CpuSymbolic(scalar, std::move(plan)), control_(UMFPACK_CONTROL) {
     if (is_complex(scalar_)) init<std::complex<double>>();
     else init<double>();
   }
@@ -169,7 +172,7 @@ class UmfpackSymbolic final : public Symbolic {
   // The plan, the control array and UMFPACK's Symbolic object, whose size UMFPACK reports exactly
   // (Info[UMFPACK_SYMBOLIC_SIZE] units of Info[UMFPACK_SIZE_OF_UNIT] bytes).
   std::size_t memory_bytes() const override {
-    return Symbolic::memory_bytes() + sizeof(*this) - sizeof(Symbolic) + control_.capacity() * sizeof(double) +
+    return CpuSymbolic::memory_bytes() + sizeof(*this) - sizeof(CpuSymbolic) + control_.capacity() * sizeof(double) +
            symbolic_bytes_;
   }
 

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "cpu/cpu_symbolic.hpp"  // internal: the CSC plan of the CPU backends
 #include "sla/direct.hpp"
 #include "sla/errors.hpp"
 
@@ -199,9 +200,54 @@ TEST(DirectValidation, RejectsBadPatterns) {
       "square");
 }
 
+template <class F>
+void expect_invalid_argument(F&& fn, const std::string& fragment) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected one containing '" << fragment << "'";
+  } catch (const sla::Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::InvalidArgument) << e.what();
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(DeviceContract, NamesAndChecksDevices) {
+  EXPECT_EQ(sla::Device::cpu().str(), "cpu");
+  EXPECT_EQ(sla::Device::cuda(0).str(), "cuda:0");
+  EXPECT_EQ(sla::Device::cuda(3).str(), "cuda:3");
+  EXPECT_NE(sla::Device::cuda(0), sla::Device::cuda(1));
+  EXPECT_NO_THROW(sla::check_device(sla::Device::cpu(), sla::Device::cpu(), "b"));
+  EXPECT_NO_THROW(sla::check_device(sla::Device::cuda(1), sla::Device::cuda(1), "b"));
+  // A CUDA array given to a CPU entry point (no GPU needed: the device is only a tag here).
+  expect_invalid_argument([] { sla::check_device(sla::Device::cuda(0), sla::Device::cpu(), "values"); },
+                          "values: on cuda:0, this backend runs on the CPU");
+  expect_invalid_argument([] { sla::check_device(sla::Device::cpu(), sla::Device::cuda(0), "x"); },
+                          "x: on cpu, this backend runs on cuda:0");
+  expect_invalid_argument([] { sla::check_device(sla::Device::cuda(1), sla::Device::cuda(0), "b"); },
+                          "b: on cuda:1, this backend runs on cuda:0");
+}
+
+TEST(DeviceContract, CpuBackendsRunOnTheCpu) {
+  Spd3 a;
+  for (Backend b : {Backend::SuiteSparse, Backend::Eigen}) {
+    if (!sla::backend_available(b)) continue;
+    auto sym = sla::analyze(b, Method::LDL, ScalarType::Float64, a.view());
+    EXPECT_EQ(sym->device(), sla::Device::cpu());
+    EXPECT_EQ(sym->n(), 3);
+    EXPECT_EQ(sym->csr_nnz(), 7);
+    EXPECT_EQ(sla::factorize(sym, a.values.data())->device(), sla::Device::cpu());
+  }
+  // The 0 x 0 analysis too.
+  std::vector<index_t> p0{0};
+  auto empty =
+      sla::analyze(Backend::Eigen, Method::LU, ScalarType::Float64, sla::CsrView<index_t>{0, 0, p0.data(), nullptr});
+  EXPECT_EQ(empty->device(), sla::Device::cpu());
+  EXPECT_EQ(empty->csr_nnz(), 0);
+}
+
 TEST(DirectPlan, LowerTriangleCscPermutation) {
   Spd3 a;
-  sla::CscPlan plan = sla::make_csc_plan(a.view(), true);
+  sla::detail::CscPlan plan = sla::detail::make_csc_plan(a.view(), true);
   // Lower triangle of the 3x3 tridiagonal: columns {0,1}, {1,2}, {2}.
   EXPECT_EQ(plan.colptr, (std::vector<index_t>{0, 2, 4, 5}));
   EXPECT_EQ(plan.rowind, (std::vector<index_t>{0, 1, 1, 2, 2}));
@@ -399,7 +445,7 @@ TEST_P(DirectEdge, MemoryBytesCoversThePlanAndGrowsWithN) {
   auto small = analyze(p_small.view());
   auto large = analyze(p_large.view());
   auto plan_bytes = [](const sla::Symbolic& s) {
-    const sla::CscPlan& p = s.plan();
+    const sla::detail::CscPlan& p = dynamic_cast<const sla::detail::CpuSymbolic&>(s).plan();
     return (p.colptr.size() + p.rowind.size() + p.perm.size()) * sizeof(index_t);
   };
   EXPECT_GE(small->memory_bytes(), plan_bytes(*small));

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "sla/pattern.hpp"
 #include "sla/types.hpp"
 
 namespace sla {
@@ -25,48 +26,46 @@ const char* backend_name(Backend b);
 const char* method_name(Method m);
 bool backend_available(Backend b);  // SuiteSparse is compiled in only when it was found at build time
 
-// A matrix's pattern converted once to the column-major layout that the libraries want.
-// perm[k] is the CSR position of the k-th stored CSC entry; for Cholesky/LDL only the lower triangle
-// (row >= col) is kept, which the libraries read as a symmetric/Hermitian matrix.
-struct CscPlan {
-  index_t n = 0;
-  std::vector<index_t> colptr;  // n + 1
-  std::vector<index_t> rowind;  // colptr[n]
-  std::vector<index_t> perm;    // colptr[n], positions into the CSR values
-  index_t csr_nnz = 0;          // number of CSR values the caller passes to factorize()
-  // The first row and the first column of the factored matrix without any stored entry (-1: none), which
-  // make it structurally singular. With lower_only the factored matrix is tril(A) + tril(A)^H, whose row j
-  // and column j are both empty when tril(A) has nothing in row j or column j: both are set to that j.
-  index_t empty_row = -1;
-  index_t empty_col = -1;
-};
-
 class Numeric;
 
+// The analysis of one pattern by one backend. How a backend stores it (the CPU backends: a CSC copy of
+// the pattern and the library's symbolic data) is its own business; the contract is what follows.
 class Symbolic {
  public:
   virtual ~Symbolic() = default;
   virtual Backend backend() const = 0;
   virtual Method method() const = 0;
   ScalarType scalar() const { return scalar_; }
-  const CscPlan& plan() const { return plan_; }
-  index_t n() const { return plan_.n; }
+  // Where the analysis and its factorizations live and run, and so where the values, right-hand sides and
+  // solutions given to them must be. The CPU backends return Device::cpu(). A CUDA backend will also
+  // order its work on a Stream (sla/types.hpp) that its factorize/solve entry points take from the caller.
+  virtual Device device() const = 0;
+  // The matrix is n x n.
+  virtual index_t n() const = 0;
+  // Number of CSR values that factorize() reads (the nnz of the analysed pattern).
+  virtual index_t csr_nnz() const = 0;
   // Memory the numeric factors are predicted to take, in bytes, from the symbolic analysis alone
   // (-1 when the backend gives no prediction).
   virtual double predicted_factor_bytes() const { return -1.0; }
-  // Memory this analysis holds, in bytes: the CSC plan plus what the backend keeps between factorizations
-  // (Eigen: the fill-reducing permutation; CHOLMOD: the symbolic factor, counted from its array sizes, and
-  // the cholmod_common with its workspace, Xwork estimated; UMFPACK: its Symbolic object, whose size
-  // UMFPACK reports). Numeric factorizations own their factors, which are not counted here.
-  virtual std::size_t memory_bytes() const;
-  // Numeric factorization sharing this analysis; `self` is the shared pointer that owns *this.
+  // Memory this analysis holds, in bytes: its copy of the pattern plus what the backend keeps between
+  // factorizations (Eigen: the fill-reducing permutation; CHOLMOD: the symbolic factor, counted from its
+  // array sizes, and the cholmod_common with its workspace, Xwork estimated; UMFPACK: its Symbolic
+  // object, whose size UMFPACK reports). Numeric factorizations own their factors, not counted here.
+  virtual std::size_t memory_bytes() const = 0;
+  // Throw SingularMatrix when every factorization of this pattern is singular: a row or a column of the
+  // factored matrix has no stored entry. sla::factorize calls it before the numeric factorization.
+  virtual void check_structure() const = 0;
+  // The position in the CSR values of the first NaN or infinite value that the factorization reads
+  // (-1: none), so that a breakdown caused by one is reported as such.
+  virtual index_t first_non_finite(const void* values) const = 0;
+  // Numeric factorization sharing this analysis; `self` is the shared pointer that owns *this. The
+  // backend alone: sla::factorize adds the checks and the verdict on the result.
   virtual std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                              const void* values) const = 0;
 
  protected:
-  Symbolic(ScalarType scalar, CscPlan plan) : scalar_(scalar), plan_(std::move(plan)) {}
+  explicit Symbolic(ScalarType scalar) : scalar_(scalar) {}
   ScalarType scalar_;
-  CscPlan plan_;
 };
 
 class Numeric {
@@ -83,6 +82,8 @@ class Numeric {
   virtual double eps() const = 0;
   // Number of stored entries in the factors (fill).
   virtual index_t factor_nnz() const = 0;
+  // Where the factors live: the device of the analysis.
+  Device device() const { return sym_->device(); }
   const std::shared_ptr<const Symbolic>& symbolic() const { return sym_; }
 
  protected:
@@ -90,11 +91,14 @@ class Numeric {
   std::shared_ptr<const Symbolic> sym_;
 };
 
-// Symbolic analysis of a square CSR pattern (validated here). Throws InvalidArgument / Unavailable.
+// Symbolic analysis of a square CSR pattern, which must be valid (validate_csr: the bindings check it
+// first). Throws InvalidArgument (not square) / Unavailable (backend not compiled in).
 // A 0 x 0 pattern gives an analysis whose factorizations are trivial (solve does nothing).
 template <class I>
 std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar,
                                         const CsrView<I>& pattern);
+// The same for a CsrPattern, validated when it was made.
+std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern);
 
 // Numeric factorization of CSR values (length pattern nnz, the Symbolic's scalar type; may be null when
 // the pattern has no entries).
@@ -106,9 +110,5 @@ std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, c
 // Number of threads the BLAS under the libraries may use (OpenBLAS when it is the loaded BLAS).
 // Returns false when the loaded BLAS offers no such control.
 bool set_blas_threads(int n);
-
-// Build the CSC plan of a validated square CSR pattern (exposed for tests).
-template <class I>
-CscPlan make_csc_plan(const CsrView<I>& pattern, bool lower_only);
 
 }  // namespace sla

@@ -11,23 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "sla/pattern.hpp"
 #include "sla/types.hpp"
 
 namespace sla {
-
-// A borrowed CSR matrix of any supported scalar and index type.
-struct CsrArrays {
-  index_t n_rows = 0, n_cols = 0;
-  const void* indptr = nullptr;
-  const void* indices = nullptr;
-  const void* values = nullptr;
-  bool index32 = false;  // int32 indices (else int64)
-  ScalarType scalar = ScalarType::Float64;
-  index_t nnz() const;
-};
-
-// Check sizes, monotone indptr, index ranges (throws InvalidArgument naming `what`).
-void validate_csr_arrays(const CsrArrays& a, index_t indptr_len, index_t indices_len, const std::string& what);
 
 // y = A x for row-major n x k blocks (y has n_rows rows, x n_cols rows), OpenMP over rows.
 void spmv(const CsrArrays& a, const void* x, void* y, index_t k, int threads);

@@ -1,0 +1,65 @@
+// Binding of CsrPattern: a CSR pattern validated once, whose index arrays the core owns.
+#include <nanobind/stl/string.h>
+
+#include <cstdint>
+#include <new>
+#include <string>
+
+#include "common.hpp"
+#include "sla/pattern.hpp"
+
+namespace sla::bind {
+namespace {
+
+template <class I>
+CsrPattern copy_pattern(index_t n_rows, index_t n_cols, const Array& crow, const Array& col) {
+  CsrView<I> view{n_rows, n_cols, static_cast<const I*>(crow.data()), static_cast<const I*>(col.data())};
+  const auto indptr_len = static_cast<index_t>(crow.shape(0)), indices_len = static_cast<index_t>(col.shape(0));
+  nb::gil_scoped_release release;  // O(nnz): validation and copy
+  return CsrPattern::copy_of(view, indptr_len, indices_len, "A");
+}
+
+}  // namespace
+
+CsrPattern make_pattern(index_t n_rows, index_t n_cols, const Array& crow, const Array& col) {
+  check_array(crow, "crow_indices", 1);
+  check_array(col, "col_indices", 1);
+  if (crow.shape(0) < 1) fail(ErrorKind::InvalidArgument, "crow_indices: empty, expected n_rows + 1 entries");
+  if (is_int64(crow) && is_int64(col)) return copy_pattern<std::int64_t>(n_rows, n_cols, crow, col);
+  if (is_int32(crow) && is_int32(col)) return copy_pattern<std::int32_t>(n_rows, n_cols, crow, col);
+  fail(ErrorKind::InvalidArgument, "crow_indices, col_indices: must both be int32 or both int64");
+}
+
+void check_values(const CsrPattern& p, const Array& values, const char* what) {
+  check_array(values, what, 1);
+  if (static_cast<index_t>(values.shape(0)) != p.nnz())
+    fail(ErrorKind::InvalidArgument, what, ": expected ", p.nnz(), " entries (the pattern's nnz), got ",
+         values.shape(0));
+  scalar_of(values, what);
+}
+
+void bind_pattern(nb::module_& m) {
+  nb::class_<CsrPattern>(m, "CsrPattern",
+                         "A CSR sparsity pattern validated once; the core keeps its own copy of the indices "
+                         "(int32 when they fit, else int64). Entry points that take it skip the O(nnz) "
+                         "pattern validation.")
+      .def(
+          "__init__",
+          [](CsrPattern* self, index_t n_rows, index_t n_cols, const Array& crow, const Array& col) {
+            new (self) CsrPattern(make_pattern(n_rows, n_cols, crow, col));
+          },
+          nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("crow_indices"), nb::arg("col_indices"))
+      .def_prop_ro("n_rows", &CsrPattern::n_rows)
+      .def_prop_ro("n_cols", &CsrPattern::n_cols)
+      .def_prop_ro("nnz", &CsrPattern::nnz)
+      .def_prop_ro("index_bits", &CsrPattern::index_bits, "32 or 64: the type of the indices the core keeps.")
+      .def_prop_ro("memory_bytes", &CsrPattern::memory_bytes, "Bytes the pattern holds (indices included).")
+      .def_prop_ro(
+          "device", [](const CsrPattern& p) { return p.device().str(); }, "Where the indices live: 'cpu'.")
+      .def("__repr__", [](const CsrPattern& p) {
+        return "CsrPattern(n_rows=" + std::to_string(p.n_rows()) + ", n_cols=" + std::to_string(p.n_cols()) +
+               ", nnz=" + std::to_string(p.nnz()) + ", index_bits=" + std::to_string(p.index_bits()) + ")";
+      });
+}
+
+}  // namespace sla::bind
