@@ -155,8 +155,7 @@ class CoreDirectBackend(Backend):
         sym = _ANALYSIS_CACHE.get(key)
         if sym is not None:
             return sym, True
-        crow, col = p.csr_for_core()
-        sym = core().analyze(self.name, method, dtype_name(A.dtype), p.n_rows, p.n_cols, crow, col)
+        sym = core().analyze(self.name, method, dtype_name(A.dtype), p.core_handle())
         return _ANALYSIS_CACHE.put(key, sym, int(sym.memory_bytes)), False
 
     def predicted_solve_bytes(self, A: SparseTensor, method: str, nrhs: int) -> float:

@@ -126,18 +126,16 @@ class CoreKrylovBackend(KrylovBackend):
         )
 
     def build_preconditioners(self, solver: KrylovSolver, name: str) -> Any:
-        crow, col = solver.pattern.csr_for_core()
+        handle = solver.pattern.core_handle()
         threads = torch.get_num_threads()
         C = core()
         return [
-            C.make_preconditioner(name, solver.n, crow, col, to_core(v), solver.opts.omega, threads)
-            for v in solver.values
+            C.make_preconditioner(name, handle, to_core(v), solver.opts.omega, threads) for v in solver.values
         ]
 
     def solve_member(self, solver: KrylovSolver, i: int, b: torch.Tensor, x0, op: str):
         C = core()
         pattern, values = solver.operator_values(op)
-        crow, col = pattern.csr_for_core()
         x = to_core(x0.clone() if x0 is not None else torch.zeros_like(b))
         kind, pre = solver.precond
         M = None
@@ -148,9 +146,7 @@ class CoreKrylovBackend(KrylovBackend):
         o = solver.opts
         d = C.krylov_solve(
             solver.method,
-            solver.n,
-            crow,
-            col,
+            pattern.core_handle(),  # validated once per pattern
             to_core(values[i]),
             to_core(b),
             x,

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ._checks import INT64_MAX, outside_transforms
+from ._core import core
 from ._memory import check_budget
 from .errors import InvalidArgumentError
 
@@ -199,6 +200,16 @@ class Pattern:
                 c = (self.crow, self.col)
             self._cache["csr32"] = c
         return c
+
+    def core_handle(self):
+        """The pattern as the C++ core's ``CsrPattern``: validated once, its own copy of the indices
+        (int32 when they fit), so that repeated core calls skip the O(nnz) validation. Cached."""
+        h = self._cache.get("core_handle")
+        if h is None:
+            crow, col = self.csr_for_core()
+            h = core().CsrPattern(self.n_rows, self.n_cols, crow.cpu(), col.cpu())
+            self._cache["core_handle"] = h
+        return h
 
     def to(self, device: torch.device) -> Pattern:
         if torch.device(device) == self.device:

@@ -140,7 +140,8 @@ def show_backends(file=None) -> list[Backend]:
         )
     info = core_build_info()
     out.write(
-        f"C++ core: openmp={info.get('openmp')}, cuda toolkit at build={info.get('cuda_toolkit_at_build')}\n"
+        f"C++ core: openmp={info.get('openmp')}, CUDA compiled={info.get('cuda_compiled')} "
+        f"(runtime {info.get('cuda_runtime_version')}, {info.get('cuda_device_count', 0)} device(s) visible)\n"
     )
     print(out.getvalue(), end="", file=file)
     return rows
