@@ -89,9 +89,22 @@ def as_shape(shape, name: str = "shape") -> tuple[int, ...]:
     return tuple(out)
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry of ``t`` is finite. A finite sum proves it in one reduction (NaN or Inf in
+    any entry makes the sum NaN or Inf); only when the sum is not finite (possibly an overflow of
+    finite entries) are the entries tested one by one."""
+    with torch.no_grad():
+        s = t.sum()
+        if s.is_complex():
+            s = torch.view_as_real(s).sum()
+        if math.isfinite(float(s)):
+            return True
+        return bool(torch.isfinite(t).all())
+
+
 def check_finite(t: torch.Tensor, what: str) -> None:
     """Raise when ``t`` holds NaN or Inf."""
-    if t.numel() and not bool(torch.isfinite(t).all()):
+    if t.numel() and not all_finite(t):
         raise InvalidArgumentError(
             f"{what}: contains NaN or Inf (pass check_finite=False to skip this check)"
         )

@@ -11,6 +11,8 @@ import torch
 from ._checks import INT32_MAX, as_float, as_int
 from .errors import InvalidArgumentError
 
+_VALIDATED: dict = {}
+
 
 @dataclasses.dataclass
 class KrylovOptions:
@@ -53,6 +55,20 @@ class KrylovOptions:
         does, a bad value :class:`InvalidArgumentError` naming it."""
         if not kwargs:
             return cls()  # the defaults are valid
+        key = hit = None
+        if all(type(v) in (int, float, str, bool, type(None)) for v in kwargs.values()):
+            # numbers and names only (no tensor, callable or matrix is kept alive here): validated once
+            key = (tuple(sorted(kwargs.items())), allowed)
+            hit = _VALIDATED.get(key)
+        if hit is not None:
+            return dataclasses.replace(hit)
+        o = cls._validate(kwargs, allowed)
+        if key is not None and len(_VALIDATED) < 256:
+            _VALIDATED[key] = o
+        return dataclasses.replace(o)
+
+    @classmethod
+    def _validate(cls, kwargs: dict, allowed: tuple[str, ...] | None) -> KrylovOptions:
         allowed = cls.FIELDS if allowed is None else allowed
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
