@@ -140,51 +140,21 @@ def bench_overhead(calls: int, repeats: int) -> list[dict]:
     crow, col = A.pattern.csr_for_core()
     bk = b.reshape(n, 1).contiguous()
 
-    def raw_cg():
+    def raw_krylov(*pattern):
         x = torch.zeros(n, 1, dtype=torch.float64)
-        _C.krylov_solve(
-            "cg",
-            n,
-            crow,
-            col,
-            vc,
-            bk,
-            x,
-            None,
-            "N",
-            1e-8,
-            0.0,
-            10 * n,
-            30,
-            torch.get_num_threads(),
-            False,
-            None,
-        )
+        args = ("N", 1e-8, 0.0, 10 * n, 30, torch.get_num_threads(), False, None)
+        _C.krylov_solve("cg", *pattern, vc, bk, x, None, *args)
         return x
+
+    def raw_cg():  # raw index arrays: validated by the core on every call
+        return raw_krylov(n, crow, col)
 
     raw_handle = None
     if hasattr(_C, "CsrPattern"):
         handle = _C.CsrPattern(n, n, crow, col)
 
-        def raw_handle():
-            x = torch.zeros(n, 1, dtype=torch.float64)
-            _C.krylov_solve(
-                "cg",
-                handle,
-                vc,
-                bk,
-                x,
-                None,
-                "N",
-                1e-8,
-                0.0,
-                10 * n,
-                30,
-                torch.get_num_threads(),
-                False,
-                None,
-            )
-            return x
+        def raw_handle():  # the validated pattern handle
+            return raw_krylov(handle)
 
     def api_cg():
         return sla.solve(A, b, method="cg", backend="core", preconditioner="none")
