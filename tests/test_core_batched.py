@@ -5,6 +5,10 @@ report. Arrays are NumPy or torch CPU arrays; a CUDA array is imitated by a DLPa
 from __future__ import annotations
 
 import ctypes
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -236,3 +240,177 @@ def test_krylov_with_a_pattern_equals_krylov_with_arrays(method):
     assert r1["iterations"] == r2["iterations"] and len(r2["residual_history"]) == r2["iterations"]
     assert seen
     np.testing.assert_array_equal(x1, x2)
+
+
+# -- 3. batched entry points --------------------------------------------------------------------------
+DIRECT_CASES = [(b, m) for b in DIRECT_BACKENDS for m in ("cholesky", "ldl", "lu")]
+
+
+@pytest.mark.parametrize("backend, method", DIRECT_CASES)
+@pytest.mark.parametrize("threads", [1, 2, 0])
+def test_factorize_batch_equals_a_loop_of_factorize(backend, method, threads):
+    n, crow, col, val = poisson2d(8)
+    B, nrhs = 5, 3
+    values = batch_values(val, B)
+    sym = _C.analyze(backend, method, "float64", n, n, crow, col)
+    batch = _C.factorize_batch(sym, values, threads=threads)
+    assert len(batch) == B and batch.device == "cpu" and batch.symbolic.n == n
+    members = [batch[i] for i in range(B)]
+    assert batch[-1].factor_nnz == members[-1].factor_nnz
+    assert [m.factor_nnz for m in batch] == [m.factor_nnz for m in members]  # iterable as a sequence
+    with pytest.raises(IndexError):
+        batch[B]
+    b = np.random.default_rng(5).standard_normal((B, nrhs, n))
+    x = np.empty_like(b)
+    batch.solve(b, x, "N", threads)
+    total = 0
+    for i in range(B):
+        one = _C.factorize(sym, values[i])
+        total += one.factor_nnz
+        xi, xm = np.empty((nrhs, n)), np.empty((nrhs, n))
+        one.solve(b[i], xi)
+        members[i].solve(b[i], xm)
+        np.testing.assert_array_equal(x[i], xi)
+        np.testing.assert_array_equal(xm, xi)
+    assert batch.factor_nnz == total
+    # torch tensors work the same way.
+    xt = torch.empty(B, nrhs, n, dtype=torch.float64)
+    batch.solve(torch.from_numpy(b), xt, "H")
+    if method != "lu":  # symmetric: A^H = A
+        np.testing.assert_array_equal(xt.numpy(), x)
+
+
+@pytest.mark.parametrize("backend, method", DIRECT_CASES)
+def test_a_failing_member_is_named(backend, method):
+    n, crow, col, val = poisson2d(5)
+    values = batch_values(val, 6)
+    values[3] = 0.0  # singular, and not positive definite
+    values[5] = 0.0
+    sym = _C.analyze(backend, method, "float64", n, n, crow, col)
+    kind = errors.NotPositiveDefiniteError if method == "cholesky" else errors.SingularMatrixError
+    for threads in (1, 2, 4):
+        with pytest.raises(kind, match=r"^batch member 3: "):
+            _C.factorize_batch(sym, values, threads=threads)
+
+
+def test_factorize_batch_checks_its_arguments():
+    n, crow, col, val = poisson2d(3)
+    sym = _C.analyze("eigen", "cholesky", "float64", n, n, crow, col)
+    values = batch_values(val, 2)
+    with pytest.raises(errors.InvalidArgumentError, match=rf"values: expected shape \(batch, {len(col)}\)"):
+        _C.factorize_batch(sym, values[:, :-1])
+    with pytest.raises(errors.InvalidArgumentError, match="values: expected 2 dimensions"):
+        _C.factorize_batch(sym, val)
+    with pytest.raises(errors.InvalidArgumentError, match="values: dtype does not match"):
+        _C.factorize_batch(sym, values.astype(np.float32))
+    with pytest.raises(errors.InvalidArgumentError, match="values: on cuda:0"):
+        _C.factorize_batch(sym, FakeCudaArray(values).capsule())
+    batch = _C.factorize_batch(sym, values)
+    assert len(_C.factorize_batch(sym, values[:0])) == 0
+    with pytest.raises(errors.InvalidArgumentError, match=rf"b: expected shape \(2, nrhs, {n}\)"):
+        batch.solve(np.ones((3, 1, n)), np.empty((3, 1, n)))
+    with pytest.raises(errors.InvalidArgumentError, match="x: must be C-contiguous"):
+        batch.solve(np.ones((2, 1, n)), np.empty((2, 1, 2 * n))[:, :, ::2])
+    with pytest.raises(errors.InvalidArgumentError, match="op: expected 'N' or 'H'"):
+        batch.solve(np.ones((2, 1, n)), np.empty((2, 1, n)), "T")
+
+
+KRYLOV_METHODS = ["cg", "bicgstab", "gmres", "minres"]
+
+
+@pytest.mark.parametrize("method", KRYLOV_METHODS)
+@pytest.mark.parametrize("threads", [1, 2, 16])
+def test_krylov_solve_batch_equals_a_loop_of_krylov_solve(method, threads):
+    n, crow, col, val = poisson2d(9)
+    B, k = 5, 2
+    p = _C.CsrPattern(n, n, crow, col)
+    values = batch_values(val, B, seed=3)
+    b = np.random.default_rng(4).standard_normal((B, n, k))
+    pre = [_C.make_preconditioner("ic0", p, values[i]) if i % 2 == 0 else None for i in range(B)]
+    x = np.zeros_like(b)
+    results = _C.krylov_solve_batch(
+        method, p, values, b, x, pre, rtol=1e-10, threads=threads, record_history=True
+    )
+    assert len(results) == B
+    # Members run one thread each when B >= threads, else in sequence with `threads` inside.
+    inner = 1 if threads <= B else threads
+    for i in range(B):
+        xi = np.zeros((n, k))
+        want = _C.krylov_solve(
+            method, p, values[i], b[i], xi, pre[i], rtol=1e-10, threads=inner, record_history=True
+        )
+        assert results[i] == want
+        assert results[i]["converged"]
+        np.testing.assert_array_equal(x[i], xi)
+
+
+def test_krylov_solve_batch_preconditioners_and_errors():
+    n, crow, col, val = poisson2d(6)
+    B = 4
+    p = _C.CsrPattern(n, n, crow, col)
+    values = batch_values(val, B)
+    b, x = np.ones((B, n, 1)), np.zeros((B, n, 1))
+    # None for all members; a callable preconditioner (it takes the GIL from the batch's threads).
+    assert all(r["converged"] for r in _C.krylov_solve_batch("cg", p, values, b, x, None, threads=2))
+    identity = _C.callable_preconditioner(lambda r: r.clone(), "float64", n)
+    x[:] = 0
+    res = _C.krylov_solve_batch("cg", p, values, b, x, [identity] * B, threads=2)
+    assert all(r["converged"] for r in res)
+    with pytest.raises(errors.InvalidArgumentError, match="preconds: 3 entries for 4 members"):
+        _C.krylov_solve_batch("cg", p, values, b, x, [None] * 3)
+    with pytest.raises(
+        errors.InvalidArgumentError, match=r"preconds\[1\]: expected a Preconditioner or None"
+    ):
+        _C.krylov_solve_batch("cg", p, values, b, x, [None, "jacobi", None, None])
+    small = _C.make_preconditioner("jacobi", 2, np.array([0, 1, 2]), np.array([0, 1]), np.ones(2))
+    with pytest.raises(errors.InvalidArgumentError, match=r"preconds\[2\]: built for another matrix size"):
+        _C.krylov_solve_batch("cg", p, values, b, x, [None, None, small, None])
+    with pytest.raises(errors.InvalidArgumentError, match=rf"b: expected shape \(4, {n}, k\)"):
+        _C.krylov_solve_batch("cg", p, values, b[:3], x[:3])
+    with pytest.raises(errors.InvalidArgumentError, match="x: shape"):
+        _C.krylov_solve_batch("cg", p, values, b, np.zeros((B, n, 2)))
+    with pytest.raises(errors.InvalidArgumentError, match="values: expected shape"):
+        _C.krylov_solve_batch("cg", p, values[:, 1:], b, x)
+    with pytest.raises(errors.InvalidArgumentError, match="^batch member 0: maxiter"):
+        _C.krylov_solve_batch("gmres", p, values, b, x, maxiter=0, threads=2)
+    # A Python exception raised by a member's preconditioner comes out as it is.
+
+    def fail(r):
+        raise _Stop("preconditioner failed")
+
+    with pytest.raises(_Stop):
+        _C.krylov_solve_batch(
+            "cg", p, values, b, x, [None, _C.callable_preconditioner(fail, "float64", n), None, None]
+        )
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
+)
+def test_a_signal_interrupts_a_krylov_batch():
+    n, crow, col, val = poisson2d(
+        200
+    )  # n = 40,000: a tolerance out of reach keeps every member busy for long
+    B = 4
+    p = _C.CsrPattern(n, n, crow, col)
+    values = batch_values(val, B)
+    b, x = np.ones((B, n, 1)), np.zeros((B, n, 1))
+
+    def raise_stop(signum, frame):
+        raise _Stop("stop")
+
+    previous = signal.signal(signal.SIGUSR1, raise_stop)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+    try:
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(_Stop):
+            _C.krylov_solve_batch("cg", p, values, b, x, rtol=1e-300, maxiter=100_000, threads=2)
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)

@@ -74,6 +74,13 @@ ScalarType scalar_of(const nb::ndarray<C...>& a, const char* what) {
 inline bool is_int32(const Array& a) { return a.dtype() == nb::dtype<std::int32_t>(); }
 inline bool is_int64(const Array& a) { return a.dtype() == nb::dtype<std::int64_t>(); }
 
+// The operator of a solve: "N" (A) or "H" (A^H).
+inline Op parse_op(const std::string& s) {
+  if (s == "N") return Op::N;
+  if (s == "H") return Op::H;
+  fail(ErrorKind::InvalidArgument, "op: expected 'N' or 'H', got '", s, "'");
+}
+
 inline ScalarType parse_scalar(const std::string& s) {
   if (s == "float32") return ScalarType::Float32;
   if (s == "float64") return ScalarType::Float64;

@@ -80,13 +80,48 @@ void solve_py(const Numeric& num, const Array& b, OutArray& x, const std::string
     fail(ErrorKind::InvalidArgument, "x: output shape does not match b");
   if (scalar_of(b, "b") != s || scalar_of(x, "x") != s)
     fail(ErrorKind::InvalidArgument, "b: dtype must be ", scalar_name(s), " like the factorized matrix");
-  if (op != "N" && op != "H") fail(ErrorKind::InvalidArgument, "op: expected 'N' or 'H', got '", op, "'");
-  const Op o = op == "N" ? Op::N : Op::H;
+  const Op o = parse_op(op);
   const void* bp = b.data();
   void* xp = x.data();
   const index_t nrhs = static_cast<index_t>(b.shape(0));
   nb::gil_scoped_release release;
   num.solve(bp, xp, nrhs, o);
+}
+
+// values: (B, nnz) C-contiguous, one row per member.
+NumericBatch factorize_batch_py(const std::shared_ptr<Symbolic>& sym, const Array& values, int threads) {
+  check_array(values, "values", 2, sym->device());
+  if (scalar_of(values, "values") != sym->scalar())
+    fail(ErrorKind::InvalidArgument, "values: dtype does not match the analysis (", scalar_name(sym->scalar()), ")");
+  if (static_cast<index_t>(values.shape(1)) != sym->csr_nnz())
+    fail(ErrorKind::InvalidArgument, "values: expected shape (batch, ", sym->csr_nnz(), "), got (", values.shape(0),
+         ", ", values.shape(1), ")");
+  const void* ptr = values.data();
+  const auto batch = static_cast<index_t>(values.shape(0));
+  nb::gil_scoped_release release;  // once, for the whole batch
+  return factorize_batch(sym, ptr, batch, threads);
+}
+
+// b and x: (B, nrhs, n) C-contiguous, each member's right-hand sides column-major as Numeric.solve takes them.
+void solve_batch_py(const NumericBatch& batch, const Array& b, OutArray& x, const std::string& op, int threads) {
+  const Device device = batch.device();
+  check_array(b, "b", 3, device);
+  check_output(x, "x", 3, device);
+  const index_t n = batch.symbolic()->n();
+  const ScalarType s = batch.symbolic()->scalar();
+  if (static_cast<index_t>(b.shape(0)) != batch.size() || static_cast<index_t>(b.shape(2)) != n)
+    fail(ErrorKind::InvalidArgument, "b: expected shape (", batch.size(), ", nrhs, ", n, "), got (", b.shape(0), ", ",
+         b.shape(1), ", ", b.shape(2), ")");
+  if (b.shape(0) != x.shape(0) || b.shape(1) != x.shape(1) || b.shape(2) != x.shape(2))
+    fail(ErrorKind::InvalidArgument, "x: output shape does not match b");
+  if (scalar_of(b, "b") != s || scalar_of(x, "x") != s)
+    fail(ErrorKind::InvalidArgument, "b: dtype must be ", scalar_name(s), " like the factorized matrices");
+  const Op o = parse_op(op);
+  const void* bp = b.data();
+  void* xp = x.data();
+  const auto nrhs = static_cast<index_t>(b.shape(1));
+  nb::gil_scoped_release release;
+  batch.solve(bp, xp, nrhs, o, threads);
 }
 
 }  // namespace
@@ -116,6 +151,32 @@ void bind_direct(nb::module_& m) {
   m.def("analyze", &analyze_pattern_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"), nb::arg("pattern"),
         "Symbolic analysis of a CsrPattern, validated when it was made.");
   m.def("factorize", &factorize_py, nb::arg("symbolic"), nb::arg("values"));
+
+  nb::class_<NumericBatch>(m, "NumericBatch",
+                           "Numeric factorizations of a batch of matrices sharing one analysis: a sequence of "
+                           "Numeric (len(), batch[i]).")
+      .def("__len__", &NumericBatch::size)
+      .def(
+          "__getitem__",
+          [](const NumericBatch& batch, index_t i) {
+            const index_t size = batch.size();
+            if (i < 0) i += size;
+            if (i < 0 || i >= size) throw nb::index_error("NumericBatch index out of range");
+            return batch[i];
+          },
+          nb::arg("i"))
+      .def_prop_ro("factor_nnz", &NumericBatch::factor_nnz, "Stored entries in the factors of all members.")
+      .def_prop_ro("symbolic", [](const NumericBatch& b) { return std::const_pointer_cast<Symbolic>(b.symbolic()); })
+      .def_prop_ro(
+          "device", [](const NumericBatch& b) { return b.device().str(); }, "Where the factors live.")
+      .def("solve", &solve_batch_py, nb::arg("b"), nb::arg("x"), nb::arg("op") = "N", nb::arg("threads") = 0,
+           "Solve op(A_i) X_i = B_i for every member i, members in parallel on `threads` threads (0: OpenMP's "
+           "default). b and x are (B, nrhs, n) C-contiguous, each member's right-hand sides as Numeric.solve "
+           "takes them.");
+  m.def("factorize_batch", &factorize_batch_py, nb::arg("symbolic"), nb::arg("values"), nb::arg("threads") = 0,
+        "Factorize the B matrices whose values are the rows of `values` (B, nnz), sharing `symbolic`, members in "
+        "parallel on `threads` threads (0: OpenMP's default), the GIL released once. Errors name the first "
+        "member that failed: 'batch member i: ...'.");
   m.def("backend_available", [](const std::string& b) { return backend_available(parse_backend(b)); });
 }
 

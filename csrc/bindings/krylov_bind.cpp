@@ -168,6 +168,62 @@ nb::dict krylov_solve_py(const std::string& method, const CsrArrays& a, const Ar
   return result_dict(r);
 }
 
+// values (B, nnz), b and x (B, n, k), all C-contiguous; preconds None or a sequence of B entries, each a
+// Preconditioner or None.
+nb::list krylov_solve_batch_py(const std::string& method, const CsrPattern& pattern, const Array& values,
+                               const Array& b, OutArray& x, const nb::object& preconds, const std::string& precond_op,
+                               const KrylovOptions& o) {
+  check_array(values, "values", 2);
+  check_array(b, "b", 3);
+  check_output(x, "x", 3);
+  const auto batch = static_cast<index_t>(values.shape(0));
+  const index_t n = pattern.n_rows();
+  const ScalarType s = scalar_of(values, "values");
+  if (static_cast<index_t>(values.shape(1)) != pattern.nnz())
+    fail(ErrorKind::InvalidArgument, "values: expected shape (batch, ", pattern.nnz(), ") for the pattern's nnz, got (",
+         values.shape(0), ", ", values.shape(1), ")");
+  if (static_cast<index_t>(b.shape(0)) != batch || static_cast<index_t>(b.shape(1)) != n)
+    fail(ErrorKind::InvalidArgument, "b: expected shape (", batch, ", ", n, ", k), got (", b.shape(0), ", ", b.shape(1),
+         ", ", b.shape(2), ")");
+  if (b.shape(0) != x.shape(0) || b.shape(1) != x.shape(1) || b.shape(2) != x.shape(2))
+    fail(ErrorKind::InvalidArgument, "x: shape (", x.shape(0), ", ", x.shape(1), ", ", x.shape(2),
+         ") does not match b's");
+  if (scalar_of(b, "b") != s || scalar_of(x, "x") != s)
+    fail(ErrorKind::InvalidArgument, "b, x: dtype must be ", scalar_name(s), " like the values");
+  std::vector<std::shared_ptr<Preconditioner>> owned;  // alive for the call
+  std::vector<const Preconditioner*> M;
+  if (!preconds.is_none()) {
+    const auto count = static_cast<index_t>(nb::len(preconds));
+    if (count != batch)
+      fail(ErrorKind::InvalidArgument, "preconds: ", count, " entries for ", batch, " members (one each, or None)");
+    for (nb::handle item : preconds) {
+      if (item.is_none()) {
+        M.push_back(nullptr);
+        continue;
+      }
+      std::shared_ptr<Preconditioner> p;
+      if (!nb::try_cast(item, p))
+        fail(ErrorKind::InvalidArgument, "preconds[", M.size(), "]: expected a Preconditioner or None");
+      M.push_back(p.get());
+      owned.push_back(std::move(p));
+    }
+  }
+  const KrylovMethod meth = parse_krylov(method);
+  const Op mop = parse_op(precond_op);
+  const void* vp = values.data();
+  const void* bp = b.data();
+  void* xp = x.data();
+  const auto k = static_cast<index_t>(b.shape(2));
+  std::vector<KrylovResult> results;
+  {
+    nb::gil_scoped_release release;  // once, for the whole batch
+    results = krylov_solve_batch(meth, pattern, vp, s, batch, bp, xp, k, M, mop, o);
+  }
+  nb::list out;
+  for (const KrylovResult& r : results) out.append(result_dict(r));
+  return out;
+}
+
 }  // namespace
 
 void bind_krylov(nb::module_& m) {
@@ -251,6 +307,24 @@ void bind_krylov(nb::module_& m) {
       nb::arg("precond").none() = nb::none(), nb::arg("precond_op") = "N", nb::arg("rtol") = 1e-8,
       nb::arg("atol") = 0.0, nb::arg("maxiter") = 1000, nb::arg("restart") = 30, nb::arg("threads") = 1,
       nb::arg("record_history") = false, nb::arg("callback").none() = nb::none());
+
+  m.def(
+      "krylov_solve_batch",
+      [](const std::string& method, const CsrPattern& pattern, const Array& values, const Array& b, OutArray& x,
+         const nb::object& preconds, const std::string& precond_op, double rtol, double atol, index_t maxiter,
+         int restart, int threads, bool record_history) {
+        return krylov_solve_batch_py(method, pattern, values, b, x, preconds, precond_op,
+                                     options(rtol, atol, maxiter, restart, threads, record_history));
+      },
+      nb::arg("method"), nb::arg("pattern"), nb::arg("values"), nb::arg("b"), nb::arg("x"),
+      nb::arg("preconds").none() = nb::none(), nb::arg("precond_op") = "N", nb::arg("rtol") = 1e-8,
+      nb::arg("atol") = 0.0, nb::arg("maxiter") = 1000, nb::arg("restart") = 30, nb::arg("threads") = 1,
+      nb::arg("record_history") = false,
+      "Solve A_i X_i = B_i for B matrices sharing `pattern` (values (B, nnz); b and x (B, n, k), x the initial "
+      "guesses, overwritten), the GIL released once. With B >= threads the members run in parallel, each on one "
+      "thread; otherwise one after the other on `threads` threads. preconds: None, or one Preconditioner (or "
+      "None) per member. No progress callback: members report at the end, as a list of B dicts like "
+      "krylov_solve's. Errors name the first member that failed: 'batch member i: ...'.");
 }
 
 }  // namespace sla::bind

@@ -20,14 +20,24 @@ static_assert(std::is_same_v<SuiteSparse_long, sla::index_t>, "SuiteSparse_long 
 namespace sla::detail {
 namespace {
 
-// cholmod_common with RAII; one per symbolic analysis, guarded by a mutex (CHOLMOD is not re-entrant
-// on one common).
+// cholmod_common with RAII, set up for one method. CHOLMOD is not re-entrant on one common, so each is
+// guarded by its mutex, and each object that calls CHOLMOD has its own: the analysis one (for the
+// analysis and its memory report), and every numeric factorization another, made for it. Factorizations
+// of one analysis, and solves with different factorizations, then run in parallel without waiting for
+// each other (the symbolic factor they copy is only read).
 struct CholmodCommon {
   cholmod_common c;
   std::mutex mutex;
-  CholmodCommon() {
+  explicit CholmodCommon(Method method) {
     cholmod_l_start(&c);
     c.print = 0;  // errors are reported through status codes and turned into exceptions
+    if (method == Method::LDL) {
+      c.supernodal = CHOLMOD_SIMPLICIAL;  // LDL^T is simplicial in CHOLMOD
+      c.final_ll = 0;
+    } else {
+      c.supernodal = CHOLMOD_AUTO;  // supernodal when the flop count justifies it
+      c.final_ll = 1;               // LL^T in both modes, so a non-SPD matrix is reported
+    }
   }
   ~CholmodCommon() { cholmod_l_finish(&c); }
   CholmodCommon(const CholmodCommon&) = delete;
@@ -171,16 +181,9 @@ class CholmodSymbolic final : public CpuSymbolic {
   CholmodSymbolic(Method method, ScalarType scalar, CscPlan plan)
       : CpuSymbolic(scalar, std::move(plan)),
         method_(method),
-        common_(std::make_shared<CholmodCommon>()),
+        common_(std::make_shared<CholmodCommon>(method)),
         L_(nullptr, FactorDeleter{common_}) {
     cholmod_common& c = common_->c;
-    if (method == Method::LDL) {
-      c.supernodal = CHOLMOD_SIMPLICIAL;  // LDL^T is simplicial in CHOLMOD
-      c.final_ll = 0;
-    } else {
-      c.supernodal = CHOLMOD_AUTO;  // supernodal when the flop count justifies it
-      c.final_ll = 1;               // LL^T in both modes, so a non-SPD matrix is reported
-    }
     cholmod_sparse a = sparse_view(plan_, nullptr, false);
     L_.reset(cholmod_l_analyze(&a, &c));
     if (!L_) fail(ErrorKind::Internal, "CHOLMOD analysis failed (status ", c.status, ")");
@@ -192,13 +195,12 @@ class CholmodSymbolic final : public CpuSymbolic {
   Method method() const override { return method_; }
   double predicted_factor_bytes() const override { return predicted_bytes_; }
   // The plan, the symbolic factor (ordering, column counts, supernode structure: counted from its array
-  // sizes) and the cholmod_common with its workspace: Flag, Head and Iwork counted from their sizes,
-  // Xwork estimated as the 2 n doubles (complex: 2 n complex) that factorization and solves use.
+  // sizes) and the analysis's cholmod_common with its workspace (Flag, Head, Iwork and Xwork, counted from
+  // their sizes). Each numeric factorization has a common of its own, whose workspace it frees when done.
   std::size_t memory_bytes() const override {
     std::lock_guard<std::mutex> lock(common_->mutex);
     const cholmod_common& c = common_->c;
-    const size_t work =
-        (2 * c.nrow + 1 + c.iworksize) * sizeof(index_t) + 2 * c.nrow * (is_complex(scalar_) ? 2 : 1) * sizeof(double);
+    const size_t work = (2 * c.nrow + 1 + c.iworksize) * sizeof(index_t) + c.xworksize;
     return CpuSymbolic::memory_bytes() + sizeof(*this) - sizeof(CpuSymbolic) + factor_bytes(L_.get()) +
            sizeof(CholmodCommon) + work;
   }
@@ -215,9 +217,10 @@ class CholmodSymbolic final : public CpuSymbolic {
     std::vector<W> vals(plan_.perm.size());
     gather_values<W>(scalar_, values, plan_.perm, vals.data());
     cholmod_sparse a = sparse_view(plan_, vals.data(), is_complex_t<W>::value);
-    std::lock_guard<std::mutex> lock(common_->mutex);
-    cholmod_common& c = common_->c;
-    FactorPtr L(cholmod_l_copy_factor(L_.get(), &c), FactorDeleter{common_});
+    // A common of this factorization's own: no lock shared with other factorizations of this analysis.
+    auto common = std::make_shared<CholmodCommon>(method_);
+    cholmod_common& c = common->c;
+    FactorPtr L(cholmod_l_copy_factor(L_.get(), &c), FactorDeleter{common});
     if (!L) fail(ErrorKind::Internal, "CHOLMOD could not copy the symbolic factor (status ", c.status, ")");
     cholmod_l_factorize(&a, L.get(), &c);
     if (c.status == CHOLMOD_NOT_POSDEF || L->minor < L->n) {
@@ -230,7 +233,9 @@ class CholmodSymbolic final : public CpuSymbolic {
     }
     if (c.status < CHOLMOD_OK)
       fail(ErrorKind::Internal, "CHOLMOD factorization failed (status ", c.status, ")");
-    return std::make_unique<CholmodNumeric<W>>(self, common_, std::move(L));
+    // The O(n) workspace is needed again only by a factorization; solves allocate what they use.
+    cholmod_l_free_work(&c);
+    return std::make_unique<CholmodNumeric<W>>(self, std::move(common), std::move(L));
   }
 
   Method method_;

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "backends.hpp"
+#include "batch.hpp"
 #include "convert.hpp"
 #include "cpu_symbolic.hpp"
 #include "sla/errors.hpp"
@@ -137,23 +138,67 @@ std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, c
   return num;
 }
 
-bool set_blas_threads(int n) {
-  // OpenBLAS exports openblas_set_num_threads; the reference BLAS has no threads. The BLAS is a
-  // dependency of CHOLMOD/UMFPACK loaded with local scope, so look it up by library name.
-  using setter_t = void (*)(int);
-  static const setter_t setter = [] {
-    for (const char* lib : {"libopenblas.so.0", "libblas.so.3", "libopenblas.so"}) {
-      if (void* h = dlopen(lib, RTLD_LAZY | RTLD_NOLOAD)) {
-        void* sym = dlsym(h, "openblas_set_num_threads");
-        dlclose(h);
-        if (sym != nullptr) return reinterpret_cast<setter_t>(sym);
-      }
+index_t NumericBatch::factor_nnz() const {
+  index_t total = 0;
+  for (const auto& m : members_) total += m->factor_nnz();
+  return total;
+}
+
+void NumericBatch::solve(const void* b, void* x, index_t nrhs, Op op, int threads) const {
+  if (nrhs < 0) fail(ErrorKind::InvalidArgument, "b: negative number of right-hand sides ", nrhs);
+  const std::size_t stride = static_cast<std::size_t>(nrhs * sym_->n()) * scalar_size(sym_->scalar());
+  const int t = detail::batch_threads(threads);
+  detail::BlasThreadsScope blas(t > 1 && size() > 1 ? 1 : detail::kKeepBlasThreads);
+  const auto* bb = static_cast<const char*>(b);
+  auto* xx = static_cast<char*>(x);
+  detail::for_each_member(size(), t,
+                          [&](index_t i) { members_[i]->solve(bb + i * stride, xx + i * stride, nrhs, op); });
+}
+
+NumericBatch factorize_batch(const std::shared_ptr<const Symbolic>& sym, const void* values, index_t batch,
+                             int threads) {
+  if (!sym) fail(ErrorKind::InvalidArgument, "factorize_batch: the symbolic analysis is empty");
+  if (batch < 0) fail(ErrorKind::InvalidArgument, "values: negative batch size ", batch);
+  if (batch > 0 && sym->csr_nnz() > 0 && values == nullptr)
+    fail(ErrorKind::InvalidArgument, "values: null pointer for ", batch, " x ", sym->csr_nnz(), " values");
+  const std::size_t stride = static_cast<std::size_t>(sym->csr_nnz()) * scalar_size(sym->scalar());
+  std::vector<std::shared_ptr<Numeric>> members(static_cast<std::size_t>(batch));
+  const int t = detail::batch_threads(threads);
+  detail::BlasThreadsScope blas(t > 1 && batch > 1 ? 1 : detail::kKeepBlasThreads);
+  const auto* v = static_cast<const char*>(values);
+  detail::for_each_member(batch, t, [&](index_t i) { members[i] = factorize(sym, v + i * stride); });
+  return NumericBatch(sym, std::move(members));
+}
+
+namespace {
+
+// An OpenBLAS entry point, looked up by name. The BLAS is a dependency of CHOLMOD/UMFPACK loaded with local
+// scope, so look in the libraries it may be loaded as first; the reference BLAS has no threads.
+void* openblas_symbol(const char* name) {
+  for (const char* lib : {"libopenblas.so.0", "libblas.so.3", "libopenblas.so"}) {
+    if (void* h = dlopen(lib, RTLD_LAZY | RTLD_NOLOAD)) {
+      void* sym = dlsym(h, name);
+      dlclose(h);
+      if (sym != nullptr) return sym;
     }
-    return reinterpret_cast<setter_t>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  }();
+  }
+  return dlsym(RTLD_DEFAULT, name);
+}
+
+}  // namespace
+
+bool set_blas_threads(int n) {
+  using setter_t = void (*)(int);
+  static const auto setter = reinterpret_cast<setter_t>(openblas_symbol("openblas_set_num_threads"));
   if (setter == nullptr || n < 1) return false;
   setter(n);
   return true;
+}
+
+int blas_threads() {
+  using getter_t = int (*)();
+  static const auto getter = reinterpret_cast<getter_t>(openblas_symbol("openblas_get_num_threads"));
+  return getter == nullptr ? -1 : getter();
 }
 
 }  // namespace sla

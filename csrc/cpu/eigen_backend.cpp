@@ -151,6 +151,9 @@ class EigenSymbolic final : public CpuSymbolic {
            static_cast<std::size_t>(perm_.size()) * sizeof(EIndex);
   }
 
+  // Reentrant: each factorization builds its own matrix and solver and only reads the analysis's
+  // permutation, so factorizations of one analysis may run at once (factorize_batch), as may solves with
+  // different Numeric objects.
   std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                      const void* values) const override {
     std::vector<T> vals(plan_.perm.size());

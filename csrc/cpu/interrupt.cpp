@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "batch.hpp"
+
 #if defined(__linux__)
 #include <time.h>
 #else
@@ -38,13 +40,37 @@ std::int64_t now_ms() {
 // When this thread last called the handler; a thread that never did calls it at its first poll.
 thread_local std::int64_t t_last_call_ms = std::numeric_limits<std::int64_t>::min() / 2;
 
+// Set while this thread runs a member of a batch: the batch and the member.
+thread_local const detail::BatchState* t_batch = nullptr;
+thread_local index_t t_member = 0;
+
 }  // namespace
+
+namespace detail {
+
+MemberScope::MemberScope(const BatchState* state, index_t member) noexcept
+    : previous_state_(t_batch), previous_member_(t_member) {
+  t_batch = state;
+  t_member = member;
+}
+
+MemberScope::~MemberScope() {
+  t_batch = previous_state_;
+  t_member = previous_member_;
+}
+
+void check_batch_cancelled() {
+  if (t_batch != nullptr && t_batch->cancels(t_member)) throw BatchCancelled{};
+}
+
+}  // namespace detail
 
 void set_interrupt_handler(InterruptHandler handler) { g_handler.store(handler, std::memory_order_release); }
 
 InterruptHandler interrupt_handler() { return g_handler.load(std::memory_order_acquire); }
 
 void poll_interrupt() {
+  detail::check_batch_cancelled();
   const InterruptHandler handler = g_handler.load(std::memory_order_acquire);
   if (handler == nullptr) return;
   const std::int64_t now = now_ms();

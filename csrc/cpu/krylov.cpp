@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "batch.hpp"
 #include "krylov_kernels.hpp"
 #include "sla/errors.hpp"
 #include "sla/interrupt.hpp"
@@ -727,6 +728,40 @@ KrylovResult krylov_solve(KrylovMethod method, const CsrArrays& a, const void* b
     using I = decltype(ix);
     return detail::solve_typed<T, I>(method, a, b, x, k, M, precond_op, opts, progress);
   });
+}
+
+std::vector<KrylovResult> krylov_solve_batch(KrylovMethod method, const CsrPattern& pattern, const void* values,
+                                             ScalarType scalar, index_t batch, const void* b, void* x, index_t k,
+                                             const std::vector<const Preconditioner*>& M, Op precond_op,
+                                             const KrylovOptions& opts) {
+  if (batch < 0) fail(ErrorKind::InvalidArgument, "values: negative batch size ", batch);
+  if (pattern.n_rows() != pattern.n_cols())
+    fail(ErrorKind::InvalidArgument, "A: Krylov solvers need a square matrix, got (", pattern.n_rows(), ", ",
+         pattern.n_cols(), ")");
+  if (!M.empty() && static_cast<index_t>(M.size()) != batch)
+    fail(ErrorKind::InvalidArgument, "preconds: ", M.size(), " preconditioners for ", batch, " members");
+  for (std::size_t i = 0; i < M.size(); ++i)
+    if (M[i] != nullptr && (M[i]->scalar() != scalar || M[i]->n() != pattern.n_rows()))
+      fail(ErrorKind::InvalidArgument, "preconds[", i, "]: built for another matrix size or dtype (", M[i]->n(), ", ",
+           scalar_name(M[i]->scalar()), "), expected (", pattern.n_rows(), ", ", scalar_name(scalar), ")");
+  const int threads = opts.threads < 1 ? 1 : opts.threads;
+  const bool parallel = threads > 1 && batch >= threads;
+  KrylovOptions member = opts;
+  member.threads = parallel ? 1 : threads;
+  const std::size_t size = scalar_size(scalar);
+  const std::size_t values_stride = static_cast<std::size_t>(pattern.nnz()) * size;
+  const std::size_t block_stride = static_cast<std::size_t>(pattern.n_rows() * k) * size;
+  const auto* vv = static_cast<const char*>(values);
+  const auto* bb = static_cast<const char*>(b);
+  auto* xx = static_cast<char*>(x);
+  std::vector<KrylovResult> results(static_cast<std::size_t>(batch));
+  detail::for_each_member(batch, parallel ? threads : 1, [&](index_t i) {
+    const CsrArrays a = pattern.with_values(vv + i * values_stride, scalar);
+    const Preconditioner* m = M.empty() ? nullptr : M[static_cast<std::size_t>(i)];
+    results[static_cast<std::size_t>(i)] =
+        krylov_solve(method, a, bb + i * block_stride, xx + i * block_stride, k, m, precond_op, member, nullptr);
+  });
+  return results;
 }
 
 }  // namespace sla

@@ -59,7 +59,15 @@ decltype(auto) visit_csr(const CsrArrays& a, F&& f) {
   });
 }
 
-inline int clamp_threads(int t) { return t < 1 ? 1 : t; }
+// Threads for a kernel's parallel loop: t (at least 1); 1 inside an active parallel region (a member of a
+// batch running on an OpenMP thread), where a nested team would oversubscribe the cores whatever the
+// runtime's nesting setting.
+inline int clamp_threads(int t) {
+#ifdef SLA_HAVE_OPENMP
+  if (omp_in_parallel()) return 1;
+#endif
+  return t < 1 ? 1 : t;
+}
 
 // y = A x, k columns.
 template <class T, class I>

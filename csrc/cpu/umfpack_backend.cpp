@@ -194,6 +194,9 @@ class UmfpackSymbolic final : public CpuSymbolic {
     symbolic_bytes_ = static_cast<std::size_t>(info[UMFPACK_SYMBOLIC_SIZE] * info[UMFPACK_SIZE_OF_UNIT]);
   }
 
+  // Reentrant: umfpack_*_numeric only reads the Symbolic object and the control array ("Input argument,
+  // not modified", umfpack_numeric.h) and writes a Numeric object of its own, so factorizations of one
+  // analysis may run at once (factorize_batch), as may solves with different Numeric objects.
   template <class W>
   std::unique_ptr<Numeric> factorize_as(const std::shared_ptr<const Symbolic>& self, const void* values) const {
     std::vector<W> vals(plan_.perm.size());

@@ -15,6 +15,7 @@
 #include "sla/interrupt.hpp"
 #include "sla/krylov.hpp"
 #include "sla/mtx.hpp"
+#include "sla/pattern.hpp"
 #include "test_util.hpp"
 
 using sla::index_t;
@@ -141,6 +142,29 @@ TEST_F(InterruptTest, GmresThatCannotConvergeIsAborted) {
   const auto r = sla::krylov_solve(sla::KrylovMethod::GMRES, a, b.data(), x.data(), 1, nullptr, sla::Op::N, o, nullptr);
   EXPECT_FALSE(r.converged);
   EXPECT_EQ(r.reason, "maxiter");
+}
+
+TEST_F(InterruptTest, KrylovBatchIsAbortedAsAWholeWithTheHandlersException) {
+  // Six members of GMRES(1) on the rotation [[0, 1], [-1, 0]], which never converges, on 2 threads: the
+  // handler (called from either thread) throws on its third call, every member stops, and the handler's
+  // own exception comes out of the batch, not an sla::Error naming a member.
+  g_throw_on = 3;
+  std::vector<std::int64_t> p{0, 1, 2}, j{1, 0};
+  const auto pattern = sla::CsrPattern::copy_of(sla::CsrView<std::int64_t>{2, 2, p.data(), j.data()}, 3, 2, "A");
+  const index_t batch = 6;
+  std::vector<double> v, b, x(2 * batch, 0.0);
+  for (index_t i = 0; i < batch; ++i) v.insert(v.end(), {1.0, -1.0}), b.insert(b.end(), {1.0, 0.0});
+  sla::KrylovOptions o;
+  o.restart = 1;
+  o.maxiter = index_t{1} << 60;
+  o.threads = 2;
+  const double t = sla::test::within_seconds(30.0, "an interrupted Krylov batch", [&] {
+    EXPECT_THROW(sla::krylov_solve_batch(sla::KrylovMethod::GMRES, pattern, v.data(), sla::ScalarType::Float64, batch,
+                                         b.data(), x.data(), 1, {}, sla::Op::N, o),
+                 Interrupted);
+  });
+  EXPECT_GE(g_calls.load(), 3);
+  EXPECT_LT(t, 5.0) << "every member should stop soon after the handler throws";
 }
 
 TEST_F(InterruptTest, MatrixMarketReadIsAborted) {

@@ -107,8 +107,42 @@ std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarTy
 // InvalidArgument.
 std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, const void* values);
 
+// Numeric factorizations of a batch of matrices that share one pattern (and one analysis).
+class NumericBatch {
+ public:
+  NumericBatch(std::shared_ptr<const Symbolic> sym, std::vector<std::shared_ptr<Numeric>> members)
+      : sym_(std::move(sym)), members_(std::move(members)) {}
+  index_t size() const { return static_cast<index_t>(members_.size()); }
+  // Member i, 0 <= i < size(): a Numeric of its own, which outlives the batch if kept.
+  const std::shared_ptr<Numeric>& operator[](index_t i) const { return members_[static_cast<std::size_t>(i)]; }
+  const std::shared_ptr<const Symbolic>& symbolic() const { return sym_; }
+  Device device() const { return sym_->device(); }
+  // Stored entries in the factors of all members together.
+  index_t factor_nnz() const;
+  // Solve op(A_i) X_i = B_i for every member i, on up to `threads` threads (0: OpenMP's default), members
+  // in parallel. b and x hold size() blocks one after the other, each nrhs right-hand sides of length n
+  // stored column-major as Numeric::solve takes them: member i's block starts at element i * nrhs * n.
+  // Errors: those of Numeric::solve, prefixed by "batch member i: " (see factorize_batch).
+  void solve(const void* b, void* x, index_t nrhs, Op op, int threads) const;
+
+ private:
+  std::shared_ptr<const Symbolic> sym_;
+  std::vector<std::shared_ptr<Numeric>> members_;
+};
+
+// Factorize `batch` matrices sharing the analysis `sym`: values holds batch x sym->csr_nnz() values, member
+// after member (C order). Members are factorized in parallel on up to `threads` OpenMP threads (0: OpenMP's
+// default), each as sla::factorize would, with the BLAS single-threaded meanwhile when more than one member
+// runs at once. Equal, bit for bit, to a loop of factorize(). Errors are those of factorize() for the
+// first member that failed, the message starting "batch member i: " (i 0-based); an exception thrown by
+// the interrupt handler comes out unchanged. The members hold no pointer into `values`.
+NumericBatch factorize_batch(const std::shared_ptr<const Symbolic>& sym, const void* values, index_t batch,
+                             int threads);
+
 // Number of threads the BLAS under the libraries may use (OpenBLAS when it is the loaded BLAS).
 // Returns false when the loaded BLAS offers no such control.
 bool set_blas_threads(int n);
+// The BLAS thread count, or -1 when the loaded BLAS offers no such control.
+int blas_threads();
 
 }  // namespace sla

@@ -2,10 +2,15 @@
 //
 // The core calls poll_interrupt() in every loop whose length comes from the input (Krylov iterations,
 // the lines of a Matrix Market file, rows of a preconditioner set-up, ...), always from serial code,
-// never inside an OpenMP parallel region. When a handler is installed, poll_interrupt() calls it at most
+// never inside a parallel loop of a kernel. When a handler is installed, poll_interrupt() calls it at most
 // once every ~50 ms per thread; the handler aborts the computation by throwing, and the exception
 // propagates to the caller unchanged (every resource of the core is owned by RAII objects). Outputs
 // written in place (a Krylov iterate, say) hold whatever was reached when the exception was thrown.
+//
+// The batched entry points run their members on OpenMP threads, so there the handler is called from
+// those threads too (it must be thread-safe) and the calling thread is one of them. What it throws stops
+// that member; the batch then stops its other members at their next poll and rethrows it unchanged after
+// the parallel region.
 //
 // The Python module installs a handler that runs pending Python signal handlers, so Ctrl-C raises
 // KeyboardInterrupt out of a long solve or read.

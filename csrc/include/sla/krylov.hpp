@@ -69,4 +69,21 @@ KrylovResult krylov_solve(KrylovMethod method, const CsrArrays& a, const void* b
                           const Preconditioner* M, Op precond_op, const KrylovOptions& opts,
                           const Progress& progress);
 
+// Solve A_i X_i = B_i for a batch of `batch` square matrices sharing `pattern`: values holds batch x nnz
+// values of type `scalar` (member after member), b and x hold batch blocks of row-major n x k values
+// (member i's block starts at element i * n * k; x holds the initial guesses on entry). M is empty (no
+// preconditioner) or has one entry per member (null: none for that member). Every member is solved as
+// krylov_solve() would with the same options, except for the threads: with batch >= opts.threads the
+// members run in parallel on opts.threads OpenMP threads, each single-threaded inside; otherwise they run
+// one after the other with opts.threads threads inside. Results are those of krylov_solve() called member
+// by member with those thread counts, bit for bit (with one thread per member: the same as a loop of
+// krylov_solve() with threads = 1). There is no progress callback: members of a batch report only at the
+// end. Errors are those of krylov_solve() for the first member that failed, the message starting
+// "batch member i: " (i 0-based); an exception thrown by the interrupt handler (or by a preconditioner)
+// comes out unchanged.
+std::vector<KrylovResult> krylov_solve_batch(KrylovMethod method, const CsrPattern& pattern, const void* values,
+                                             ScalarType scalar, index_t batch, const void* b, void* x, index_t k,
+                                             const std::vector<const Preconditioner*>& M, Op precond_op,
+                                             const KrylovOptions& opts);
+
 }  // namespace sla
