@@ -237,3 +237,22 @@ def test_solves_without_a_graph_skip_the_autograd_node_and_agree():
     plain = A.solve(b)
     assert with_graph.grad_fn is not None and without.grad_fn is None and plain.grad_fn is None
     assert torch.equal(with_graph.detach(), without) and torch.equal(without, plain)
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"backend": "eigen", "method": "lu"}, {"method": "cg", "backend": "core"}, {"method": "gmres"}]
+)
+def test_a_batch_is_solved_in_one_core_call_and_matches_member_solves(kw):
+    A0 = poisson2d(6)
+    g = torch.Generator().manual_seed(2)
+    V = A0.values * (1 + 0.2 * torch.rand(5, 1, dtype=F64, generator=g))  # 5 SPD members, one pattern
+    V = V.clone().requires_grad_()
+    B = torch.randn(5, 36, 2, dtype=F64, generator=g)
+    X = A0.with_values(V).solve(B, **kw)
+    for i in range(5):
+        Xi = A0.with_values(V[i].detach()).solve(B[i], **kw)
+        torch.testing.assert_close(X[i].detach(), Xi, rtol=1e-7, atol=1e-9)
+    X.sum().backward()
+    vi = V[3].detach().clone().requires_grad_()
+    A0.with_values(vi).solve(B[3], **kw).sum().backward()
+    torch.testing.assert_close(V.grad[3], vi.grad, rtol=1e-6, atol=1e-8)

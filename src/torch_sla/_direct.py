@@ -120,6 +120,26 @@ class _CoreFactor:
         return int(self.numeric.factor_nnz)
 
 
+class _CoreBatch:
+    """The numeric factorizations of a whole batch from the C++ core (one ``NumericBatch``), solved
+    together: ``solve_stack`` takes and returns (B, n, k) stacks."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def solve_stack(self, b: torch.Tensor, op: str) -> torch.Tensor:
+        bt = to_core(b.transpose(1, 2))  # (B, k, n): each member's right-hand sides column-major
+        xt = torch.empty_like(bt)
+        self.batch.solve(bt, xt, op, torch.get_num_threads())
+        return xt.transpose(1, 2)
+
+    @property
+    def factor_nnz(self) -> int:
+        return int(self.batch[0].factor_nnz)  # the first member's, like a list of factors reports
+
+
 class _ScipyFactor:
     """``scipy.sparse.linalg.splu`` (SuperLU)."""
 
@@ -187,7 +207,9 @@ class CoreDirectBackend(Backend):
         C.set_blas_threads(torch.get_num_threads())
         sym, reused = self.analyze(A, method)
         values = A.values.detach().reshape(A.batch_size, A.nnz)
-        return [_CoreFactor(C.factorize(sym, to_core(v))) for v in values], reused
+        if A.batch_size > 1:  # the whole batch in one call, members in parallel, the GIL released once
+            return [_CoreBatch(C.factorize_batch(sym, to_core(values), torch.get_num_threads()))], reused
+        return [_CoreFactor(C.factorize(sym, to_core(values[0])))], reused
 
 
 class SuiteSparseBackend(CoreDirectBackend):
@@ -350,6 +372,8 @@ class Factorization:
         """Solve for a (B, n, k) stack without autograd."""
         if not self._factors:  # n = 0 or an empty batch: nothing to solve
             return torch.zeros_like(b)
+        if isinstance(self._factors[0], _CoreBatch):
+            return self._factors[0].solve_stack(b, op)
         if len(self._factors) == 1:
             return self._factors[0].solve(b[0], op).unsqueeze(0)
         return torch.stack([f.solve(b[i], op) for i, f in enumerate(self._factors)])

@@ -133,6 +133,33 @@ class CoreKrylovBackend(KrylovBackend):
             C.make_preconditioner(name, handle, to_core(v), solver.opts.omega, threads) for v in solver.values
         ]
 
+    def solve_stack(self, solver: KrylovSolver, b: torch.Tensor, x0, op: str):
+        """Every batch member in one call (members in parallel, the GIL released once), or None when
+        the solve needs per-member calls: a Python callback or a Python preconditioner."""
+        kind, pre = solver.precond
+        if b.shape[0] < 2 or solver.opts.callback is not None or kind == "callable":
+            return None
+        C = core()
+        pattern, values = solver.operator_values(op)
+        x = to_core(x0.clone() if x0 is not None else torch.zeros_like(b))
+        o = solver.opts
+        results = C.krylov_solve_batch(
+            solver.method,
+            pattern.core_handle(),
+            to_core(values),
+            to_core(b),
+            x,
+            list(pre) if kind == "named" else None,
+            op,
+            o.rtol,
+            o.atol,
+            o.max_iterations(solver.n),
+            min(o.restart, solver.n),
+            torch.get_num_threads(),
+            o.return_info,
+        )
+        return x, results
+
     def solve_member(self, solver: KrylovSolver, i: int, b: torch.Tensor, x0, op: str):
         C = core()
         pattern, values = solver.operator_values(op)
@@ -295,11 +322,19 @@ class KrylovSolver:
         if self.n == 0 or b.shape[0] == 0 or b.shape[-1] == 0:  # empty: nothing to iterate on
             out = torch.zeros_like(b)
         else:
-            out = torch.empty_like(b)
-            for i in range(b.shape[0]):
-                x0 = self.x0[i] if (op == "N" and self.x0 is not None) else None
-                out[i], d = self.backend.solve_member(self, i, b[i], x0, op)
-                info._merge(d)
+            x0 = self.x0 if op == "N" else None
+            stacked = (
+                self.backend.solve_stack(self, b, x0, op) if hasattr(self.backend, "solve_stack") else None
+            )
+            if stacked is not None:
+                out, results = stacked
+                for d in results:
+                    info._merge(d)
+            else:
+                out = torch.empty_like(b)
+                for i in range(b.shape[0]):
+                    out[i], d = self.backend.solve_member(self, i, b[i], None if x0 is None else x0[i], op)
+                    info._merge(d)
         if not self._forward_done:  # the first call is the forward solve, later ones are backward's
             self.info, self._forward_done = info, True
             _report(info, self.opts.on_fail, "solve")
