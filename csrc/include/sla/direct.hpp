@@ -49,8 +49,8 @@ class Symbolic {
   virtual double predicted_factor_bytes() const { return -1.0; }
   // Memory this analysis holds, in bytes: its copy of the pattern plus what the backend keeps between
   // factorizations (Eigen: the fill-reducing permutation; CHOLMOD: the symbolic factor, counted from its
-  // array sizes, and the cholmod_common with its workspace, Xwork estimated; UMFPACK: its Symbolic
-  // object, whose size UMFPACK reports). Numeric factorizations own their factors, not counted here.
+  // array sizes, and the analysis's cholmod_common with its workspace; UMFPACK: its Symbolic object,
+  // whose size UMFPACK reports). Numeric factorizations own their factors, not counted here.
   virtual std::size_t memory_bytes() const = 0;
   // Throw SingularMatrix when every factorization of this pattern is singular: a row or a column of the
   // factored matrix has no stored entry. sla::factorize calls it before the numeric factorization.
@@ -59,7 +59,8 @@ class Symbolic {
   // (-1: none), so that a breakdown caused by one is reported as such.
   virtual index_t first_non_finite(const void* values) const = 0;
   // Numeric factorization sharing this analysis; `self` is the shared pointer that owns *this. The
-  // backend alone: sla::factorize adds the checks and the verdict on the result.
+  // backend alone: sla::factorize adds the checks and the verdict on the result. Several threads may
+  // factorize with one analysis at once, each getting a Numeric of its own (factorize_batch does).
   virtual std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
                                              const void* values) const = 0;
 
