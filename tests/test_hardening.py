@@ -372,6 +372,9 @@ def test_memory_prediction_counts_more_than_the_factor():
     impl = sla.backends()[c.backend]
     sym, _ = impl.analyze(A, c.method)
     predicted = impl.predicted_solve_bytes(A, c.method, 1)
+    if sym.predicted_factor_bytes < 0:  # a backend without a factor-size prediction (Eigen-only builds)
+        assert predicted == -1.0 and "gives no memory prediction" in str(c)
+        return
     # a diagonal factor is 16 bytes per row; a solve takes about 280 bytes per row in all
     assert predicted >= 250 * n > 10 * sym.predicted_factor_bytes
     budget = sla.get_memory_budget()
