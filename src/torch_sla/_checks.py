@@ -117,7 +117,9 @@ def to_core(t: torch.Tensor) -> torch.Tensor:
     bit, ``-x`` of such a view a negative bit. The core reads raw memory through DLPack, so both are
     materialized here, at every crossing into C++.
     """
-    return t.resolve_conj().resolve_neg().contiguous()
+    if t.is_conj() or t.is_neg() or not t.is_contiguous():
+        return t.resolve_conj().resolve_neg().contiguous()
+    return t
 
 
 def fs_path(path, what: str = "path") -> bytes:

@@ -572,7 +572,7 @@ def matrix_free_solve(op: LinearOperator, b, *, method: str = "auto", **kwargs):
     vec = b.dim() == 1
     bb = b.unsqueeze(-1) if vec else b
     if opts.x0 is not None:
-        opts.x0 = torch.as_tensor(opts.x0).reshape(bb.shape)
+        opts = dataclasses.replace(opts, x0=torch.as_tensor(opts.x0).reshape(bb.shape))
     solver = MatrixFreeSolver(op, method, pre, opts)
     x = LinearSolve.apply(solver, "N", bb.unsqueeze(0), *op.parameters)[0]
     x = x.squeeze(-1) if vec else x

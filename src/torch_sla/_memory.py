@@ -4,6 +4,7 @@ alone would not fit)."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 from .errors import InvalidArgumentError
@@ -26,6 +27,11 @@ def get_memory_budget() -> float:
     """The budget ``set_memory_budget`` set (default: half of the physical memory)."""
     if _MEMORY_BUDGET is not None:
         return _MEMORY_BUDGET
+    return _default_budget()
+
+
+@functools.lru_cache(maxsize=1)
+def _default_budget() -> float:
     try:
         return 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX

@@ -61,11 +61,11 @@ class KrylovOptions:
             key = (tuple(sorted(kwargs.items())), allowed)
             hit = _VALIDATED.get(key)
         if hit is not None:
-            return dataclasses.replace(hit)
+            return hit  # shared: options are never changed after validation (use dataclasses.replace)
         o = cls._validate(kwargs, allowed)
         if key is not None and len(_VALIDATED) < 256:
             _VALIDATED[key] = o
-        return dataclasses.replace(o)
+        return o
 
     @classmethod
     def _validate(cls, kwargs: dict, allowed: tuple[str, ...] | None) -> KrylovOptions:
