@@ -6,6 +6,8 @@ themselves unavailable (with the import error), and :func:`core` raises a clear 
 
 from __future__ import annotations
 
+import functools
+
 from .errors import BackendUnavailableError
 
 try:
@@ -24,8 +26,15 @@ def core():
     return _C
 
 
-def core_build_info() -> dict:
-    """What the core was built with (``suitesparse``, ``openmp``, versions, ...), or ``{"error": ...}``."""
+@functools.lru_cache(maxsize=1)
+def _build_info() -> dict:
     if _C is None:  # pragma: no cover
         return {"error": IMPORT_ERROR}
     return dict(_C.build_info())
+
+
+def core_build_info() -> dict:
+    """What the core was built with (``suitesparse``, ``openmp``, ``cuda_compiled``, versions, the CUDA
+    device count, ...), or ``{"error": ...}``. Asked once per process: counting CUDA devices starts the
+    CUDA driver, which should not happen again and again (nor before a fork that did not need it)."""
+    return dict(_build_info())
