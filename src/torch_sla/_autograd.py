@@ -155,11 +155,13 @@ def solve_through(source, op: str, b: torch.Tensor, *params: torch.Tensor) -> to
     """``LinearSolve.apply(source, op, b, *params)``, or the raw solve itself when no derivative can be
     asked for (no grad mode or no input requiring grad, no forward-mode level, no torch.func transform):
     the same result without the autograd node's cost, for inference loops of small solves."""
-    tensors = (b, *params)
-    if (
-        (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-        or torch.autograd.forward_ad._current_level >= 0
-        or any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
-    ):
+    needs_node = torch.autograd.forward_ad._current_level >= 0
+    grad_mode = torch.is_grad_enabled()
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    for t in (b, *params):
+        if (grad_mode and t.requires_grad) or wrapped(t):
+            needs_node = True
+            break
+    if needs_node:
         return LinearSolve.apply(source, op, b, *params)
     return source.solver_for(params).raw_solve(b, op)

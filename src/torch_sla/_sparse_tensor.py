@@ -508,12 +508,18 @@ def check_rhs(A: SparseTensor, b, check_finite: bool) -> torch.Tensor:
     return b
 
 
+def _restore_vector(y: torch.Tensor) -> torch.Tensor:
+    return y.reshape(y.shape[-2])
+
+
 def normalize_rhs(
     A: SparseTensor, b: torch.Tensor, *, name: str, n: int
 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """Bring ``b`` to a (B, n, k) stack matching A's flattened batch; return it and a function that puts
     a (B, m, k) result back into b's layout (with m the result's row count)."""
     batch = A.batch_shape
+    if not batch and b.dim() == 1 and b.shape[0] == n:  # the common case: one matrix, one vector
+        return b.view(1, n, 1), _restore_vector
     nb = len(batch)
     shape = tuple(b.shape)
     if b.dim() == nb + 1 and shape[:nb] == batch and shape[-1] == n:
