@@ -158,6 +158,9 @@ class _ScipyFactor:
         return int(self.lu.L.nnz + self.lu.U.nnz)
 
 
+_BLAS_THREADS = [0]  # the thread count last given to the BLAS
+
+
 # -- backends ------------------------------------------------------------------------------------------
 class CoreDirectBackend(Backend):
     """A direct backend of the C++ core: a symbolic analysis (cached per pattern, method and dtype),
@@ -204,7 +207,10 @@ class CoreDirectBackend(Backend):
 
     def factorize(self, A: SparseTensor, method: str) -> tuple[list, bool]:
         C = core()
-        C.set_blas_threads(torch.get_num_threads())
+        threads = torch.get_num_threads()
+        if threads != _BLAS_THREADS[0]:  # tell the BLAS under the libraries only when it changes
+            C.set_blas_threads(threads)
+            _BLAS_THREADS[0] = threads
         sym, reused = self.analyze(A, method)
         values = A.values.detach().reshape(A.batch_size, A.nnz)
         if A.batch_size > 1:  # the whole batch in one call, members in parallel, the GIL released once

@@ -113,7 +113,10 @@ def solve(
         cached = A.values_cached(
             key, lambda: plan(A, backend, method, check_symmetry=check_symmetry, nrhs=nrhs)
         )
-        choice = dataclasses.replace(cached, reasons=list(cached.reasons))
+        # a Cholesky that breaks down falls back to LU by changing its choice: give it a copy
+        choice = (
+            cached if cached.fallback is None else dataclasses.replace(cached, reasons=list(cached.reasons))
+        )
     if choice.kind == "iterative":
         return iterative_solve(A, b, choice, opts, check_finite=check_finite)
     if iterative:
