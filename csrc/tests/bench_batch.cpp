@@ -17,25 +17,12 @@
 #include "sla/direct.hpp"
 #include "sla/krylov.hpp"
 #include "sla/pattern.hpp"
+#include "test_util.hpp"
 
 using sla::index_t;
 
 namespace {
 
-void poisson2d(index_t m, std::vector<std::int64_t>& p, std::vector<std::int64_t>& j, std::vector<double>& v) {
-  const index_t n = m * m;
-  p.assign(1, 0);
-  for (index_t r = 0; r < n; ++r) {
-    const index_t x = r % m, y = r / m;
-    auto push = [&](index_t c, double val) { j.push_back(c), v.push_back(val); };
-    if (y > 0) push(r - m, -1);
-    if (x > 0) push(r - 1, -1);
-    push(r, 4);
-    if (x < m - 1) push(r + 1, -1);
-    if (y < m - 1) push(r + m, -1);
-    p.push_back(static_cast<std::int64_t>(j.size()));
-  }
-}
 
 template <class F>
 double best_of(int repeats, F&& f) {
@@ -65,12 +52,12 @@ int main(int argc, char** argv) {
   const index_t batch = argc > 2 ? std::atoll(argv[2]) : 64;
   const int threads = argc > 3 ? std::atoi(argv[3]) : 2;
   const int repeats = argc > 4 ? std::atoi(argv[4]) : 5;
-  std::vector<std::int64_t> p, j;
-  std::vector<double> v;
-  poisson2d(grid, p, j, v);
-  const index_t n = grid * grid, nnz = static_cast<index_t>(j.size());
-  const sla::CsrPattern pattern =
-      sla::CsrPattern::copy_of(sla::CsrView<std::int64_t>{n, n, p.data(), j.data()}, n + 1, nnz, "A");
+  const sla::test::Poisson2d A(grid);
+  const std::vector<std::int64_t>& p = A.p;
+  const std::vector<std::int64_t>& j = A.j;
+  const std::vector<double>& v = A.v;
+  const index_t n = A.n, nnz = A.nnz();
+  const sla::CsrPattern pattern = A.pattern();
   std::vector<double> values;  // batch copies of A
   for (index_t i = 0; i < batch; ++i) values.insert(values.end(), v.begin(), v.end());
   std::vector<double> b(static_cast<std::size_t>(batch * n), 1.0), x(b.size());

@@ -12,6 +12,7 @@
 #include "sla/errors.hpp"
 #include "sla/krylov.hpp"
 #include "sla/pattern.hpp"
+#include "test_util.hpp"
 
 using sla::Backend;
 using sla::index_t;
@@ -20,28 +21,9 @@ using sla::ScalarType;
 
 namespace {
 
-// The m x m 2D Laplacian (5-point, SPD), int64 CSR.
-struct Poisson {
-  index_t n;
-  std::vector<std::int64_t> p{0}, j;
-  std::vector<double> v;
-  explicit Poisson(index_t m) : n(m * m) {
-    for (index_t r = 0; r < n; ++r) {
-      const index_t x = r % m, y = r / m;
-      auto push = [&](index_t c, double val) { j.push_back(c), v.push_back(val); };
-      if (y > 0) push(r - m, -1);
-      if (x > 0) push(r - 1, -1);
-      push(r, 4);
-      if (x < m - 1) push(r + 1, -1);
-      if (y < m - 1) push(r + m, -1);
-      p.push_back(static_cast<std::int64_t>(j.size()));
-    }
-  }
-  index_t nnz() const { return static_cast<index_t>(j.size()); }
-  sla::CsrView<std::int64_t> view() const { return {n, n, p.data(), j.data()}; }
-  sla::CsrPattern pattern() const {
-    return sla::CsrPattern::copy_of(view(), static_cast<index_t>(p.size()), nnz(), "A");
-  }
+// The 2D Poisson matrix of the tests, with a batch of perturbed values.
+struct Poisson : sla::test::Poisson2d {
+  using Poisson2d::Poisson2d;
   // batch x nnz values: member i is A scaled by a member's own factor, its off-diagonal slightly perturbed
   // (still SPD: diagonally dominant).
   std::vector<double> batch_values(index_t batch, unsigned seed = 1) const {
