@@ -366,7 +366,7 @@ class Factorization:
         return self  # built from these values by factorize()
 
     def rebatched(self) -> FactorSource:
-        return FactorSource(self.A, dataclasses.replace(self._choice, reasons=list(self._choice.reasons)))
+        return FactorSource(self.A, self._choice)
 
     def params_vjp(self, params, left, right):
         return (pattern_vjp(self.A.pattern, left, right),)
@@ -402,7 +402,7 @@ class FactorSource:
         return self._built
 
     def rebatched(self) -> FactorSource:
-        return FactorSource(self.A, dataclasses.replace(self.choice, reasons=list(self.choice.reasons)))
+        return FactorSource(self.A, self.choice)
 
     def params_vjp(self, params, left, right):
         return (pattern_vjp(self.A.pattern, left, right),)
@@ -413,7 +413,8 @@ class FactorSource:
 
 def factorize_with(A: SparseTensor, choice: Choice) -> Factorization:
     """Factorize ``A`` as ``choice`` (from :func:`~torch_sla._registry.plan`) says; an automatic Cholesky
-    that breaks down falls back to ``choice.fallback`` (LU), and the pattern remembers it."""
+    that breaks down falls back to ``choice.fallback`` (LU) under a new Choice (``choice`` itself, which
+    may be a cached plan, is never changed), and the pattern remembers it."""
     if choice.kind != "direct":
         raise InvalidArgumentError(
             f"method: factorize() needs a direct method and backend, got method={choice.method!r} on "
@@ -429,8 +430,10 @@ def factorize_with(A: SparseTensor, choice: Choice) -> Factorization:
     except NotPositiveDefiniteError:
         if choice.fallback is None:
             raise
-        A.pattern._cache["cholesky_failed"] = True
-        choice.reasons.append(f"Cholesky broke down (not positive definite): fell back to {choice.fallback}")
-        choice.method, choice.fallback = choice.fallback, None
+        A.pattern._cache["cholesky_failed"] = True  # later plans for this pattern choose LU at once
+        why = f"Cholesky broke down (not positive definite): fell back to {choice.fallback}"
+        choice = dataclasses.replace(
+            choice, method=choice.fallback, fallback=None, reasons=[*choice.reasons, why]
+        )
         factors, reused = choice.impl.factorize(A, choice.method)
     return Factorization(A, choice, factors, reused)

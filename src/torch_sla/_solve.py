@@ -6,8 +6,6 @@ Each plans once (:func:`~torch_sla._registry.plan`: backend, method, reasons) an
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from ._autograd import solve_through
@@ -109,14 +107,12 @@ def solve(
     else:
         # The plan depends on the values (symmetry, diagonal), the budget and the registry: cached on A
         # until its values change, copied for this solve (a fallback may change its method).
-        key = ("plan", backend, method, check_symmetry, nrhs, get_memory_budget(), generation())
+        failed = A.pattern._cache.get("cholesky_failed", False)  # a breakdown since changes the plan
+        key = ("plan", backend, method, check_symmetry, nrhs, get_memory_budget(), generation(), failed)
         cached = A.values_cached(
             key, lambda: plan(A, backend, method, check_symmetry=check_symmetry, nrhs=nrhs)
         )
-        # a Cholesky that breaks down falls back to LU by changing its choice: give it a copy
-        choice = (
-            cached if cached.fallback is None else dataclasses.replace(cached, reasons=list(cached.reasons))
-        )
+        choice = cached  # shared: never changed (a fallback makes a new Choice)
     if choice.kind == "iterative":
         return iterative_solve(A, b, choice, opts, check_finite=check_finite)
     if iterative:
