@@ -256,3 +256,15 @@ def test_a_batch_is_solved_in_one_core_call_and_matches_member_solves(kw):
     vi = V[3].detach().clone().requires_grad_()
     A0.with_values(vi).solve(B[3], **kw).sum().backward()
     torch.testing.assert_close(V.grad[3], vi.grad, rtol=1e-6, atol=1e-8)
+
+
+def test_cholesky_fallback_leaves_the_cached_plan_alone_and_is_remembered():
+    # symmetric with a positive diagonal but indefinite: auto tries Cholesky, which breaks down
+    D = torch.tensor([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 3.0]], dtype=F64)
+    A = sla.SparseTensor.from_dense(D)
+    b = torch.ones(3, dtype=F64)
+    f = A.factorize()
+    assert f.method == "lu" and "fell back to lu" in f.info["reasons"][-1]
+    assert sla.explain(A).method == "lu"  # the pattern remembers the breakdown
+    for _ in range(2):
+        assert torch.allclose(D @ A.solve(b), b)
