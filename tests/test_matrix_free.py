@@ -121,3 +121,30 @@ def test_lstsq_double_backward_and_func_grad():
     vv = v.detach().clone().requires_grad_()
     (f(vv, b.detach()) ** 2).sum().backward()
     torch.testing.assert_close(gv, vv.grad)
+
+
+def test_lstsq_complex_gradcheck_against_dense():
+    g = torch.Generator().manual_seed(3)
+    C128 = torch.complex128
+    dense = torch.complex(
+        torch.randn(9, 4, dtype=F64, generator=g), torch.randn(9, 4, dtype=F64, generator=g)
+    )
+    dense = dense * (torch.rand(9, 4, generator=g) < 0.7)
+    dense[:4, :4] += 3 * torch.eye(4, dtype=C128)
+    A = sla.SparseTensor.from_dense(dense)
+    r, c = A.pattern.row, A.pattern.col
+    v = A.values.clone().requires_grad_()
+    b = torch.complex(torch.randn(9, dtype=F64, generator=g), torch.randn(9, dtype=F64, generator=g))
+    b.requires_grad_()
+
+    def f(vv, rhs):
+        return sla.lstsq(sla.SparseTensor(vv, r, c, (9, 4)), rhs, rtol=1e-14)
+
+    assert torch.autograd.gradcheck(f, (v, b), atol=1e-6)
+    w = torch.randn(4, dtype=C128, generator=g)
+    (f(v, b).conj() * w).real.sum().backward()
+    Dd = dense.clone().requires_grad_()
+    bd = b.detach().clone().requires_grad_()
+    (torch.linalg.lstsq(Dd, bd.unsqueeze(-1)).solution.squeeze(-1).conj() * w).real.sum().backward()
+    torch.testing.assert_close(b.grad, bd.grad, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(v.grad, Dd.grad[r, c], rtol=1e-7, atol=1e-9)
