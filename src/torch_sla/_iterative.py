@@ -13,13 +13,12 @@ import torch
 
 from . import _krylov_torch as kt
 from ._autograd import LinearSolve, pattern_jvp, pattern_vjp, solve_through
-from ._checks import check_finite as check_finite_values
 from ._checks import dtype_name, is_wrapped, plain, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
 from ._operator import CsrOperator, LinearOperator
 from ._options import KrylovOptions
 from ._registry import ITERATIVE_METHODS, Backend, Choice, backends, register
-from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_rhs, normalize_rhs
+from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_rhs, check_values_finite, normalize_rhs
 from .errors import BackendUnavailableError, ConvergenceError, InvalidArgumentError
 
 HERMITIAN_KRYLOV = ("cg", "minres")
@@ -381,10 +380,7 @@ def iterative_solve(A: SparseTensor, b, choice: Choice, opts: KrylovOptions, *, 
     if A.shape[-1] != A.shape[-2]:
         raise InvalidArgumentError(f"A: an iterative solve needs a square matrix, got shape {A.shape}")
     if check_finite:
-        if is_wrapped(A.values):
-            check_finite_values(plain(A.values).detach(), "A.values")
-        else:
-            A.values_cached("finite", lambda: check_finite_values(A.values.detach(), "A.values"))
+        check_values_finite(A)
     b = check_rhs(A, b, check_finite)
     bb, restore = normalize_rhs(A, b, name="b", n=A.shape[-1])
     x0b = None

@@ -18,7 +18,7 @@ from ._memory import get_memory_budget
 from ._operator import LinearOperator
 from ._options import KrylovOptions
 from ._registry import choose, generation, plan
-from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_rhs, normalize_rhs
+from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_rhs, check_values_finite, normalize_rhs
 from .errors import InvalidArgumentError
 
 
@@ -127,14 +127,6 @@ def solve(
     # The factorization is built inside LinearSolve's forward (FactorSource), where torch.func transforms
     # hand over plain tensors.
     return restore(solve_through(FactorSource(A, choice), "N", bb, A.values.reshape(A.batch_size, A.nnz)))
-
-
-def check_values_finite(A: SparseTensor) -> None:
-    """A's values checked for NaN/Inf, once per values (the verdict is cached until they change)."""
-    if is_wrapped(A.values):
-        check_finite_values(plain(A.values).detach(), "A.values")
-    else:
-        A.values_cached("finite", lambda: check_finite_values(A.values.detach(), "A.values"))
 
 
 def spsolve(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._checks import as_shape, plain
+from ._checks import as_shape, is_wrapped, plain
 from ._checks import check_finite as check_finite_values
 from ._operator import InnerProducts
 from ._pattern import _INDEX_DTYPES, Pattern
@@ -492,6 +492,14 @@ def as_sparse_tensor(A) -> SparseTensor:
         f"A: expected a SparseTensor, torch sparse tensor, scipy.sparse matrix or (values, row, col, shape), "
         f"got {type(A).__name__}"
     )
+
+
+def check_values_finite(A: SparseTensor) -> None:
+    """A's values checked for NaN/Inf, once per values (the verdict is cached until they change)."""
+    if is_wrapped(A.values):
+        check_finite_values(plain(A.values).detach(), "A.values")
+    else:
+        A.values_cached("finite", lambda: check_finite_values(A.values.detach(), "A.values"))
 
 
 def check_rhs(A: SparseTensor, b, check_finite: bool) -> torch.Tensor:
