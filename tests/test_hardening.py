@@ -131,6 +131,40 @@ def test_asymmetry_is_recomputed_after_in_place_change():
 
 
 # -- 2. COO -> CSR sort without an overflowing key -------------------------------------------------------
+def test_cached_plan_is_not_taken_for_new_values_at_a_reused_address():
+    # Values assigned twice without a solve between: the first old tensor is freed and a new one is
+    # often created at its address, with the same version (0). Caches keyed by id() took the symmetric
+    # values' plan (Cholesky, lower triangle) for the unsymmetric ones: a silently wrong x.
+    i = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1]])
+    A = sla.SparseTensor(torch.tensor([2.0, 1.0, 1.0, 2.0], dtype=torch.float64), i[0], i[1], (2, 2))
+    b = torch.ones(2, dtype=torch.float64)
+    dense = torch.tensor([[2.0, 1.0], [0.5, 2.0]], dtype=torch.float64)
+    for _ in range(200):
+        A.values = torch.tensor([2.0, 1.0, 1.0, 2.0], dtype=torch.float64)
+        sla.solve(A, b)  # plans Cholesky for the symmetric values
+        A.values = torch.zeros(4, dtype=torch.float64)
+        A.values = torch.tensor([2.0, 1.0, 0.5, 2.0], dtype=torch.float64)  # unsymmetric, lower part SPD
+        x = sla.solve(A, b)
+        assert torch.allclose(dense @ x, b, atol=1e-12)
+        for method in ("cg", "minres"):
+            with pytest.raises(sla.InvalidArgumentError, match="symmetric"):
+                sla.solve(A, b, method=method)
+    # (CPython reuses the address within a few rounds in most runs; the id-keyed cache failed here.)
+
+
+def test_cached_finiteness_verdict_is_not_taken_for_new_values_at_a_reused_address():
+    i = torch.tensor([[0, 1], [0, 1]])
+    A = sla.SparseTensor(torch.ones(2, dtype=torch.float64), i[0], i[1], (2, 2))
+    b = torch.ones(2, dtype=torch.float64)
+    for _ in range(200):
+        A.values = torch.ones(2, dtype=torch.float64)
+        sla.solve(A, b)  # caches "finite" for these values
+        A.values = torch.zeros(2, dtype=torch.float64)
+        A.values = torch.tensor([1.0, math.nan], dtype=torch.float64)
+        with pytest.raises(sla.InvalidArgumentError, match="NaN"):
+            sla.solve(A, b)
+
+
 def test_coo_sort_with_dimensions_near_int64_limit():
     n_cols = 2**62
     rows = torch.tensor([3, 0, 2, 3, 1, 0, 3])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -374,13 +375,20 @@ class SparseTensor(InnerProducts):
 
     # -- structure ---------------------------------------------------------------------------------
     def values_cached(self, key, compute: Callable[[], Any]) -> Any:
-        """``compute()``, cached on this matrix until its values change (in place or by assignment)."""
-        stamp = (id(self.values), values_version(self.values))
+        """``compute()``, cached on this matrix until its values change (in place or by assignment).
+
+        An entry remembers the values tensor by a weak reference, never by ``id()``: after an assignment
+        the old tensor may be freed and a new one created at the same address with the same version
+        (0), and an id-keyed entry would then be taken for the new values' (a stale plan or check).
+        Inference-mode tensors keep no version counter: nothing is cached for them."""
+        values = self.values
         hit = self._sym_cache.get(key)
-        if hit is not None and hit[0] == stamp and stamp[1] >= 0:
-            return hit[1]
+        if hit is not None and hit[0]() is values and hit[1] == values_version(values):
+            return hit[2]
         result = compute()
-        self._sym_cache[key] = (stamp, result)
+        version = values_version(values)
+        if version >= 0:
+            self._sym_cache[key] = (weakref.ref(values), version, result)
         return result
 
     def asymmetry(self, hermitian: bool = True) -> float:
@@ -389,10 +397,9 @@ class SparseTensor(InnerProducts):
         the values hold NaN. Entries missing from the pattern count as zeros, so a pattern need not be
         symmetric. Cached until ``values`` changes (in place or by assignment)."""
         key = "herm" if hermitian and self.dtype.is_complex else "sym"
-        stamp = (id(self.values), values_version(self.values))
-        hit = self._sym_cache.get(key)
-        if hit is not None and hit[0] == stamp and stamp[1] >= 0:
-            return hit[1]
+        return self.values_cached(key, lambda: self._asymmetry(key == "herm"))
+
+    def _asymmetry(self, hermitian: bool) -> float:
         p = self._pattern
         v = self.values.detach()
         if p.n_rows != p.n_cols:
@@ -402,7 +409,7 @@ class SparseTensor(InnerProducts):
         else:
             pt, perm = p.transpose()
             vt = v[..., perm]
-            if key == "herm":
+            if hermitian:
                 vt = vt.conj()
             if p.is_structurally_symmetric:
                 diff = v - vt
@@ -421,7 +428,6 @@ class SparseTensor(InnerProducts):
                 result = math.nan
             else:
                 result = worst / scale if scale > 0 else (0.0 if worst == 0 else math.inf)
-        self._sym_cache[key] = (stamp, result)
         return result
 
     def is_symmetric(self) -> bool:
@@ -504,15 +510,17 @@ def check_values_finite(A: SparseTensor) -> None:
 
 def check_rhs(A: SparseTensor, b, check_finite: bool) -> torch.Tensor:
     """``b`` as a tensor on A's device with A's dtype (else a clear error), checked for NaN/Inf."""
-    b = torch.as_tensor(b)
-    if b.device != A.device:
-        raise InvalidArgumentError(f"b: on device {b.device} but A is on {A.device}")
-    if b.dtype != A.dtype:
+    if not isinstance(b, torch.Tensor):
+        b = torch.as_tensor(b)
+    values = A.values
+    if b.dtype != values.dtype or b.device != values.device:  # (one test on the common path)
+        if b.device != values.device:
+            raise InvalidArgumentError(f"b: on device {b.device} but A is on {values.device}")
         raise InvalidArgumentError(
-            f"b: dtype {b.dtype} does not match A's dtype {A.dtype}; convert one of them"
+            f"b: dtype {b.dtype} does not match A's dtype {values.dtype}; convert one of them"
         )
     if check_finite:
-        check_finite_values(plain(b).detach(), "b")
+        check_finite_values(plain(b) if is_wrapped(b) else b, "b")
     return b
 
 
