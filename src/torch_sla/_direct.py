@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ._autograd import pattern_jvp, pattern_vjp, solve_through
-from ._checks import as_float, dtype_name, to_core
+from ._checks import as_float, core_array, dtype_name, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
 from ._registry import DIRECT_METHODS, Backend, Choice, register
 from ._sparse_tensor import SparseTensor, check_rhs, normalize_rhs, values_version
@@ -112,7 +112,7 @@ class _CoreFactor:
         # The core takes right-hand sides column-major: (n, k) row-major b is (k, n) after .T.
         bt = to_core(b.t())
         xt = torch.empty_like(bt)
-        self.numeric.solve(bt, xt, op)
+        self.numeric.solve(core_array(bt), core_array(xt), op)
         return xt.t()
 
     @property
@@ -132,7 +132,7 @@ class _CoreBatch:
     def solve_stack(self, b: torch.Tensor, op: str) -> torch.Tensor:
         bt = to_core(b.transpose(1, 2))  # (B, k, n): each member's right-hand sides column-major
         xt = torch.empty_like(bt)
-        self.batch.solve(bt, xt, op, torch.get_num_threads())
+        self.batch.solve(core_array(bt), core_array(xt), op, torch.get_num_threads())
         return xt.transpose(1, 2)
 
     @property
@@ -214,8 +214,8 @@ class CoreDirectBackend(Backend):
         sym, reused = self.analyze(A, method)
         values = A.values.detach().reshape(A.batch_size, A.nnz)
         if A.batch_size > 1:  # the whole batch in one call, members in parallel, the GIL released once
-            return [_CoreBatch(C.factorize_batch(sym, to_core(values), torch.get_num_threads()))], reused
-        return [_CoreFactor(C.factorize(sym, to_core(values[0])))], reused
+            return [_CoreBatch(C.factorize_batch(sym, core_array(values), torch.get_num_threads()))], reused
+        return [_CoreFactor(C.factorize(sym, core_array(values[0])))], reused
 
 
 class SuiteSparseBackend(CoreDirectBackend):
@@ -390,14 +390,18 @@ class FactorSource:
     SolverSource protocol): ``solve()`` defers the factorization into LinearSolve's forward, where
     torch.func hands over plain tensors the core can read."""
 
-    def __init__(self, A: SparseTensor, choice: Choice):
+    def __init__(self, A: SparseTensor, choice: Choice, params: torch.Tensor | None = None):
         self.A, self.choice = A, choice
+        self._params = params  # A's own (B, nnz) values, when the caller solves with them untransformed
         self._built: Factorization | None = None
 
     def solver_for(self, params) -> Factorization:
         if self._built is None:
             values = params[0]
-            A = SparseTensor._from_pattern(values.detach(), self.A.pattern)
+            if values is self._params:  # A itself (factorize_with reads its values detached)
+                A = self.A
+            else:  # plain values handed over by torch.func, or a rebatched member
+                A = SparseTensor._from_pattern(values.detach(), self.A.pattern)
             self._built = factorize_with(A, self.choice)
         return self._built
 

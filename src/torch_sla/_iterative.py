@@ -13,7 +13,7 @@ import torch
 
 from . import _krylov_torch as kt
 from ._autograd import LinearSolve, pattern_jvp, pattern_vjp, solve_through
-from ._checks import dtype_name, is_wrapped, plain, to_core
+from ._checks import core_array, dtype_name, is_wrapped, plain, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
 from ._operator import CsrOperator, LinearOperator
 from ._options import KrylovOptions
@@ -46,7 +46,9 @@ class SolveInfo:
         )
         if not d["converged"] and self.converged:
             self.converged, self.reason = False, d["reason"]
-        hist = list(d.get("residual_history") or [])
+        hist = d.get("residual_history")
+        if not hist:
+            return
         if len(hist) > len(self.residual_history):
             self.residual_history.extend([0.0] * (len(hist) - len(self.residual_history)))
         for i, h in enumerate(hist):
@@ -129,7 +131,8 @@ class CoreKrylovBackend(KrylovBackend):
         threads = torch.get_num_threads()
         C = core()
         return [
-            C.make_preconditioner(name, handle, to_core(v), solver.opts.omega, threads) for v in solver.values
+            C.make_preconditioner(name, handle, core_array(v), solver.opts.omega, threads)
+            for v in solver.values
         ]
 
     def solve_stack(self, solver: KrylovSolver, b: torch.Tensor, x0, op: str):
@@ -145,9 +148,9 @@ class CoreKrylovBackend(KrylovBackend):
         results = C.krylov_solve_batch(
             solver.method,
             pattern.core_handle(),
-            to_core(values),
-            to_core(b),
-            x,
+            core_array(values),
+            core_array(b),
+            core_array(x),
             list(pre) if kind == "named" else None,
             op,
             o.rtol,
@@ -162,7 +165,11 @@ class CoreKrylovBackend(KrylovBackend):
     def solve_member(self, solver: KrylovSolver, i: int, b: torch.Tensor, x0, op: str):
         C = core()
         pattern, values = solver.operator_values(op)
-        x = to_core(x0.clone() if x0 is not None else torch.zeros_like(b))
+        x = (
+            to_core(x0.clone())
+            if x0 is not None
+            else torch.zeros_like(b, memory_format=torch.contiguous_format)
+        )
         kind, pre = solver.precond
         M = None
         if kind == "named":
@@ -173,9 +180,9 @@ class CoreKrylovBackend(KrylovBackend):
         d = C.krylov_solve(
             solver.method,
             pattern.core_handle(),  # validated once per pattern
-            to_core(values[i]),
-            to_core(b),
-            x,
+            core_array(values[i]),
+            core_array(b),
+            core_array(x),
             M,
             op,
             o.rtol,
@@ -257,7 +264,15 @@ class KrylovSolver:
     """Everything one iterative solve needs, kept for the adjoint solve in backward: the matrix values
     (detached), its preconditioners (built once, per batch member), the backend and the options."""
 
-    def __init__(self, A: SparseTensor, choice: Choice, opts: KrylovOptions, x0: torch.Tensor | None):
+    def __init__(
+        self,
+        A: SparseTensor,
+        choice: Choice,
+        opts: KrylovOptions,
+        x0: torch.Tensor | None,
+        *,
+        cache: bool = False,
+    ):
         self.A = A
         self.pattern = A.pattern
         self.method = choice.method
@@ -267,9 +282,15 @@ class KrylovSolver:
         self.n = A.shape[-1]
         self.x0 = x0
         spec = opts.preconditioner
-        if spec == "auto":
+        if isinstance(spec, str) and spec == "auto":
             spec = choice.preconditioner if choice.preconditioner is not None else "none"
-        self.preconditioner_name, self.precond = self._preconditioner(spec)
+        if cache and isinstance(spec, str):
+            # A named preconditioner is built once per values of A (kept on A until they change in place
+            # or are replaced) and shared by later solves: repeated solves skip its setup.
+            key = ("preconditioner", self.backend.name, spec, opts.omega, opts.degree)
+            self.preconditioner_name, self.precond = A.values_cached(key, lambda: self._preconditioner(spec))
+        else:
+            self.preconditioner_name, self.precond = self._preconditioner(spec)
         self.info = SolveInfo(self.method, self.backend.name, self.preconditioner_name)
         self._adjoint_values = None
         self._forward_done = False
@@ -317,7 +338,12 @@ class KrylovSolver:
         return self._adjoint_values
 
     def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
-        info = SolveInfo(self.method, self.backend.name, self.preconditioner_name)
+        # The forward solve fills the info made in __init__, every later (adjoint) solve a new one.
+        info = (
+            SolveInfo(self.method, self.backend.name, self.preconditioner_name)
+            if self._forward_done
+            else self.info
+        )
         if self.n == 0 or b.shape[0] == 0 or b.shape[-1] == 0:  # empty: nothing to iterate on
             out = torch.zeros_like(b)
         else:
@@ -329,6 +355,10 @@ class KrylovSolver:
                 out, results = stacked
                 for d in results:
                     info._merge(d)
+            elif b.shape[0] == 1:  # one member: its solution is the result (no copy)
+                x, d = self.backend.solve_member(self, 0, b[0], None if x0 is None else x0[0], op)
+                out = x.unsqueeze(0)
+                info._merge(d)
             else:
                 out = torch.empty_like(b)
                 for i in range(b.shape[0]):
@@ -351,14 +381,25 @@ class KrylovSource:
     """The KrylovSolver of one solve, built on first use from the values LinearSolve is given (the
     SolverSource protocol), so that the preconditioners are built from plain tensors."""
 
-    def __init__(self, A: SparseTensor, choice: Choice, opts: KrylovOptions, x0: torch.Tensor | None):
+    def __init__(
+        self,
+        A: SparseTensor,
+        choice: Choice,
+        opts: KrylovOptions,
+        x0: torch.Tensor | None,
+        params: torch.Tensor | None = None,
+    ):
         self.A, self.choice, self.opts, self.x0 = A, choice, opts, x0
+        self._params = params  # A's own (B, nnz) values, when the caller solves with them untransformed
         self._built: KrylovSolver | None = None
 
     def solver_for(self, params) -> KrylovSolver:
         if self._built is None:
-            A = SparseTensor._from_pattern(params[0].detach(), self.A.pattern)
-            self._built = KrylovSolver(A, self.choice, self.opts, self.x0)
+            if params[0] is self._params:  # A's own values: its cached preconditioners apply
+                self._built = KrylovSolver(self.A, self.choice, self.opts, self.x0, cache=True)
+            else:  # plain values handed over by torch.func, or a rebatched member
+                A = SparseTensor._from_pattern(params[0].detach(), self.A.pattern)
+                self._built = KrylovSolver(A, self.choice, self.opts, self.x0)
         return self._built
 
     def rebatched(self) -> KrylovSource:
@@ -392,8 +433,9 @@ def iterative_solve(A: SparseTensor, b, choice: Choice, opts: KrylovOptions, *, 
                 f"{tuple(x0.shape)}, {x0.dtype}, {x0.device}"
             )
         x0b, _ = normalize_rhs(A, plain(x0.detach()), name="x0", n=A.shape[-1])
-    source = KrylovSource(A, choice, opts, x0b)
-    x = restore(solve_through(source, "N", bb, A.values.reshape(A.batch_size, A.nnz)))
+    values = A.values.reshape(A.batch_size, A.nnz)
+    source = KrylovSource(A, choice, opts, x0b, None if is_wrapped(A.values) else values)
+    x = restore(solve_through(source, "N", bb, values))
     return (x, source.info) if opts.return_info else x
 
 

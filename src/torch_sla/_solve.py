@@ -126,7 +126,9 @@ def solve(
     bb, restore = normalize_rhs(A, b, name="b", n=A.shape[-1])
     # The factorization is built inside LinearSolve's forward (FactorSource), where torch.func transforms
     # hand over plain tensors.
-    return restore(solve_through(FactorSource(A, choice), "N", bb, A.values.reshape(A.batch_size, A.nnz)))
+    values = A.values.reshape(A.batch_size, A.nnz)
+    source = FactorSource(A, choice, None if is_wrapped(A.values) else values)
+    return restore(solve_through(source, "N", bb, values))
 
 
 def spsolve(
