@@ -268,3 +268,44 @@ def test_batched_iterative():
     b = torch.randn(2, 36, dtype=F64)
     x = A.solve(b, method="cg", rtol=1e-12)
     torch.testing.assert_close(x, torch.linalg.solve(A.to_dense(), b.unsqueeze(-1)).squeeze(-1))
+
+
+def test_named_preconditioner_is_built_once_per_values_of_A(monkeypatch):
+    from torch_sla import _iterative
+
+    built = []
+    real = _iterative.CoreKrylovBackend.build_preconditioners
+
+    def counting(self, solver, name):
+        built.append(name)
+        return real(self, solver, name)
+
+    monkeypatch.setattr(_iterative.CoreKrylovBackend, "build_preconditioners", counting)
+    A = poisson2d(12)
+    b = torch.ones(A.shape[0], dtype=torch.float64)
+    kw = dict(method="cg", backend="core", preconditioner="ic0")
+    x1 = sla.solve(A, b, **kw)
+    x2 = sla.solve(A, b, **kw)
+    assert built == ["ic0"]  # the second solve reused it
+    sla.solve(A, b, method="cg", backend="core", preconditioner="jacobi")
+    assert built == ["ic0", "jacobi"]  # another preconditioner is built (and cached) on its own
+    torch.testing.assert_close(x1, x2)
+    with torch.no_grad():
+        A.values.mul_(2.0)  # in place: the cached preconditioner belongs to the old values
+    x3 = sla.solve(A, b, **kw)
+    assert built == ["ic0", "jacobi", "ic0"]
+    torch.testing.assert_close(x3, x1 / 2, rtol=1e-7, atol=0)
+    A.values = A.values * 0.5  # a new tensor: built again
+    torch.testing.assert_close(sla.solve(A, b, **kw), x1, rtol=1e-7, atol=0)
+    assert built == ["ic0", "jacobi", "ic0", "ic0"]
+    # The gradient path (values requiring grad) and the adjoint solve use it too, and stay exact.
+    v = A.values.clone().requires_grad_()
+    Ag = A.with_values(v)
+    sla.solve(Ag, b, **kw).sum().backward()
+    n_built = len(built)
+    v.grad = None
+    sla.solve(Ag, b, **kw).sum().backward()
+    assert len(built) == n_built
+    lam = sla.solve(A, torch.ones_like(b), method="lu")
+    x = sla.solve(A, b, method="lu")
+    torch.testing.assert_close(v.grad, -(lam[A.pattern.row] * x[A.pattern.col]), rtol=1e-6, atol=1e-10)
