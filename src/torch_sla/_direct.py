@@ -110,10 +110,14 @@ class _CoreFactor:
 
     def solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
         # The core takes right-hand sides column-major: (n, k) row-major b is (k, n) after .T.
-        bt = to_core(b.t())
+        return self.solve_columns(b.t(), op).t()
+
+    def solve_columns(self, bt: torch.Tensor, op: str) -> torch.Tensor:
+        """Solve for the rows of a (k, n) tensor (k right-hand sides, stored column-major)."""
+        bt = to_core(bt)
         xt = torch.empty_like(bt)
         self.numeric.solve(core_array(bt), core_array(xt), op)
-        return xt.t()
+        return xt
 
     @property
     def factor_nnz(self) -> int:
@@ -212,10 +216,12 @@ class CoreDirectBackend(Backend):
             C.set_blas_threads(threads)
             _BLAS_THREADS[0] = threads
         sym, reused = self.analyze(A, method)
-        values = A.values.detach().reshape(A.batch_size, A.nnz)
-        if A.batch_size > 1:  # the whole batch in one call, members in parallel, the GIL released once
-            return [_CoreBatch(C.factorize_batch(sym, core_array(values), torch.get_num_threads()))], reused
-        return [_CoreFactor(C.factorize(sym, core_array(values[0])))], reused
+        values = A.values.detach()
+        if values.dim() > 1 and A.batch_size > 1:
+            # the whole batch in one call, members in parallel, the GIL released once
+            values = values.reshape(A.batch_size, A.nnz)
+            return [_CoreBatch(C.factorize_batch(sym, core_array(values), threads))], reused
+        return [_CoreFactor(C.factorize(sym, core_array(values.reshape(A.nnz))))], reused
 
 
 class SuiteSparseBackend(CoreDirectBackend):
@@ -381,6 +387,9 @@ class Factorization:
         if isinstance(self._factors[0], _CoreBatch):
             return self._factors[0].solve_stack(b, op)
         if len(self._factors) == 1:
+            if b.shape[2] == 1 and b.is_contiguous():  # one vector: (1, n, 1) is (1, n) column-major
+                n = b.shape[1]
+                return self._factors[0].solve_columns(b.view(1, n), op).view(1, n, 1)
             return self._factors[0].solve(b[0], op).unsqueeze(0)
         return torch.stack([f.solve(b[i], op) for i, f in enumerate(self._factors)])
 

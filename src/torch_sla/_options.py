@@ -54,7 +54,7 @@ class KrylovOptions:
         """Validated options from keyword arguments; an unknown keyword raises ``TypeError`` as Python
         does, a bad value :class:`InvalidArgumentError` naming it."""
         if not kwargs:
-            return cls()  # the defaults are valid
+            return _DEFAULTS  # valid, and shared like every validated instance
         key = hit = None
         if all(type(v) in (int, float, str, bool, type(None)) for v in kwargs.values()):
             # numbers and names only (no tensor, callable or matrix is kept alive here): validated once
@@ -96,3 +96,6 @@ class KrylovOptions:
     def max_iterations(self, n: int) -> int:
         """``maxiter``, or its default ``10 n``."""
         return self.maxiter if self.maxiter is not None else 10 * max(n, 1)
+
+
+_DEFAULTS = KrylovOptions()
