@@ -387,9 +387,11 @@ class Factorization:
         if isinstance(self._factors[0], _CoreBatch):
             return self._factors[0].solve_stack(b, op)
         if len(self._factors) == 1:
-            if b.shape[2] == 1 and b.is_contiguous():  # one vector: (1, n, 1) is (1, n) column-major
+            f = self._factors[0]
+            if isinstance(f, _CoreFactor) and b.shape[2] == 1 and b.is_contiguous():
+                # one vector: (1, n, 1) is (1, n) column-major
                 n = b.shape[1]
-                return self._factors[0].solve_columns(b.view(1, n), op).view(1, n, 1)
+                return f.solve_columns(b.view(1, n), op).view(1, n, 1)
             return self._factors[0].solve(b[0], op).unsqueeze(0)
         return torch.stack([f.solve(b[i], op) for i, f in enumerate(self._factors)])
 
