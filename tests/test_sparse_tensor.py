@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -94,3 +96,24 @@ def test_property_random_solves_match_dense(n, density, seed, complex_, k):
     ref = torch.linalg.solve(dense, b)
     for backend in DIRECT_BACKENDS:
         torch.testing.assert_close(A.solve(b, backend=backend), ref, rtol=1e-9, atol=1e-11)
+
+
+def test_shifted_matrix_for_shift_invert():
+    from torch_sla._sparse_tensor import shifted
+
+    d = torch.tensor([[2.0, 1, 0], [0, 3, 0], [1, 0, 0]], dtype=torch.float64)  # (2, 2) not stored
+    m = torch.diag(torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64))
+    A, M = sla.SparseTensor.from_dense(d), sla.SparseTensor.from_dense(m)
+    torch.testing.assert_close(shifted(A, 0.5).to_dense(), d - 0.5 * torch.eye(3, dtype=torch.float64))
+    torch.testing.assert_close(shifted(A, 0.5, M).to_dense(), d - 0.5 * m)
+    assert shifted(A, 0.0).pattern.diag_positions is not None  # every diagonal entry stored
+    batched = A.with_values(torch.stack([A.values, 2 * A.values]))
+    torch.testing.assert_close(shifted(batched, 1.0, M).to_dense()[1], 2 * d - m)
+    v = A.values.clone().requires_grad_()
+    w = M.values.clone().requires_grad_()
+    torch.autograd.gradcheck(lambda v, w: shifted(A.with_values(v), 0.3, M.with_values(w)).to_dense(), (v, w))
+    for bad, msg in ((math.inf, "finite"), ("x", "number"), (1j, "complex"), (torch.ones(2), "number")):
+        with pytest.raises(sla.InvalidArgumentError, match=msg):
+            shifted(A, bad)
+    with pytest.raises(sla.InvalidArgumentError, match="M:"):
+        shifted(A, 1.0, sla.SparseTensor.from_dense(torch.eye(2, dtype=torch.float64)))

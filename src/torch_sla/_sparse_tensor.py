@@ -563,3 +563,44 @@ def normalize_rhs(
         return y.squeeze(-1) if vec else y
 
     return bb, restore
+
+
+def shifted(A: SparseTensor, sigma, M: SparseTensor | None = None) -> SparseTensor:
+    """``A - sigma * M`` (``M`` the identity when None) on the union of both patterns and the diagonal, for
+    shift-invert: every diagonal entry is stored, so the result can be factorized whatever A's pattern.
+    Differentiable with respect to A's and M's values (sigma is a number)."""
+    n = A.shape[-1]
+    if A.shape[-2] != n:
+        raise InvalidArgumentError(f"A: expected a square matrix, got shape {A.shape}")
+    if isinstance(sigma, torch.Tensor):
+        if sigma.numel() != 1:
+            raise InvalidArgumentError(
+                f"sigma: expected a number, got a tensor of shape {tuple(sigma.shape)}"
+            )
+        sigma = sigma.item()
+    if not isinstance(sigma, (int, float, complex)) or isinstance(sigma, bool):
+        raise InvalidArgumentError(f"sigma: expected a number, got {type(sigma).__name__}")
+    if isinstance(sigma, complex) and not A.dtype.is_complex:
+        raise InvalidArgumentError(f"sigma: complex shift {sigma} for a real matrix ({A.dtype})")
+    if not (abs(sigma) < math.inf):
+        raise InvalidArgumentError(f"sigma: must be finite, got {sigma}")
+    batch = A.batch_shape
+    diag = torch.arange(n, device=A.device)
+    rows, cols, vals = [A.pattern.row, diag], [A.pattern.col, diag], [A.values]
+    if M is None:
+        vals.append(torch.full(batch + (n,), -sigma, dtype=A.dtype, device=A.device))
+    else:
+        if M.shape[-2:] != (n, n) or M.dtype != A.dtype or M.device != A.device:
+            raise InvalidArgumentError(
+                f"M: expected a ({n}, {n}) matrix with A's dtype {A.dtype} and device {A.device}, got "
+                f"shape {M.shape}, {M.dtype}, {M.device}"
+            )
+        rows.append(M.pattern.row)
+        cols.append(M.pattern.col)
+        vals.append(torch.zeros(batch + (n,), dtype=A.dtype, device=A.device))
+        mv = M.values
+        if M.batch_shape != batch:
+            mv = mv.expand(batch + (M.nnz,))
+        vals.append(-sigma * mv)
+    values = torch.cat([v.expand(batch + v.shape[-1:]) for v in vals], -1)
+    return SparseTensor(values, torch.cat(rows), torch.cat(cols), (n, n))
