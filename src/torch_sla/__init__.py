@@ -12,6 +12,7 @@ from . import errors
 from ._direct import Factorization, analysis_cache_info, clear_analysis_cache, set_analysis_cache_limit
 from ._io import load_mtx, save_mtx
 from ._iterative import SolveInfo, lstsq
+from ._logdet import det, diag_inverse, inverse_entries, logdet, selected_inverse, slogdet
 from ._memory import get_memory_budget, set_memory_budget
 from ._operator import LinearOperator, Operator
 from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends
@@ -37,6 +38,12 @@ __all__ = [
     "solve",
     "spsolve",
     "lstsq",
+    "slogdet",
+    "logdet",
+    "det",
+    "selected_inverse",
+    "diag_inverse",
+    "inverse_entries",
     "factorize",
     "as_sparse_tensor",
     "LinearOperator",

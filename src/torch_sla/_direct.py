@@ -123,6 +123,17 @@ class _CoreFactor:
     def factor_nnz(self) -> int:
         return int(self.numeric.factor_nnz)
 
+    def slogdet(self) -> tuple[complex | float, float]:
+        """(sign, log|det|) from the factors; (0, -inf) for a singular matrix."""
+        return self.numeric.slogdet()
+
+    def inverse_entries(self, rows: torch.Tensor, cols: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``(A^{-1})[rows[k], cols[k]]`` by selected inversion of the factors (positions the factors
+        cover: see :meth:`Factorization.inverse_entries`)."""
+        out = torch.empty(rows.numel(), dtype=dtype)
+        self.numeric.inverse_entries(core_array(rows), core_array(cols), core_array(out))
+        return out
+
 
 class _CoreBatch:
     """The numeric factorizations of a whole batch from the C++ core (one ``NumericBatch``), solved
@@ -142,6 +153,10 @@ class _CoreBatch:
     @property
     def factor_nnz(self) -> int:
         return int(self.batch[0].factor_nnz)  # the first member's, like a list of factors reports
+
+    def members(self) -> list[_CoreFactor]:
+        """One factor per batch member (each shares the member's numeric factorization)."""
+        return [_CoreFactor(self.batch[i]) for i in range(len(self.batch))]
 
 
 class _ScipyFactor:
@@ -173,7 +188,7 @@ class CoreDirectBackend(Backend):
     kind = "direct"
     devices = ("cpu",)
     methods = DIRECT_METHODS
-    operations = frozenset({"solve", "factorize", "batch"})
+    operations = frozenset({"solve", "factorize", "batch", "logdet", "selected_inverse"})
 
     def analyze(self, A: SparseTensor, method: str) -> tuple[Any, bool]:
         """The (cached) symbolic analysis of A's pattern; returns (symbolic, reused)."""
@@ -209,8 +224,11 @@ class CoreDirectBackend(Backend):
         vectors = 8.0 * item * n * max(1, nrhs) * batch
         return batch * per_matrix + pattern + vectors
 
-    def factorize(self, A: SparseTensor, method: str) -> tuple[list, bool]:
+    def factorize(self, A: SparseTensor, method: str, allow_singular: bool = False) -> tuple[list, bool]:
+        """The numeric factorization of every batch member; ``allow_singular`` keeps a factor that is
+        singular to working precision (for determinants: its solves still raise) instead of raising."""
         C = core()
+        flags = {"allow_singular": True} if allow_singular else {}
         threads = torch.get_num_threads()
         if threads != _BLAS_THREADS[0]:  # tell the BLAS under the libraries only when it changes
             C.set_blas_threads(threads)
@@ -220,8 +238,8 @@ class CoreDirectBackend(Backend):
         if values.dim() > 1 and A.batch_size > 1:
             # the whole batch in one call, members in parallel, the GIL released once
             values = values.reshape(A.batch_size, A.nnz)
-            return [_CoreBatch(C.factorize_batch(sym, core_array(values), threads))], reused
-        return [_CoreFactor(C.factorize(sym, core_array(values.reshape(A.nnz))))], reused
+            return [_CoreBatch(C.factorize_batch(sym, core_array(values), threads, **flags))], reused
+        return [_CoreFactor(C.factorize(sym, core_array(values.reshape(A.nnz)), **flags))], reused
 
 
 class SuiteSparseBackend(CoreDirectBackend):
@@ -356,16 +374,53 @@ class Factorization:
         return self._apply(b, "H", check_finite)
 
     def _apply(self, b: torch.Tensor, op: str, check_finite: bool) -> torch.Tensor:
-        if values_version(self._values) != self._version:
-            raise InvalidArgumentError(
-                "A.values: changed in place after factorize(), so the factors are stale; call "
-                "factorize() again (or change values out of place: A.with_values(new_values))"
-            )
+        self._check_fresh()
         A = self.A
         b = check_rhs(A, b, check_finite)
         bb, restore = normalize_rhs(A, b, name="b", n=A.shape[-1])
         x = solve_through(self, op, bb, self._values.reshape(A.batch_size, A.nnz))
         return restore(x)
+
+    def _members(self) -> list:
+        """One factor per batch member."""
+        if self._factors and isinstance(self._factors[0], _CoreBatch):
+            return self._factors[0].members()
+        return list(self._factors)
+
+    def raw_slogdet(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sign, log|det|) of every batch member as (B,) tensors, without autograd (see
+        :func:`torch_sla.slogdet`)."""
+        self._check_fresh()
+        B = max(self.A.batch_size, 0)
+        real = torch.float64 if self.A.dtype in (torch.float64, torch.complex128) else torch.float32
+        sign_dtype = self.A.dtype if self.A.dtype.is_complex else real
+        if self.A.shape[-1] == 0:  # det of a 0 x 0 matrix is 1
+            return torch.ones(B, dtype=sign_dtype), torch.zeros(B, dtype=real)
+        pairs = [f.slogdet() for f in self._members()]
+        sign = torch.tensor([p[0] for p in pairs], dtype=sign_dtype).reshape(B)
+        logabs = torch.tensor([p[1] for p in pairs], dtype=real).reshape(B)
+        return sign, logabs
+
+    def raw_inverse_entries(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """``(A_b^{-1})[rows[k], cols[k]]`` for every batch member b, a (B, len(rows)) tensor, by selected
+        inversion of the factors, without autograd. The positions the factors cover: with Cholesky /
+        LDL^T every position of A's pattern and of its transpose; with LU those of A's transpose
+        (``(j, i)`` for each stored ``(i, j)``); other positions raise :class:`InvalidArgumentError`."""
+        self._check_fresh()
+        rows = rows.to(torch.int64).contiguous()
+        cols = cols.to(torch.int64).contiguous()
+        B = max(self.A.batch_size, 0)
+        if rows.numel() == 0 or not self._factors:
+            return torch.zeros(B, rows.numel(), dtype=self.A.dtype)
+        out = [f.inverse_entries(rows, cols, self.A.dtype) for f in self._members()]
+        return torch.stack(out)
+
+    def _check_fresh(self) -> None:
+        if values_version(self._values) != self._version:
+            raise InvalidArgumentError(
+                "A.values: changed in place after factorize(), so the factors are stale; call "
+                "factorize() again (or change values out of place: A.with_values(new_values))"
+            )
 
     # -- the SolverSource and Solver protocols of LinearSolve -----------------------------------------
     def solver_for(self, params) -> Factorization:
@@ -426,10 +481,12 @@ class FactorSource:
         return pattern_jvp(self.A.pattern, tangents[0], x, op)
 
 
-def factorize_with(A: SparseTensor, choice: Choice) -> Factorization:
+def factorize_with(A: SparseTensor, choice: Choice, *, allow_singular: bool = False) -> Factorization:
     """Factorize ``A`` as ``choice`` (from :func:`~torch_sla._registry.plan`) says; an automatic Cholesky
     that breaks down falls back to ``choice.fallback`` (LU) under a new Choice (``choice`` itself, which
-    may be a cached plan, is never changed), and the pattern remembers it."""
+    may be a cached plan, is never changed), and the pattern remembers it. ``allow_singular`` (for
+    determinants) keeps a numerically singular factor instead of raising."""
+    flags = {"allow_singular": True} if allow_singular else {}
     if choice.kind != "direct":
         raise InvalidArgumentError(
             f"method: factorize() needs a direct method and backend, got method={choice.method!r} on "
@@ -441,7 +498,7 @@ def factorize_with(A: SparseTensor, choice: Choice) -> Factorization:
     if empty is not None:
         raise SingularMatrixError(f"A is structurally singular: {empty}")
     try:
-        factors, reused = choice.impl.factorize(A, choice.method)
+        factors, reused = choice.impl.factorize(A, choice.method, **flags)
     except NotPositiveDefiniteError:
         if choice.fallback is None:
             raise
@@ -450,5 +507,5 @@ def factorize_with(A: SparseTensor, choice: Choice) -> Factorization:
         choice = dataclasses.replace(
             choice, method=choice.fallback, fallback=None, reasons=[*choice.reasons, why]
         )
-        factors, reused = choice.impl.factorize(A, choice.method)
+        factors, reused = choice.impl.factorize(A, choice.method, **flags)
     return Factorization(A, choice, factors, reused)

@@ -73,7 +73,14 @@ class Backend:
             cached = self._avail = self.availability()
         return cached
 
-    def supports(self, device: torch.device, dtype: torch.dtype, method: str) -> str | None:
+    def supports_operation(self, operation: str, method: str) -> bool:
+        """Whether ``operation`` ("solve", "logdet", "selected_inverse", ...) runs with ``method``. The
+        default reads ``operations``; a backend that has an operation for some methods only overrides it."""
+        return operation in self.operations
+
+    def supports(
+        self, device: torch.device, dtype: torch.dtype, method: str, operation: str = "solve"
+    ) -> str | None:
         """None if the backend can run this, else the reason it cannot."""
         if not self.available:
             return f"backend '{self.name}' is not available: {self.note}"
@@ -83,6 +90,8 @@ class Backend:
             return f"backend '{self.name}' does not support dtype {dtype}"
         if method not in self.methods:
             return f"backend '{self.name}' has no method '{method}' (it has {', '.join(self.methods)})"
+        if not self.supports_operation(operation, method):
+            return f"backend '{self.name}' has no {operation} with method '{method}'"
         return None
 
     # -- direct backends ---------------------------------------------------------------------------
@@ -195,12 +204,18 @@ def check_hermitian(A: SparseTensor, method: str) -> None:
 
 
 def choose(
-    A: SparseTensor, backend: str = "auto", method: str = "auto", *, check_symmetry: bool = True
+    A: SparseTensor,
+    backend: str = "auto",
+    method: str = "auto",
+    *,
+    check_symmetry: bool = True,
+    operation: str = "solve",
 ) -> Choice:
     """Pick the backend and method for a solve of ``A`` (the whole of ``auto``).
 
     An explicit Hermitian method (``cholesky``, ``ldl``, ``cg``, ``minres``) on a matrix that is not
-    Hermitian raises :class:`InvalidArgumentError` unless ``check_symmetry=False``."""
+    Hermitian raises :class:`InvalidArgumentError` unless ``check_symmetry=False``. ``operation`` other
+    than "solve" (e.g. "logdet", "selected_inverse") asks for a direct backend that declares it."""
     reasons: list[str] = []
     if method != "auto" and method not in DIRECT_METHODS + ITERATIVE_METHODS:
         raise InvalidArgumentError(
@@ -216,8 +231,16 @@ def choose(
     direct_here = [
         b for b in preference(A.device.type, "direct") if b.supports(A.device, A.dtype, "lu") is None
     ]
-    if method in ITERATIVE_METHODS or (
-        method == "auto" and ((explicit is not None and explicit.kind == "iterative") or not direct_here)
+    if operation != "solve" and (
+        method in ITERATIVE_METHODS or (explicit is not None and explicit.kind != "direct")
+    ):
+        raise InvalidArgumentError(
+            f"method: {operation} needs a factorization (a direct method and backend), got method={method!r}, "
+            f"backend={backend!r}"
+        )
+    if operation == "solve" and (
+        method in ITERATIVE_METHODS
+        or (method == "auto" and ((explicit is not None and explicit.kind == "iterative") or not direct_here))
     ):
         if method == "auto":
             method = _auto_krylov(A, reasons)
@@ -257,17 +280,18 @@ def choose(
     if explicit is None:
         tried = []
         for b in preference(A.device.type, "direct"):
-            why_not = b.supports(A.device, A.dtype, method)
+            why_not = b.supports(A.device, A.dtype, method, operation)
             if why_not is None:
                 backend = b.name
                 reasons.append(
                     f"{b.name}: fastest available backend for {A.device.type}/{dtype_name(A.dtype)}/{method}"
+                    + ("" if operation == "solve" else f" with {operation}")
                 )
                 break
             tried.append(why_not)
         else:
             raise BackendUnavailableError(
-                f"A: no direct backend can solve on device {A.device} with dtype {A.dtype} and method "
+                f"A: no direct backend can {operation} on device {A.device} with dtype {A.dtype} and method "
                 f"{method!r}: "
                 + "; ".join(tried or ["none is registered for this device"])
                 + ". Move the matrix to the CPU with A.to('cpu') or use an iterative method."
@@ -278,7 +302,7 @@ def choose(
         if fallback is not None and method not in explicit.methods:
             reasons.append(f"backend {backend!r} has no {method}: {fallback} instead")
             method, fallback = fallback, None
-        why_not = explicit.supports(A.device, A.dtype, method)
+        why_not = explicit.supports(A.device, A.dtype, method, operation)
         if why_not is not None:
             raise BackendUnavailableError(why_not)
         reasons.append(f"backend {backend!r} requested")
@@ -364,17 +388,41 @@ def plan(
     return _choose_iterative(A, "auto", _auto_krylov(A, reasons), reasons)
 
 
-def explain(A, b=None, *, backend: str = "auto", method: str = "auto", check_symmetry: bool = True) -> Choice:
+def explain(
+    A,
+    b=None,
+    *,
+    backend: str = "auto",
+    method: str = "auto",
+    check_symmetry: bool = True,
+    operation: str = "solve",
+) -> Choice:
     """What ``solve(A, b, backend=..., method=...)`` would use, and why. Printable.
 
-    ``A`` may be anything :func:`torch_sla.solve` accepts.
+    ``A`` may be anything :func:`torch_sla.solve` accepts. ``operation="logdet"`` (or
+    ``"selected_inverse"``) explains :func:`torch_sla.logdet` (:func:`torch_sla.selected_inverse`)
+    instead; ``method="slq"`` with ``"logdet"`` is the stochastic estimate, labelled as approximate.
     """
     A = as_sparse_tensor(A)
     nrhs = 1
     if b is not None:
         b = torch.as_tensor(b)
         nrhs = b.shape[-1] if b.dim() == len(A.batch_shape) + 2 else 1
-    c = plan(A, backend, method, check_symmetry=check_symmetry, nrhs=nrhs)
+    if operation == "logdet" and method == "slq":
+        c = Choice(
+            "torch",
+            "slq",
+            None,
+            [
+                "method 'slq' requested: stochastic Lanczos quadrature, an APPROXIMATE estimate of log det A "
+                "returned with its standard error (Hermitian positive definite A; never chosen automatically)"
+            ],
+            kind="stochastic",
+        )
+    elif operation != "solve":
+        c = choose(A, backend, method, check_symmetry=check_symmetry, operation=operation)
+    else:
+        c = plan(A, backend, method, check_symmetry=check_symmetry, nrhs=nrhs)
     c.reasons.insert(
         0,
         f"A: shape {A.shape}, nnz {A.nnz}, dtype {dtype_name(A.dtype)}, device {A.device}, "
