@@ -93,3 +93,23 @@ def test_api_benchmark_quick_run(tmp_path):
     data = json.loads(js.read_text())
     assert data["compile"]["loss_rel_diff"] < 1e-10  # the compiled step computes what eager computes
     assert all(row["raw_us"] > 0 and row["api_us"] > 0 for row in data["overhead"])
+
+
+def test_gmrf_marginal_likelihood_example_recovers_the_parameters(tmp_path):
+    r = run(["examples/gmrf_marginal_likelihood.py", "--grid", "24", "--steps", "120"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    losses = [
+        float(line.split("=")[1].split()[0]) for line in r.stdout.splitlines() if line.startswith("step")
+    ]
+    assert losses[-1] < losses[0]
+    fitted = r.stdout.split("fitted: ")[1].split(";")[0]
+    sigma = float(fitted.split("sigma ")[1])
+    assert abs(sigma - 0.5) < 0.15  # the noise level is identified well even on a small grid
+
+
+def test_logdet_benchmark_quick_run(tmp_path):
+    js = tmp_path / "logdet.json"
+    r = run(["benchmarks/bench_logdet.py", "--quick", "--json", str(js)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(js.read_text())
+    assert len(rows) == 2 and all(row["forward_s"] > 0 and row["selected_inverse_s"] > 0 for row in rows)
