@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include "sla/direct.hpp"
 #include "sla/errors.hpp"
 #include "sla/pattern.hpp"
 #include "sla/types.hpp"
@@ -89,6 +90,19 @@ inline ScalarType parse_scalar(const std::string& s) {
   fail(ErrorKind::InvalidArgument, "dtype: unknown scalar type '", s, "'");
 }
 
+inline Backend parse_backend(const std::string& s) {
+  if (s == "suitesparse") return Backend::SuiteSparse;
+  if (s == "eigen") return Backend::Eigen;
+  fail(ErrorKind::InvalidArgument, "backend: unknown C++ backend '", s, "' (expected 'suitesparse' or 'eigen')");
+}
+
+inline Method parse_method(const std::string& s) {
+  if (s == "cholesky") return Method::Cholesky;
+  if (s == "ldl") return Method::LDL;
+  if (s == "lu") return Method::LU;
+  fail(ErrorKind::InvalidArgument, "method: unknown method '", s, "' (expected 'cholesky', 'ldl' or 'lu')");
+}
+
 // A CsrPattern from the arguments of its constructor (checked, validated, copied).
 CsrPattern make_pattern(index_t n_rows, index_t n_cols, const Array& crow, const Array& col);
 // Check `values` for a pattern: on the CPU, 1-D, nnz entries, a supported dtype. O(1).
@@ -98,5 +112,6 @@ void bind_pattern(nb::module_& m);
 void bind_direct(nb::module_& m);
 void bind_mtx(nb::module_& m);
 void bind_krylov(nb::module_& m);
+void bind_blocks(nb::module_& m);
 
 }  // namespace sla::bind

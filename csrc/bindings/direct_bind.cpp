@@ -12,19 +12,6 @@
 namespace sla::bind {
 namespace {
 
-Backend parse_backend(const std::string& s) {
-  if (s == "suitesparse") return Backend::SuiteSparse;
-  if (s == "eigen") return Backend::Eigen;
-  fail(ErrorKind::InvalidArgument, "backend: unknown C++ backend '", s, "' (expected 'suitesparse' or 'eigen')");
-}
-
-Method parse_method(const std::string& s) {
-  if (s == "cholesky") return Method::Cholesky;
-  if (s == "ldl") return Method::LDL;
-  if (s == "lu") return Method::LU;
-  fail(ErrorKind::InvalidArgument, "method: unknown method '", s, "' (expected 'cholesky', 'ldl' or 'lu')");
-}
-
 template <class I>
 std::shared_ptr<Symbolic> analyze_typed(Backend b, Method m, ScalarType s, index_t n_rows, index_t n_cols,
                                               const Array& indptr, const Array& indices) {

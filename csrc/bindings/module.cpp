@@ -138,4 +138,5 @@ NB_MODULE(_C, m) {
   sla::bind::bind_direct(m);
   sla::bind::bind_mtx(m);
   sla::bind::bind_krylov(m);
+  sla::bind::bind_blocks(m);
 }

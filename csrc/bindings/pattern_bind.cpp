@@ -1,8 +1,10 @@
 // Binding of CsrPattern: a CSR pattern validated once, whose index arrays the core owns.
 #include <nanobind/stl/string.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <new>
+#include <vector>
 #include <string>
 
 #include "common.hpp"
@@ -17,6 +19,47 @@ CsrPattern copy_pattern(index_t n_rows, index_t n_cols, const Array& crow, const
   const auto indptr_len = static_cast<index_t>(crow.shape(0)), indices_len = static_cast<index_t>(col.shape(0));
   nb::gil_scoped_release release;  // O(nnz): validation and copy
   return CsrPattern::copy_of(view, indptr_len, indices_len, "A");
+}
+
+// The transpose of a valid CSR pattern by a counting sort, O(nnz + n_cols): t_crow (n_cols + 1), t_col
+// (nnz) and perm (nnz) with values_T = values[perm]. Entries of a row of the transpose keep increasing
+// column order because the input rows are visited in order.
+void transpose_py(index_t n_rows, index_t n_cols, const Array& crow, const Array& col, OutArray& t_crow,
+                  OutArray& t_col, OutArray& perm) {
+  check_array(crow, "crow_indices", 1);
+  check_array(col, "col_indices", 1);
+  check_output(t_crow, "t_crow", 1);
+  check_output(t_col, "t_col", 1);
+  check_output(perm, "perm", 1);
+  if (!is_int64(crow) || !is_int64(col)) fail(ErrorKind::InvalidArgument, "crow_indices, col_indices: must be int64");
+  for (const OutArray* a : {&t_crow, &t_col, &perm})
+    if (a->dtype() != nb::dtype<std::int64_t>()) fail(ErrorKind::InvalidArgument, "outputs: must be int64");
+  if (n_rows < 0 || n_cols < 0 || static_cast<index_t>(crow.shape(0)) != n_rows + 1)
+    fail(ErrorKind::InvalidArgument, "crow_indices: expected n_rows + 1 = ", n_rows + 1, " entries");
+  const auto nnz = static_cast<index_t>(col.shape(0));
+  if (static_cast<index_t>(t_crow.shape(0)) != n_cols + 1 || static_cast<index_t>(t_col.shape(0)) != nnz ||
+      static_cast<index_t>(perm.shape(0)) != nnz)
+    fail(ErrorKind::InvalidArgument, "outputs: expected n_cols + 1, nnz and nnz entries");
+  const auto* rp = static_cast<const std::int64_t*>(crow.data());
+  const auto* ci = static_cast<const std::int64_t*>(col.data());
+  auto* tp = static_cast<std::int64_t*>(t_crow.data());
+  auto* tc = static_cast<std::int64_t*>(t_col.data());
+  auto* pm = static_cast<std::int64_t*>(perm.data());
+  {
+    nb::gil_scoped_release release;
+    CsrView<std::int64_t> view{n_rows, n_cols, rp, ci};
+    validate_csr(view, n_rows + 1, nnz, "A");
+    std::fill(tp, tp + n_cols + 1, 0);
+    for (index_t e = 0; e < nnz; ++e) ++tp[ci[e] + 1];
+    for (index_t c = 0; c < n_cols; ++c) tp[c + 1] += tp[c];
+    std::vector<std::int64_t> next(tp, tp + n_cols);
+    for (index_t r = 0; r < n_rows; ++r)
+      for (index_t e = rp[r]; e < rp[r + 1]; ++e) {
+        const index_t dst = next[static_cast<std::size_t>(ci[e])]++;
+        tc[dst] = r;
+        pm[dst] = e;
+      }
+  }
 }
 
 }  // namespace
@@ -39,6 +82,10 @@ void check_values(const CsrPattern& p, const Array& values, const char* what) {
 }
 
 void bind_pattern(nb::module_& m) {
+  m.def("csr_transpose", &transpose_py, nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("crow_indices"),
+        nb::arg("col_indices"), nb::arg("t_crow"), nb::arg("t_col"), nb::arg("perm"),
+        "Transpose a CSR pattern (int64) into t_crow, t_col and perm (values_T = values[perm]) by a counting "
+        "sort, O(nnz + n_cols); the pattern is validated first.");
   nb::class_<CsrPattern>(m, "CsrPattern",
                          "A CSR sparsity pattern validated once; the core keeps its own copy of the indices "
                          "(int32 when they fit, else int64). Entry points that take it skip the O(nnz) "

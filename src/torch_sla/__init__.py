@@ -9,6 +9,15 @@ sla.explain(A, b)           # what backend="auto" picks, and why
 from __future__ import annotations
 
 from . import errors
+from ._batch import (
+    SparseTensorList,
+    solve_batch,
+    solve_graph_batch,
+    spsolve_batch_coo_different_layout,
+    spsolve_batch_coo_same_layout,
+    spsolve_batch_different_layout,
+    spsolve_batch_same_layout,
+)
 from ._direct import Factorization, analysis_cache_info, clear_analysis_cache, set_analysis_cache_limit
 from ._io import load_mtx, save_mtx
 from ._iterative import SolveInfo, lstsq
@@ -38,6 +47,13 @@ __all__ = [
     "solve",
     "spsolve",
     "lstsq",
+    "solve_batch",
+    "solve_graph_batch",
+    "SparseTensorList",
+    "spsolve_batch_same_layout",
+    "spsolve_batch_different_layout",
+    "spsolve_batch_coo_same_layout",
+    "spsolve_batch_coo_different_layout",
     "slogdet",
     "logdet",
     "det",

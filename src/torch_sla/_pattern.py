@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from ._checks import INT64_MAX, outside_transforms
-from ._core import core
+from ._checks import INT64_MAX, core_array, outside_transforms
+from ._core import core, core_build_info
 from ._memory import check_budget
 from .errors import InvalidArgumentError
 
@@ -132,10 +132,29 @@ class Pattern:
         """Pattern of A^T and ``perm`` with ``values_T = values[..., perm]``."""
         t = self._cache.get("transpose")
         if t is None:
-            # Entries are in row-major order, so a stable sort by column gives column-major order.
-            perm = torch.argsort(self.col, stable=True)
-            t_col = self.row[perm].contiguous()
-            t_crow = _crow_from_rows(self.col[perm], self.n_cols)
+            if (
+                self.device.type == "cpu"
+                and self.n_cols <= 4 * self.nnz + 1024
+                and "error" not in core_build_info()
+            ):
+                # A counting sort in the core: O(nnz + n), several times faster than a sort.
+                t_crow = torch.empty(self.n_cols + 1, dtype=torch.int64)
+                t_col = torch.empty(self.nnz, dtype=torch.int64)
+                perm = torch.empty(self.nnz, dtype=torch.int64)
+                core().csr_transpose(
+                    self.n_rows,
+                    self.n_cols,
+                    core_array(self.crow.to(torch.int64)),
+                    core_array(self.col.to(torch.int64)),
+                    core_array(t_crow),
+                    core_array(t_col),
+                    core_array(perm),
+                )
+            else:
+                # Entries are in row-major order, so a stable sort by column gives column-major order.
+                perm = torch.argsort(self.col, stable=True)
+                t_col = self.row[perm].contiguous()
+                t_crow = _crow_from_rows(self.col[perm], self.n_cols)
             pt = Pattern(t_crow, t_col, self.n_cols, self.n_rows)
             inverse = torch.empty_like(perm)
             inverse[perm] = torch.arange(perm.numel(), device=perm.device)

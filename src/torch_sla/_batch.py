@@ -1,0 +1,482 @@
+"""Batches of matrices with distinct sparsity patterns, solved in one call.
+
+The members become the diagonal blocks of one block-diagonal matrix (a list is concatenated; a graph
+batch already is one: a block-diagonal COO and a ``batch`` vector), so they reach the C++ core as a few
+arrays however many they are. Two ways to factorize it, chosen by size (:func:`explain` says which):
+
+- ``members``: every block on its own, in parallel on OpenMP threads with the GIL released once; blocks
+  of up to ``dense_max`` rows as dense matrices (microseconds each), larger ones with their own sparse
+  analysis and factorization;
+- ``block_diagonal``: the whole block-diagonal matrix as one sparse matrix through :func:`solve`.
+
+Either way the solve is one node of the shared autograd primitive (``LinearSolve``) over the
+block-diagonal matrix: gradients reach every member's values and right-hand side, double backward and
+forward mode work as for any solve.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ._autograd import pattern_jvp, pattern_vjp, solve_through
+from ._checks import core_array, dtype_name, plain, to_core
+from ._core import core
+from ._direct import CoreDirectBackend
+from ._pattern import Pattern
+from ._registry import DIRECT_METHODS, Choice, choose
+from ._solve import solve
+from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_values_finite
+from .errors import (
+    InvalidArgumentError,
+    NotPositiveDefiniteError,
+    SingularMatrixError,
+)
+
+__all__ = [
+    "solve_batch",
+    "solve_graph_batch",
+    "SparseTensorList",
+    "spsolve_batch_same_layout",
+    "spsolve_batch_different_layout",
+    "spsolve_batch_coo_same_layout",
+    "spsolve_batch_coo_different_layout",
+]
+
+# Blocks of at most this many rows are factorized as dense matrices by the ``members`` strategy.
+DENSE_MAX = 96
+# ``auto`` takes ``members`` unless the largest block has more rows than this and there are few blocks
+# (then one sparse factorization of the whole matrix uses the BLAS as well as the per-block path).
+_MEMBERS_MAX_ROWS = 200_000
+
+_ERRORS = {"singular": SingularMatrixError, "not_positive_definite": NotPositiveDefiniteError}
+
+
+# -- the block-diagonal matrix ---------------------------------------------------------------------------
+def block_diagonal(As: Sequence[SparseTensor]) -> tuple[SparseTensor, torch.Tensor]:
+    """The block-diagonal matrix of square, unbatched SparseTensors (values concatenated, so gradients
+    flow back to each member) and its block offsets ``(len(As) + 1,)``. Built from the members' CSR
+    arrays without sorting; on the CPU the index arrays are concatenated through NumPy (a torch.cat of
+    thousands of small tensors costs several microseconds per tensor)."""
+    if len(As) == 0:
+        raise InvalidArgumentError("As: the batch is empty")
+    first = As[0]
+    dtype, device = first.dtype, first.device
+    sizes, nnzs = [], []
+    for i, A in enumerate(As):
+        p = A.pattern
+        if A.batch_shape:
+            raise InvalidArgumentError(
+                f"As[{i}]: a member of a batch of patterns must be one matrix, got batch dims {A.batch_shape}"
+            )
+        if p.n_rows != p.n_cols:
+            raise InvalidArgumentError(f"As[{i}]: expected a square matrix, got shape {A.shape}")
+        if A.values.dtype != dtype or A.values.device != device:
+            raise InvalidArgumentError(
+                f"As[{i}]: dtype {A.dtype} on {A.device}, but As[0] is {dtype} on {device}; every member "
+                "needs the same dtype and device"
+            )
+        sizes.append(p.n_rows)
+        nnzs.append(p.col.numel())
+    sizes_t = torch.tensor(sizes, dtype=torch.int64)
+    nnz_t = torch.tensor(nnzs, dtype=torch.int64)
+    offsets = torch.zeros(len(As) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(sizes_t, 0)
+    nnz_off = torch.zeros(len(As), dtype=torch.int64)
+    nnz_off[1:] = torch.cumsum(nnz_t, 0)[:-1]
+    if device.type == "cpu":
+        crow_tail = torch.from_numpy(
+            np.concatenate([A.pattern.crow.numpy()[1:] for A in As]).astype(np.int64)
+        )
+        col = torch.from_numpy(np.concatenate([A.pattern.col.numpy() for A in As]).astype(np.int64))
+        if any(A.values.requires_grad for A in As):
+            values = torch.cat([A.values for A in As])
+        else:
+            values = torch.from_numpy(np.concatenate([A.values.detach().resolve_conj().numpy() for A in As]))
+    else:
+        crow_tail = torch.cat([A.pattern.crow[1:] for A in As]).to(torch.int64).cpu()
+        col = torch.cat([A.pattern.col for A in As]).to(torch.int64).cpu()
+        values = torch.cat([A.values for A in As])
+    crow = torch.zeros(crow_tail.numel() + 1, dtype=torch.int64)
+    crow[1:] = crow_tail + torch.repeat_interleave(nnz_off, sizes_t)
+    col = col + torch.repeat_interleave(offsets[:-1], nnz_t)
+    N = int(offsets[-1])
+    pattern = Pattern(crow.to(device), col.to(device), N, N)
+    return SparseTensor._from_pattern(values, pattern), offsets
+
+
+def _offsets_from_batch(batch: torch.Tensor, n: int, num_graphs: int | None) -> torch.Tensor:
+    batch = torch.as_tensor(batch)
+    if batch.dim() != 1 or batch.numel() != n or batch.dtype.is_floating_point or batch.dtype == torch.bool:
+        raise InvalidArgumentError(
+            f"batch: expected {n} integer graph indices (one per node), got {tuple(batch.shape)} {batch.dtype}"
+        )
+    batch = batch.to(torch.int64)
+    if n and (bool((batch[1:] < batch[:-1]).any()) or int(batch[0]) < 0):
+        raise InvalidArgumentError(
+            "batch: graph indices must be non-negative and sorted (nodes grouped by graph)"
+        )
+    count = (int(batch[-1]) + 1 if n else 0) if num_graphs is None else int(num_graphs)
+    if n and int(batch[-1]) >= count:
+        raise InvalidArgumentError(f"batch: graph index {int(batch[-1])} >= num_graphs {count}")
+    offsets = torch.zeros(count + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(torch.bincount(batch.cpu(), minlength=count), 0)
+    return offsets
+
+
+# -- planning --------------------------------------------------------------------------------------------
+def _plan(
+    A: SparseTensor, offsets: torch.Tensor, backend: str, method: str, check_symmetry: bool, strategy: str
+):
+    """(strategy, choice, reasons) for the block-diagonal matrix A."""
+    if strategy not in ("auto", "members", "block_diagonal"):
+        raise InvalidArgumentError(
+            f"strategy: expected 'auto', 'members' or 'block_diagonal', got {strategy!r}"
+        )
+    if method not in ("auto",) + DIRECT_METHODS:
+        raise InvalidArgumentError(
+            f"method: a batch of distinct patterns is solved by a direct method ('auto', 'cholesky', 'ldl', "
+            f"'lu'), got {method!r}; solve the members one by one for iterative methods"
+        )
+    choice = choose(A, backend, method, check_symmetry=check_symmetry)
+    sizes = offsets[1:] - offsets[:-1]
+    largest = int(sizes.max()) if sizes.numel() else 0
+    reasons = list(choice.reasons)
+    core_backend = isinstance(choice.impl, CoreDirectBackend)
+    if strategy == "auto":
+        if not core_backend:
+            strategy = "block_diagonal"
+            reasons.append(
+                f"backend {choice.backend!r} has no per-block path: one block-diagonal factorization"
+            )
+        elif largest > _MEMBERS_MAX_ROWS and sizes.numel() <= 2:
+            strategy = "block_diagonal"
+            reasons.append(f"few, large blocks (largest {largest} rows): one block-diagonal factorization")
+        else:
+            strategy = "members"
+            dense = int((sizes <= DENSE_MAX).sum())
+            reasons.append(
+                f"{sizes.numel()} blocks factorized separately in parallel: {dense} with <= {DENSE_MAX} rows "
+                f"densely, {sizes.numel() - dense} by {choice.backend} {choice.method}"
+            )
+    elif strategy == "members" and not core_backend:
+        raise InvalidArgumentError(f"strategy: 'members' needs a C++ backend, not {choice.backend!r}")
+    else:
+        reasons.append(f"strategy {strategy!r} requested")
+    return strategy, choice, reasons
+
+
+# -- the per-block factorization as a SolverSource / Solver of LinearSolve ----------------------------------
+class _BlockSolver:
+    def __init__(self, handle, n: int):
+        self.handle, self.n = handle, n
+
+    def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
+        """(1, N, k) -> (1, N, k)."""
+        bt = to_core(b[0].t())
+        xt = torch.empty_like(bt)
+        self.handle.solve(core_array(bt), core_array(xt), op, torch.get_num_threads())
+        return xt.t().unsqueeze(0)
+
+
+class _BlockSource:
+    """Builds the per-block factorization from the values LinearSolve is given (the SolverSource
+    protocol) and reports failed blocks as ``on_fail`` says."""
+
+    def __init__(self, A: SparseTensor, offsets: torch.Tensor, choice: Choice, on_fail: str, info: dict):
+        self.A, self.offsets, self.choice, self.on_fail, self.info = A, offsets, choice, on_fail, info
+        self._built: _BlockSolver | None = None
+
+    def solver_for(self, params) -> _BlockSolver:
+        if self._built is None:
+            values = plain(params[0]).detach().reshape(self.A.nnz)
+            fallback = self.choice.fallback is not None
+            handle = core().factorize_blocks(
+                self.choice.backend,
+                self.choice.method,
+                dtype_name(self.A.dtype),
+                self.A.pattern.core_handle(),
+                core_array(self.offsets.cpu()),
+                core_array(values),
+                torch.get_num_threads(),
+                DENSE_MAX,
+                fallback,
+            )
+            self.info.update(
+                dense_blocks=int(handle.dense_blocks),
+                sparse_blocks=int(handle.sparse_blocks),
+                lu_fallbacks=int(handle.lu_fallbacks),
+                failed=[int(e[0]) for e in handle.errors],
+            )
+            _report_failures(handle.errors, self.on_fail)
+            self._built = _BlockSolver(handle, self.A.shape[-1])
+        return self._built
+
+    def rebatched(self):
+        raise InvalidArgumentError(
+            "values: vmap over the values of a batch of patterns is not supported; the batch already solves "
+            "every member in one call"
+        )
+
+    def params_vjp(self, params, left, right):
+        return (pattern_vjp(self.A.pattern, left, right),)
+
+    def params_jvp(self, params, tangents, x, op):
+        return pattern_jvp(self.A.pattern, tangents[0], x, op)
+
+
+def _report_failures(errors, on_fail: str) -> None:
+    if not errors:
+        return
+    block, kind, message = errors[0]
+    text = f"batch member {block}: {message}"
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more failed members: {[int(e[0]) for e in errors[1:11]]}...)"
+    if on_fail == "raise":
+        raise _ERRORS.get(kind, InvalidArgumentError)(text)
+    warnings.warn(text + "; their solutions are NaN", RuntimeWarning, stacklevel=4)
+
+
+# -- entry points ----------------------------------------------------------------------------------------
+def _solve_block_diagonal(
+    A: SparseTensor,
+    offsets: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    backend: str,
+    method: str,
+    check_finite: bool,
+    check_symmetry: bool,
+    on_fail: str,
+    strategy: str,
+    info: dict,
+) -> torch.Tensor:
+    if on_fail not in ("raise", "warn"):
+        raise InvalidArgumentError(f"on_fail: expected 'raise' or 'warn', got {on_fail!r}")
+    n = A.shape[-1]
+    if b.shape[0] != n or b.dim() not in (1, 2):
+        raise InvalidArgumentError(
+            f"b: expected ({n},) or ({n}, k) stacked right-hand sides, got {tuple(b.shape)}"
+        )
+    if b.dtype != A.dtype or b.device != A.device:
+        raise InvalidArgumentError(
+            f"b: dtype {b.dtype} on {b.device}, but the matrices are {A.dtype} on {A.device}"
+        )
+    if check_finite:
+        check_values_finite(A)
+        if b.numel() and not bool(torch.isfinite(plain(b).detach()).all()):
+            raise InvalidArgumentError("b: contains NaN or Inf (pass check_finite=False to skip this check)")
+    strategy, choice, reasons = _plan(A, offsets, backend, method, check_symmetry, strategy)
+    info.update(strategy=strategy, backend=choice.backend, method=choice.method, reasons=reasons)
+    if strategy == "block_diagonal":
+        return solve(A, b, backend=backend, method=method, check_finite=False, check_symmetry=check_symmetry)
+    vec = b.dim() == 1
+    bb = (b.unsqueeze(-1) if vec else b).unsqueeze(0)
+    source = _BlockSource(A, offsets, choice, on_fail, info)
+    x = solve_through(source, "N", bb, A.values.reshape(1, A.nnz))[0]
+    return x.squeeze(-1) if vec else x
+
+
+def solve_batch(
+    As,
+    bs: Sequence[torch.Tensor],
+    *,
+    backend: str = "auto",
+    method: str = "auto",
+    check_finite: bool = True,
+    check_symmetry: bool = True,
+    on_fail: str = "raise",
+    strategy: str = "auto",
+    return_info: bool = False,
+):
+    """Solve ``As[i] x_i = bs[i]`` for a batch of matrices with distinct sparsity patterns, in one call.
+
+    Parameters
+    ----------
+    As : sequence of SparseTensor (or anything :func:`torch_sla.solve` accepts), or a SparseTensorList
+        Square, unbatched; sizes may differ; one dtype and device.
+    bs : sequence of tensors, ``(n_i,)`` or ``(n_i, k)`` (the same k for all).
+    backend, method : as for :func:`torch_sla.solve`, direct methods only. ``auto``: Cholesky when every
+        member is Hermitian with a positive diagonal (a member whose Cholesky breaks down is redone by
+        LU), else LU.
+    on_fail : {"raise", "warn"}
+        A singular or not positive definite member raises (``SingularMatrixError`` /
+        ``NotPositiveDefiniteError`` naming its index) or, with "warn", is reported in a warning and its
+        solution is NaN while the others are returned.
+    strategy : {"auto", "members", "block_diagonal"}
+        See the module notes; ``return_info=True`` or :func:`explain` say which was used and why.
+
+    Returns
+    -------
+    list of tensors (``(xs, info)`` with ``return_info=True``), differentiable with respect to every
+    member's values and right-hand side.
+    """
+    As = list(As.tensors if isinstance(As, SparseTensorList) else As)
+    bs = list(bs)
+    if len(As) != len(bs):
+        raise InvalidArgumentError(f"bs: {len(bs)} right-hand sides for {len(As)} matrices")
+    As = [as_sparse_tensor(A) for A in As]
+    A, offsets = block_diagonal(As)
+    for i, (Ai, bi) in enumerate(zip(As, bs)):
+        bi = torch.as_tensor(bi)
+        bs[i] = bi
+        if bi.dim() not in (1, 2) or bi.shape[0] != Ai.shape[0]:
+            raise InvalidArgumentError(
+                f"bs[{i}]: expected ({Ai.shape[0]},) or ({Ai.shape[0]}, k), got {tuple(bi.shape)}"
+            )
+    if len({bi.dim() for bi in bs}) > 1 or len({tuple(bi.shape[1:]) for bi in bs}) > 1:
+        raise InvalidArgumentError(
+            "bs: every right-hand side must have the same shape after the first dimension"
+        )
+    info: dict = {}
+    x = _solve_block_diagonal(
+        A,
+        offsets,
+        torch.cat(bs),
+        backend=backend,
+        method=method,
+        check_finite=check_finite,
+        check_symmetry=check_symmetry,
+        on_fail=on_fail,
+        strategy=strategy,
+        info=info,
+    )
+    xs = list(torch.split(x, [Ai.shape[0] for Ai in As]))
+    return (xs, info) if return_info else xs
+
+
+def solve_graph_batch(
+    values: torch.Tensor,
+    row: torch.Tensor,
+    col: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    batch: torch.Tensor | None = None,
+    ptr: torch.Tensor | None = None,
+    num_graphs: int | None = None,
+    backend: str = "auto",
+    method: str = "auto",
+    check_finite: bool = True,
+    check_symmetry: bool = True,
+    on_fail: str = "raise",
+    strategy: str = "auto",
+    return_info: bool = False,
+):
+    """Solve a batch of graphs given as one block-diagonal COO matrix, the layout of graph-learning
+    libraries: ``values``, ``row``, ``col`` over all nodes (entries within their graph; duplicates
+    summed), ``b`` the stacked right-hand sides ``(num_nodes,)`` or ``(num_nodes, k)``, and either
+    ``batch`` (the graph of each node, sorted) or ``ptr`` (node offsets, ``num_graphs + 1``).
+
+    Returns ``x`` stacked like ``b`` (``(x, info)`` with ``return_info=True``), differentiable with respect
+    to ``values`` and ``b``. Other arguments as for :func:`solve_batch`.
+    """
+    b = torch.as_tensor(b)
+    if b.dim() not in (1, 2):
+        raise InvalidArgumentError(f"b: expected (num_nodes,) or (num_nodes, k), got {tuple(b.shape)}")
+    n = b.shape[0]
+    A = SparseTensor(values, row, col, (n, n))
+    if (batch is None) == (ptr is None):
+        raise InvalidArgumentError("batch, ptr: give exactly one of them")
+    if ptr is not None:
+        offsets = torch.as_tensor(ptr).to(torch.int64).cpu()
+        if offsets.dim() != 1 or offsets.numel() < 1:
+            raise InvalidArgumentError(
+                f"ptr: expected num_graphs + 1 offsets, got shape {tuple(offsets.shape)}"
+            )
+    else:
+        offsets = _offsets_from_batch(batch, n, num_graphs)
+    info: dict = {}
+    x = _solve_block_diagonal(
+        A,
+        offsets,
+        b,
+        backend=backend,
+        method=method,
+        check_finite=check_finite,
+        check_symmetry=check_symmetry,
+        on_fail=on_fail,
+        strategy=strategy,
+        info=info,
+    )
+    return (x, info) if return_info else x
+
+
+class SparseTensorList:
+    """A list of square SparseTensors with distinct patterns, solved together (:func:`solve_batch`)."""
+
+    def __init__(self, tensors: Sequence):
+        self.tensors = [as_sparse_tensor(t) for t in tensors]
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __getitem__(self, i):
+        return self.tensors[i]
+
+    def __iter__(self):
+        return iter(self.tensors)
+
+    def __repr__(self) -> str:
+        return f"SparseTensorList({len(self)} matrices)"
+
+    def block_diagonal(self) -> tuple[SparseTensor, torch.Tensor]:
+        """The block-diagonal SparseTensor of the members and its block offsets."""
+        return block_diagonal(self.tensors)
+
+    def solve(self, bs, **kwargs):
+        """``solve_batch(self, bs, **kwargs)``."""
+        return solve_batch(self, bs, **kwargs)
+
+
+# -- the names of the torch-sla API ------------------------------------------------------------------------
+def _iterative_kwargs(method: str, atol, maxiter) -> dict:
+    kw = {}
+    if method in ("cg", "bicgstab", "gmres", "minres"):
+        if atol is not None:
+            kw["atol"] = atol
+        if maxiter is not None:
+            kw["maxiter"] = maxiter
+    return kw
+
+
+def spsolve_batch_same_layout(
+    val_batch, row, col, shape, b_batch, method: str = "auto", atol=None, maxiter=None, **kwargs
+):
+    """Solve ``A_i x_i = b_i`` for matrices sharing one pattern: ``val_batch`` (B, nnz) over COO ``row``,
+    ``col``, ``b_batch`` (B, n). One call of :func:`torch_sla.solve` on a batched SparseTensor."""
+    A = SparseTensor(val_batch, row, col, shape)
+    return solve(A, b_batch, method=method, **_iterative_kwargs(method, atol, maxiter), **kwargs)
+
+
+def spsolve_batch_coo_same_layout(A_template, val_batch, b_batch, method: str = "auto", **kwargs):
+    """As :func:`spsolve_batch_same_layout` with the pattern taken from a torch sparse COO tensor."""
+    if not (isinstance(A_template, torch.Tensor) and A_template.layout == torch.sparse_coo):
+        raise InvalidArgumentError("A_template: expected a torch sparse COO tensor")
+    idx = A_template._indices()
+    return spsolve_batch_same_layout(
+        val_batch, idx[0], idx[1], tuple(A_template.shape), b_batch, method, **kwargs
+    )
+
+
+def spsolve_batch_different_layout(matrices, b_list, method: str = "auto", atol=None, maxiter=None, **kwargs):
+    """Solve ``A_i x_i = b_i`` for matrices with distinct patterns, each ``(values, row, col, shape)``:
+    one call of :func:`solve_batch` (direct methods), or a loop of solves for an iterative method."""
+    As = [SparseTensor(v, r, c, s) for v, r, c, s in matrices]
+    return _different_layout(As, b_list, method, atol, maxiter, kwargs)
+
+
+def spsolve_batch_coo_different_layout(
+    A_list, b_list, method: str = "auto", atol=None, maxiter=None, **kwargs
+):
+    """As :func:`spsolve_batch_different_layout` for a list of torch sparse COO tensors."""
+    return _different_layout([as_sparse_tensor(A) for A in A_list], b_list, method, atol, maxiter, kwargs)
+
+
+def _different_layout(As, b_list, method, atol, maxiter, kwargs):
+    if method in ("cg", "bicgstab", "gmres", "minres"):
+        it = _iterative_kwargs(method, atol, maxiter)
+        return [solve(A, b, method=method, **it, **kwargs) for A, b in zip(As, b_list, strict=True)]
+    return solve_batch(As, b_list, method=method, **kwargs)
