@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import errors
 from ._direct import Factorization, analysis_cache_info, clear_analysis_cache, set_analysis_cache_limit
+from ._eigs import EigsInfo, eigs
 from ._io import load_mtx, save_mtx
 from ._iterative import SolveInfo, lstsq
 from ._memory import get_memory_budget, set_memory_budget
@@ -36,6 +37,8 @@ __all__ = [
     "Choice",
     "solve",
     "spsolve",
+    "eigs",
+    "EigsInfo",
     "lstsq",
     "factorize",
     "as_sparse_tensor",

@@ -1,0 +1,512 @@
+"""``eigs``: a few eigenvalues (and eigenvectors) of a general square sparse matrix, with the gradient of
+the eigenvalues with respect to the matrix values.
+
+The eigenpairs come from an implicitly restarted Arnoldi method (exact shifts, full
+reorthogonalization) run in complex torch arithmetic on A itself, or on ``(A - sigma I)^{-1}`` through
+one sparse LU factorization for the eigenvalues nearest ``sigma``. Every eigenpair is accepted on its
+true residual ``||A v - lambda v|| <= tol * ||A||_F``. Backward finds each needed left eigenvector by
+inverse iteration with the adjoint of one factorization of ``A - lambda I``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ._checks import as_float, as_int
+from ._solve import factorize
+from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_values_finite, shifted
+from .errors import ConvergenceError, InvalidArgumentError
+
+WHICH = ("LM", "SM", "LR", "SR", "LI", "SI")
+ALIASES = {"largest": "LM", "smallest": "SM"}
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+@dataclasses.dataclass
+class EigsInfo:
+    """What :func:`eigs` did.
+
+    ``method`` is ``"arnoldi"``, ``"shift-invert arnoldi"`` or ``"dense"``; ``iterations`` counts Arnoldi
+    restarts, ``matvecs`` applications of the operator (products with A, or solves with the factors);
+    ``residuals`` holds ``||A v - lambda v|| / ||A||_F`` of each returned pair (unit ``v``) and
+    ``residual`` their maximum.
+    """
+
+    method: str
+    which: str
+    sigma: complex | None = None
+    iterations: int = 0
+    matvecs: int = 0
+    residual: float = 0.0
+    residuals: list[float] = dataclasses.field(default_factory=list)
+    converged: bool = True
+    nconv: int = 0
+    reason: str = "converged"
+
+
+def _report(info: EigsInfo, k: int, on_fail: str, tol: float) -> None:
+    if info.converged:
+        return
+    msg = (
+        f"eigs: {info.method} did not converge: {info.nconv} of {k} eigenpairs reached the tolerance "
+        f"{tol:.3g} after {info.iterations} restarts ({info.reason}); largest relative residual "
+        f"{info.residual:.3g}. Raise maxiter or ncv, or use sigma (shift-invert) for eigenvalues near a point."
+    )
+    if on_fail == "raise":
+        raise ConvergenceError(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+# -- ordering --------------------------------------------------------------------------------------------
+def _score(lam: torch.Tensor, which: str, sigma) -> torch.Tensor:
+    """A real score, larger = more wanted."""
+    if sigma is not None:
+        return -(lam - sigma).abs()
+    return {
+        "LM": lambda z: z.abs(),
+        "SM": lambda z: -z.abs(),
+        "LR": lambda z: z.real,
+        "SR": lambda z: -z.real,
+        "LI": lambda z: z.imag,
+        "SI": lambda z: -z.imag,
+    }[which](lam)
+
+
+def _order(lam: torch.Tensor, which: str, sigma, pair_tol: float | None) -> list[int]:
+    """Indices of ``lam`` best first; with ``pair_tol`` (real A), the two members of a complex conjugate
+    pair that are adjacent come with the positive imaginary part first."""
+    idx = torch.argsort(_score(lam, which, sigma), descending=True, stable=True).tolist()
+    if pair_tol is not None:
+        j = 0
+        while j + 1 < len(idx):
+            a, b = lam[idx[j]], lam[idx[j + 1]]
+            if abs(a.imag) > pair_tol and abs(b - a.conj()) <= pair_tol:
+                if a.imag < 0:
+                    idx[j], idx[j + 1] = idx[j + 1], idx[j]
+                j += 2
+            else:
+                j += 1
+    return idx
+
+
+# -- the operators -----------------------------------------------------------------------------------------
+class _ShiftInvert:
+    """``x -> (A - sigma I)^{-1} x`` through one sparse LU factorization (real for real A and sigma)."""
+
+    def __init__(self, A: SparseTensor, sigma: complex, cdtype: torch.dtype):
+        real = not A.dtype.is_complex and sigma.imag == 0
+        M = A if real else A.to(dtype=cdtype)
+        self.real = real
+        self.F = factorize(shifted(M, sigma.real if real else sigma), check_finite=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.real:
+            j = x.shape[1]
+            y = self.F.solve(torch.cat([x.real, x.imag], 1), check_finite=False)
+            return torch.complex(y[:, :j], y[:, j:])
+        return self.F.solve(x, check_finite=False)
+
+
+def _matvec(A: SparseTensor, x: torch.Tensor) -> torch.Tensor:
+    """``A x`` for a complex block x (a real A is applied to the real and imaginary parts)."""
+    if A.dtype.is_complex:
+        return A @ x
+    j = x.shape[1]
+    y = A @ torch.cat([x.real, x.imag], 1)
+    return torch.complex(y[:, :j], y[:, j:])
+
+
+# -- the Arnoldi method ------------------------------------------------------------------------------------
+def _orthogonalize(V: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w minus its projection on the orthonormal columns of V, twice (classical Gram-Schmidt, repeated)."""
+    h = V.mH @ w
+    w = w - V @ h
+    h2 = V.mH @ w
+    return w - V @ h2, h + h2
+
+
+def _ritz(
+    A: SparseTensor,
+    V: torch.Tensor,
+    H: torch.Tensor,
+    m: int,
+    want: int,
+    which: str,
+    sigma,
+    pair_tol,
+    normA: float,
+):
+    """Ritz values of H[:m, :m] ordered by wantedness (in the operator's spectrum), and for the first
+    ``want``: unit Ritz vectors, Rayleigh-quotient eigenvalues of A, relative true residuals."""
+    theta, Y = torch.linalg.eig(H[:m, :m])
+    if sigma is None:
+        order = _order(theta, which, None, pair_tol)
+    else:  # the operator's eigenvalues are 1 / (lambda - sigma): the largest are nearest sigma
+        order = _order(theta, "LM", None, None)
+    theta = theta[order]
+    X = V[:, :m] @ Y[:, order[:want]]
+    X = X / torch.linalg.vector_norm(X, dim=0)
+    AX = _matvec(A, X)
+    lam = (X.conj() * AX).sum(0)  # Rayleigh quotients: the best eigenvalue for each vector
+    res = torch.linalg.vector_norm(AX - X * lam, dim=0) / normA
+    return theta, lam, X, res
+
+
+def _arnoldi(A, op, n, kw, m, which, sigma, tol, maxiter, v0, pair_tol, normA, info):
+    """Implicitly restarted Arnoldi for ``kw`` wanted eigenpairs with an ``m``-vector basis."""
+    cdtype = v0.dtype
+    real_eps = torch.finfo(cdtype).eps
+    V = torch.zeros(n, m + 1, dtype=cdtype, device=v0.device)
+    H = torch.zeros(m + 1, m, dtype=cdtype, device=v0.device)
+    V[:, 0] = v0 / torch.linalg.vector_norm(v0)
+    gen = torch.Generator(device="cpu").manual_seed(12345)
+    start = 0
+    lam = X = res = None
+    for it in range(1, maxiter + 1):
+        info.iterations = it
+        for j in range(start, m):
+            w = op(V[:, j : j + 1])
+            info.matvecs += 1
+            w, h = _orthogonalize(V[:, : j + 1], w)
+            H[: j + 1, j] = h[:, 0]
+            beta = torch.linalg.vector_norm(w)
+            if beta <= 100 * real_eps * max(torch.linalg.vector_norm(h).item(), 1e-300):
+                # An invariant subspace: continue with a fresh direction orthogonal to the basis.
+                H[j + 1, j] = 0
+                r = torch.randn(n, 1, generator=gen, dtype=torch.float64).to(cdtype).to(v0.device)
+                r, _ = _orthogonalize(V[:, : j + 1], r)
+                V[:, j + 1] = (r / torch.linalg.vector_norm(r))[:, 0]
+            else:
+                H[j + 1, j] = beta
+                V[:, j + 1] = w[:, 0] / beta
+        theta, lam, X, res = _ritz(A, V, H, m, kw, which, sigma, pair_tol, normA)
+        done = res <= tol
+        info.nconv = int(done.sum())
+        if bool(done.all()):
+            return lam, X, res, True
+        if it == maxiter:
+            break
+        # Keep kw + (some of the converged count) Ritz values; the rest are exact shifts.
+        keep = min(kw + min(info.nconv, (m - kw) // 2), m - 1)
+        Hm = H[:m, :m].clone()
+        Q = torch.eye(m, dtype=cdtype, device=v0.device)
+        eye = torch.eye(m, dtype=cdtype, device=v0.device)
+        for mu in theta[keep:]:
+            Qi, _ = torch.linalg.qr(Hm - mu * eye)
+            Hm = Qi.mH @ Hm @ Qi
+            Q = Q @ Qi
+        Hm = torch.triu(Hm, -1)  # Hessenberg again (removes rounding below the subdiagonal)
+        f = V[:, :m] @ Q[:, keep] * Hm[keep, keep - 1] + V[:, m] * (H[m, m - 1] * Q[m - 1, keep - 1])
+        Vk = V[:, :m] @ Q[:, :keep]
+        V.zero_()
+        H.zero_()
+        V[:, :keep] = Vk
+        H[:keep, :keep] = Hm[:keep, :keep]
+        f, _ = _orthogonalize(V[:, :keep], f[:, None])
+        beta = torch.linalg.vector_norm(f)
+        if beta > 0:
+            H[keep, keep - 1] = beta
+            V[:, keep] = f[:, 0] / beta
+        else:
+            r = torch.randn(n, 1, generator=gen, dtype=torch.float64).to(cdtype).to(v0.device)
+            r, _ = _orthogonalize(V[:, :keep], r)
+            V[:, keep] = (r / torch.linalg.vector_norm(r))[:, 0]
+        start = keep
+    return lam, X, res, False
+
+
+def _dense(A: SparseTensor, cdtype, normA):
+    """Every eigenpair of the dense matrix (unit vectors) and the relative residuals."""
+    D = A.to_dense()
+    lam, X = torch.linalg.eig(D)
+    lam, X = lam.to(cdtype), X.to(cdtype)
+    X = X / torch.linalg.vector_norm(X, dim=0)
+    res = torch.linalg.vector_norm(D.to(cdtype) @ X - X * lam, dim=0) / normA
+    return lam, X, res
+
+
+# -- the autograd primitive ------------------------------------------------------------------------------
+class _EigsBackward(torch.autograd.Function):
+    """Eigenvalues and eigenvectors computed outside, attached to A's values; backward is the gradient of
+    the eigenvalues (an eigenvector gradient raises)."""
+
+    @staticmethod
+    def forward(ctx, values, lam, X, A, tol):
+        ctx.A, ctx.tol, ctx.real = A, tol, not values.is_complex()
+        ctx.save_for_backward(lam, X)
+        ctx.set_materialize_grads(False)
+        return lam.clone(), X.clone()
+
+    # For a simple eigenvalue lambda with right and left eigenvectors v (A v = lambda v) and u
+    # (u^H A = lambda u^H): differentiating A v = lambda v and multiplying by u^H on the left cancels the
+    # dv terms, so d lambda = u^H dA v / (u^H v). A stored entry k at (r_k, c_k) moves dA by
+    # dvalues_k e_{r_k} e_{c_k}^T, hence d lambda / d values_k = s_k = conj(u[r_k]) v[c_k] / (u^H v).
+    # lambda is holomorphic in complex values: the vector-Jacobian product of torch's convention is
+    # grad_values = sum_i g_i conj(s_i). For real values and complex lambda, L depends on Re and Im of
+    # lambda with g = dL/dRe + i dL/dIm, so dL/dvalues_k = Re(conj(g) s_k) = Re(g conj(s_k)): the same
+    # sum, real part taken. u^H v -> 0 marks a defective (or repeated) eigenvalue, whose derivative does
+    # not exist: refused when the condition number |u| |v| / |u^H v| exceeds 0.1 / sqrt(eps).
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_lam, g_X):
+        if g_X is not None and bool((g_X != 0).any()):
+            raise NotImplementedError(
+                "eigs: only the gradient of the eigenvalues is supported; the loss depends on the "
+                "eigenvectors (return_eigenvectors=False, or detach them, to differentiate the eigenvalues)"
+            )
+        if g_lam is None:
+            return None, None, None, None, None
+        lam, X = ctx.saved_tensors
+        A = ctx.A
+        r, c = A.pattern.row, A.pattern.col
+        cdtype = lam.dtype
+        eps = torch.finfo(cdtype).eps
+        normA = torch.linalg.vector_norm(A.values).item()
+        Ac = A.to(dtype=cdtype)
+        grad = torch.zeros(A.nnz, dtype=cdtype, device=A.device)
+        limit = 0.1 / math.sqrt(eps)
+        for i in range(lam.shape[0]):
+            g = g_lam[i]
+            if g == 0:
+                continue
+            li, v = complex(lam[i].item()), X[:, i]
+            u = _left_vector(Ac, li, v, normA, ctx.tol, eps, i)
+            uv = torch.vdot(u, v)
+            cond = (torch.linalg.vector_norm(u) * torch.linalg.vector_norm(v) / uv.abs()).item()
+            if not cond <= limit:
+                raise InvalidArgumentError(
+                    f"A: eigenvalue {i} (lambda = {li:.6g}) is defective or repeated (condition number "
+                    f"{cond:.3g} > {limit:.3g}, left and right eigenvectors nearly orthogonal): its gradient "
+                    "does not exist or cannot be computed accurately"
+                )
+            grad = grad + g * (u[r] * v[c].conj()) / uv.conj()
+        if ctx.real:
+            grad = grad.real
+        return grad.reshape(A.values.shape), None, None, None, None
+
+
+def _left_vector(Ac: SparseTensor, lam: complex, v: torch.Tensor, normA: float, tol: float, eps: float, i):
+    """A unit u with ``A^H u = conj(lam) u``: inverse iteration with the adjoint of ``A - mu I``, mu a hair
+    off lam (an exact eigenvalue would make the factorization singular)."""
+    delta = 100 * eps * max(normA, abs(lam), 1e-300) * complex(math.cos(0.7), math.sin(0.7))
+    F = factorize(shifted(Ac, lam + delta), check_finite=False)
+    u = v / torch.linalg.vector_norm(v)
+    AH = Ac.H()
+    for _ in range(8):
+        u = F.solve_adjoint(u, check_finite=False)
+        u = u / torch.linalg.vector_norm(u)
+        res = torch.linalg.vector_norm(AH @ u - u * complex(lam).conjugate()).item()
+        if res <= max(tol, 1e3 * eps) * normA:
+            return u
+    raise InvalidArgumentError(
+        f"A: the left eigenvector of eigenvalue {i} (lambda = {lam:.6g}) did not converge (residual "
+        f"{res / normA:.3g} relative to ||A||_F): the eigenvalue is clustered with another or ill-conditioned, "
+        "and its gradient cannot be computed accurately"
+    )
+
+
+# -- the entry point -------------------------------------------------------------------------------------------
+def _as_sigma(sigma, A: SparseTensor):
+    if sigma is None:
+        return None
+    if isinstance(sigma, torch.Tensor):
+        if sigma.numel() != 1:
+            raise InvalidArgumentError(
+                f"sigma: expected a number, got a tensor of shape {tuple(sigma.shape)}"
+            )
+        sigma = sigma.item()
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, complex)):
+        raise InvalidArgumentError(f"sigma: expected a real or complex number, got {type(sigma).__name__}")
+    sigma = complex(sigma)
+    if not (math.isfinite(sigma.real) and math.isfinite(sigma.imag)):
+        raise InvalidArgumentError(f"sigma: must be finite, got {sigma}")
+    return sigma
+
+
+def eigs(
+    A,
+    k: int = 6,
+    which: str = "LM",
+    sigma=None,
+    return_eigenvectors: bool = True,
+    *,
+    tol: float = 1e-10,
+    maxiter: int | None = None,
+    ncv: int | None = None,
+    v0: torch.Tensor | None = None,
+    on_fail: str = "warn",
+    return_info: bool = False,
+    check_finite: bool = True,
+):
+    """A few eigenvalues and eigenvectors of a square (in general non-Hermitian) sparse matrix.
+
+    Differentiable with respect to A's values through the eigenvalues.
+
+    Parameters
+    ----------
+    A : SparseTensor (one matrix, not a batch), torch sparse tensor, scipy.sparse matrix, or
+        ``(values, row, col, shape)``; real or complex, on any device (shift-invert needs a device with a
+        direct solver, the CPU).
+    k : int
+        How many eigenvalues: ``1 <= k <= n - 2``. For a real A, a complex conjugate pair split by the cut
+        (the k-th and (k+1)-th of the order below are conjugates) is returned whole: ``k + 1`` values.
+    which : {"LM", "SM", "LR", "SR", "LI", "SI", "largest", "smallest"}
+        Largest / smallest magnitude, real part, imaginary part (signed: "LI" is the most positive
+        imaginary parts). "largest" is "LM" and "smallest" is "SM". Without sigma, "SM" runs
+        shift-invert at 0 (A must be nonsingular). With sigma, only "LM" (the eigenvalues nearest sigma).
+    sigma : number, optional
+        Shift-invert: Arnoldi on ``(A - sigma I)^{-1}`` through one sparse LU factorization, for the
+        eigenvalues nearest sigma. A complex sigma for a real A factorizes ``A - sigma I`` in complex
+        arithmetic.
+    return_eigenvectors : bool
+        Also return the eigenvectors (default).
+    tol : float
+        An eigenpair is accepted when ``||A v - lambda v|| <= tol * ||A||_F`` (unit ``v``).
+    maxiter : int, optional
+        Arnoldi restarts at most (default ``10 n``).
+    ncv : int, optional
+        Size of the Krylov basis, ``k' < ncv <= n`` with ``k' = k`` (complex A) or ``k + 1`` (real A, to
+        see past a conjugate pair); default ``min(n, max(2 k' + 1, 20))``. When ``ncv == n`` (small
+        matrices) the whole spectrum is computed densely with ``torch.linalg.eig`` instead.
+    v0 : Tensor ``(n,)``, optional
+        Starting vector (default: a fixed pseudo-random vector, so that results are reproducible).
+    on_fail : {"warn", "raise"}
+        Without convergence: warn and return the current approximations, or raise ConvergenceError.
+    return_info : bool
+        Also return an :class:`EigsInfo`.
+    check_finite : bool
+        Refuse NaN/Inf values (default).
+
+    Returns
+    -------
+    w : complex Tensor ``(k,)`` (``(k + 1,)`` for a split conjugate pair), best first: descending
+        magnitude (LM), ascending magnitude (SM), descending / ascending real part (LR / SR) or imaginary
+        part (LI / SI), ascending distance to sigma; for a real A, a conjugate pair comes with the positive
+        imaginary part first.
+    v : complex Tensor ``(n, k)``, unit columns ``A v[:, i] = w[i] v[:, i]``, each scaled so that its entry
+        of largest magnitude is real and positive. Returned with ``return_eigenvectors=True``.
+    info : EigsInfo, with ``return_info=True``.
+
+    Notes
+    -----
+    Gradients flow from the eigenvalues to A's values (one left eigenvector per eigenvalue with a nonzero
+    gradient, by inverse iteration with one factorization of ``A - lambda I``; CPU). A defective or
+    repeated eigenvalue (condition number above ``0.1 / sqrt(eps)``) is refused with
+    InvalidArgumentError, and a loss depending on the eigenvectors raises NotImplementedError in
+    backward. Double backward is not supported.
+    """
+    A = as_sparse_tensor(A)
+    if A.batch_shape:
+        raise InvalidArgumentError(f"A: eigs takes one matrix, got a batch of shape {A.batch_shape}")
+    n = A.shape[-1]
+    if A.shape[-2] != n:
+        raise InvalidArgumentError(f"A: eigs needs a square matrix, got shape {tuple(A.shape)}")
+    k = as_int(k, "k", lo=-(2**62))
+    if not 1 <= k <= n - 2:
+        raise InvalidArgumentError(
+            f"k: must satisfy 1 <= k <= n - 2 = {n - 2} for a ({n}, {n}) matrix, got {k}"
+        )
+    if not isinstance(which, str) or ALIASES.get(which, which) not in WHICH:
+        raise InvalidArgumentError(f"which: expected one of {list(WHICH) + list(ALIASES)}, got {which!r}")
+    which = ALIASES.get(which, which)
+    sigma = _as_sigma(sigma, A)
+    if sigma is not None and which != "LM":
+        raise InvalidArgumentError(
+            f"which: with sigma only 'LM' (the eigenvalues nearest sigma) is supported, got {which!r}"
+        )
+    if sigma is None and which == "SM":
+        sigma = 0j
+    if on_fail not in ("warn", "raise"):
+        raise InvalidArgumentError(f"on_fail: expected 'warn' or 'raise', got {on_fail!r}")
+    tol = as_float(tol, "tol", lo=0.0)
+    if check_finite:
+        check_values_finite(A)
+    real = not A.dtype.is_complex
+    cdtype = _COMPLEX.get(A.dtype, A.dtype)
+    eps = torch.finfo(cdtype).eps
+    kw = k + 1 if real else k
+    if ncv is None:
+        ncv = min(n, max(2 * kw + 1, 20))
+    ncv = as_int(ncv, "ncv")
+    if not kw < ncv <= n:
+        raise InvalidArgumentError(f"ncv: must satisfy {kw} < ncv <= n = {n} for k = {k}, got {ncv}")
+    maxiter = 10 * n if maxiter is None else as_int(maxiter, "maxiter", lo=1)
+    Ad = A.detach()
+    normA = torch.linalg.vector_norm(Ad.values).item()
+    tol_eff = max(tol, 10 * eps)
+    info = EigsInfo(method="dense", which=which, sigma=sigma)
+    if normA == 0:  # the zero matrix: every vector is an eigenvector of 0
+        lam_all = torch.zeros(n, dtype=cdtype, device=A.device)
+        X_all = torch.eye(n, dtype=cdtype, device=A.device)
+        res_all = torch.zeros(n, dtype=torch.finfo(cdtype).dtype, device=A.device)
+        normA = 1.0
+    elif ncv == n:
+        lam_all, X_all, res_all = _dense(Ad, cdtype, normA)
+        info.matvecs = n
+    else:
+        if v0 is None:
+            g = torch.Generator(device="cpu").manual_seed(2718)
+            v0 = torch.randn(n, dtype=torch.float64, generator=g).to(device=A.device)
+        else:
+            v0 = torch.as_tensor(v0)
+            if v0.shape != (n,):
+                raise InvalidArgumentError(f"v0: expected shape ({n},), got {tuple(v0.shape)}")
+            if not bool(torch.isfinite(v0).all()) or not bool((v0 != 0).any()):
+                raise InvalidArgumentError("v0: must be finite and nonzero")
+        v0 = v0.detach().to(device=A.device, dtype=cdtype)
+        with torch.no_grad():
+            if sigma is None:
+                info.method = "arnoldi"
+                op = lambda x: _matvec(Ad, x)  # noqa: E731
+            else:
+                info.method = "shift-invert arnoldi"
+                op = _ShiftInvert(Ad, sigma, cdtype)
+            pair_tol = math.sqrt(tol_eff) * normA if real else None
+            lam_all, X_all, res_all, ok = _arnoldi(
+                Ad, op, n, kw, ncv, which, sigma, tol_eff, maxiter, v0, pair_tol, normA, info
+            )
+        if not ok:
+            info.converged, info.reason = False, f"maxiter = {maxiter} restarts"
+    # Final order (on the eigenvalues of A), the split-pair rule, and tidying.
+    pair_tol = math.sqrt(tol_eff) * normA if real else None
+    order = _order(lam_all, which, sigma, pair_tol)
+    take = order[:k]
+    if real and len(order) > k:
+        a, b = lam_all[order[k - 1]], lam_all[order[k]]
+        if abs(a.imag) > pair_tol and abs(b - a.conj()) <= pair_tol:
+            take = order[: k + 1]
+    lam, X, res = lam_all[take], X_all[:, take], res_all[take]
+    if real:  # real eigenvalues of a real matrix: drop rounding in the imaginary part
+        lam = torch.where(lam.imag.abs() <= 10 * tol_eff * normA, lam.real.to(cdtype), lam)
+    # Phase: the entry of largest magnitude of each vector real and positive.
+    big = X.abs().argmax(0)
+    ph = X[big, torch.arange(X.shape[1], device=X.device)]
+    X = X * (ph.abs() / ph).conj()
+    info.residuals = [float(r) for r in res]
+    info.residual = max(info.residuals)
+    if info.method == "dense":
+        info.nconv = len(take)
+        if not info.residual <= tol_eff:
+            info.converged, info.reason = False, "dense eig residual above tol"
+    _report(info, k, on_fail, tol)
+    if torch.is_grad_enabled() and A.values.requires_grad:
+        lam, X = _EigsBackward.apply(A.values, lam, X, Ad, tol_eff)
+    out = (lam, X) if return_eigenvectors else (lam,)
+    if return_info:
+        out = out + (info,)
+    return out[0] if len(out) == 1 else out
+
+
+def _sparse_tensor_eigs(self: SparseTensor, k: int = 6, which: str = "LM", sigma=None, **kwargs):
+    """A few eigenvalues (and eigenvectors) of this matrix. See :func:`torch_sla.eigs`."""
+    return eigs(self, k, which, sigma, **kwargs)
+
+
+SparseTensor.eigs = _sparse_tensor_eigs
+
+__all__ = ["eigs", "EigsInfo"]
