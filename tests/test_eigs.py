@@ -254,3 +254,24 @@ def test_v0_and_the_zero_matrix():
     )
     w, V = sla.eigs(Z, 2)
     assert (w == 0).all() and V.shape == (30, 2)
+
+
+def test_smallest_magnitude_of_a_singular_matrix_and_transforms_are_refused():
+    D = unsymmetric(30, 0.2, F64, seed=11)
+    D[:, 4] = 0  # singular: SM runs shift-invert at 0
+    with pytest.raises(sla.SingularMatrixError):
+        sla.eigs(sla.SparseTensor.from_dense(D), 2, "SM")
+    A = sla.SparseTensor.from_dense(unsymmetric(30, 0.2, F64, seed=12))
+    with pytest.raises(sla.InvalidArgumentError, match="A: eigs does not run under torch.func"):
+        torch.func.grad(lambda v: sla.eigs(A.with_values(v), 2)[0].real.sum())(A.values)
+
+
+def test_info_and_hermitian_input():
+    g = torch.Generator().manual_seed(13)
+    B = torch.randn(40, 40, dtype=F64, generator=g) * (torch.rand(40, 40, generator=g) < 0.1)
+    D = B + B.T + torch.diag(torch.arange(40, dtype=F64))
+    w, V, info = sla.eigs(sla.SparseTensor.from_dense(D), 3, "LR", return_info=True)
+    ref = torch.linalg.eigvalsh(D).flip(0)[:3]
+    torch.testing.assert_close(w, ref.to(C128), atol=1e-9, rtol=0)
+    assert (w.imag == 0).all() and info.which == "LR" and info.sigma is None
+    assert info.nconv == 3 and info.matvecs >= info.iterations >= 1 and info.reason == "converged"

@@ -17,7 +17,7 @@ import warnings
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._checks import as_float, as_int
+from ._checks import as_float, as_int, is_wrapped
 from ._solve import factorize
 from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_values_finite, shifted
 from .errors import ConvergenceError, InvalidArgumentError
@@ -368,7 +368,8 @@ def eigs(
     return_eigenvectors : bool
         Also return the eigenvectors (default).
     tol : float
-        An eigenpair is accepted when ``||A v - lambda v|| <= tol * ||A||_F`` (unit ``v``).
+        An eigenpair is accepted when ``||A v - lambda v|| <= tol * ||A||_F`` (unit ``v``, ``lambda`` its
+        Rayleigh quotient ``v^H A v``). A tol below ``10 eps`` of the dtype is taken as ``10 eps``.
     maxiter : int, optional
         Arnoldi restarts at most (default ``10 n``).
     ncv : int, optional
@@ -402,6 +403,11 @@ def eigs(
     backward. Double backward is not supported.
     """
     A = as_sparse_tensor(A)
+    if is_wrapped(A.values):
+        raise InvalidArgumentError(
+            "A: eigs does not run under torch.func transforms (vmap, grad, jacrev); differentiate its "
+            "eigenvalues with torch.autograd (loss.backward() or torch.autograd.grad)"
+        )
     if A.batch_shape:
         raise InvalidArgumentError(f"A: eigs takes one matrix, got a batch of shape {A.batch_shape}")
     n = A.shape[-1]
