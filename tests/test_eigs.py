@@ -1,5 +1,5 @@
 """eigs: eigenpairs of non-Hermitian sparse matrices against torch.linalg.eig, every `which`, shift-invert,
-the conjugate-pair rule, eigenvalue gradients (gradcheck, dense reference), and the refusals."""
+the conjugate-pair rule, eigenvalue and eigenvector gradients (gradcheck, dense reference), refusals."""
 
 from __future__ import annotations
 
@@ -198,12 +198,48 @@ def test_defective_eigenvalue_gradient_is_refused(kw):
     assert torch.isfinite(v.grad).all()
 
 
-def test_eigenvector_gradient_is_refused():
-    A = sla.SparseTensor.from_dense(unsymmetric(40, 0.15, C128, seed=9))
+@pytest.mark.parametrize("dtype", [F64, C128])
+@pytest.mark.parametrize(
+    "kw", [c[0] for c in CASES[:2] + CASES[3:]], ids=["arnoldi", "shift-invert", "dense"]
+)
+def test_eigenvector_gradcheck(dtype, kw):
+    n = 16 if kw else 8
+    A = sla.SparseTensor.from_dense(unsymmetric(n, 0.25, dtype, seed=3))
     v = A.values.clone().requires_grad_()
-    w, V = sla.eigs(A.with_values(v), 2)
-    with pytest.raises(NotImplementedError, match="only the gradient of the eigenvalues"):
-        (V.abs() ** 2)[0].sum().backward()
+
+    def f(vv):
+        w, V = sla.eigs(A.with_values(vv), 2, tol=1e-13, **kw)
+        return torch.cat([w, V.reshape(-1)])
+
+    assert torch.autograd.gradcheck(f, (v,), atol=1e-6, fast_mode=bool(kw))
+
+
+@pytest.mark.parametrize("dtype", [F64, C128])
+def test_eigenvector_gradient_matches_dense_eig(dtype):
+    # |V|^2 does not depend on the phase convention, so torch.linalg.eig's gradient is the reference
+    D = unsymmetric(40, 0.15, dtype, seed=7)
+    A = sla.SparseTensor.from_dense(D)
+    v = A.values.clone().requires_grad_()
+    w, V = sla.eigs(A.with_values(v), 3)
+    weights = torch.randn(V.shape, dtype=F64, generator=torch.Generator().manual_seed(0))
+    (gv,) = torch.autograd.grad((weights * V.abs() ** 2).sum() + w.real.sum(), v)
+    Dr = D.clone().requires_grad_()
+    L, R = torch.linalg.eig(Dr)
+    idx = [int((L.detach() - x).abs().argmin()) for x in w.detach()]
+    (gd,) = torch.autograd.grad((weights * R[:, idx].abs() ** 2).sum() + L[idx].real.sum(), Dr)
+    torch.testing.assert_close(gv, gd[A.pattern.row, A.pattern.col], rtol=1e-6, atol=1e-7)
+
+
+def test_eigenvector_gradient_of_a_defective_eigenvalue_and_double_backward_are_refused():
+    A = sla.SparseTensor.from_dense(jordan(40))
+    v = A.values.clone().requires_grad_()
+    w, V = sla.eigs(A.with_values(v), 1)
+    with pytest.raises(sla.InvalidArgumentError, match="defective or repeated"):
+        V[0, 0].real.backward()
+    A2 = sla.SparseTensor.from_dense(unsymmetric(40, 0.15, F64, seed=9))
+    v2 = A2.values.clone().requires_grad_()
+    with pytest.raises(NotImplementedError, match="second derivatives are not supported"):
+        torch.autograd.grad(sla.eigs(A2.with_values(v2), 2)[0].real.sum(), v2, create_graph=True)
 
 
 # -- errors ----------------------------------------------------------------------------------------------

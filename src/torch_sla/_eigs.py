@@ -1,11 +1,12 @@
-"""``eigs``: a few eigenvalues (and eigenvectors) of a general square sparse matrix, with the gradient of
-the eigenvalues with respect to the matrix values.
+"""``eigs``: a few eigenvalues (and eigenvectors) of a general square sparse matrix, differentiable with
+respect to the matrix values through both.
 
 The eigenpairs come from an implicitly restarted Arnoldi method (exact shifts, full
 reorthogonalization) run in complex torch arithmetic on A itself, or on ``(A - sigma I)^{-1}`` through
 one sparse LU factorization for the eigenvalues nearest ``sigma``. Every eigenpair is accepted on its
 true residual ``||A v - lambda v|| <= tol * ||A||_F``. Backward finds each needed left eigenvector by
-inverse iteration with the adjoint of one factorization of ``A - lambda I``.
+inverse iteration with the adjoint of one factorization of ``A - lambda I``, which also serves the
+eigenvector term.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import math
 import warnings
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ._checks import as_float, as_int, is_wrapped
 from ._solve import factorize
@@ -232,8 +232,8 @@ def _dense(A: SparseTensor, cdtype, normA):
 
 # -- the autograd primitive ------------------------------------------------------------------------------
 class _EigsBackward(torch.autograd.Function):
-    """Eigenvalues and eigenvectors computed outside, attached to A's values; backward is the gradient of
-    the eigenvalues (an eigenvector gradient raises)."""
+    """Eigenvalues and eigenvectors computed outside, attached to A's values; backward works per
+    eigenpair with a nonzero gradient: its left eigenvector and one adjoint solve, with one factorization."""
 
     @staticmethod
     def forward(ctx, values, lam, X, A, tol):
@@ -242,25 +242,38 @@ class _EigsBackward(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         return lam.clone(), X.clone()
 
-    # For a simple eigenvalue lambda with right and left eigenvectors v (A v = lambda v) and u
-    # (u^H A = lambda u^H): differentiating A v = lambda v and multiplying by u^H on the left cancels the
-    # dv terms, so d lambda = u^H dA v / (u^H v). A stored entry k at (r_k, c_k) moves dA by
+    # Eigenvalues. For a simple eigenvalue lambda with right and left eigenvectors v (A v = lambda v) and
+    # u (u^H A = lambda u^H): differentiating A v = lambda v and multiplying by u^H on the left cancels
+    # the dv terms, so d lambda = u^H dA v / (u^H v). A stored entry k at (r_k, c_k) moves dA by
     # dvalues_k e_{r_k} e_{c_k}^T, hence d lambda / d values_k = s_k = conj(u[r_k]) v[c_k] / (u^H v).
     # lambda is holomorphic in complex values: the vector-Jacobian product of torch's convention is
-    # grad_values = sum_i g_i conj(s_i). For real values and complex lambda, L depends on Re and Im of
-    # lambda with g = dL/dRe + i dL/dIm, so dL/dvalues_k = Re(conj(g) s_k) = Re(g conj(s_k)): the same
-    # sum, real part taken. u^H v -> 0 marks a defective (or repeated) eigenvalue, whose derivative does
-    # not exist: refused when the condition number |u| |v| / |u^H v| exceeds 0.1 / sqrt(eps).
+    # grad_values = sum_i g_i conj(s_i) = sum_i (g_i u / conj(u^H v))[r] conj(v[c]). For real values and
+    # complex lambda, L depends on Re and Im of lambda with g = dL/dRe + i dL/dIm, so
+    # dL/dvalues_k = Re(conj(g) s_k) = Re(g conj(s_k)): the same sum, real part taken.
+    #
+    # Eigenvectors (unit 2-norm, entry p of largest magnitude real positive). (A - lambda I) dv =
+    # -(dA - dlambda I) v = -P dA v with P = I - v u^H / (u^H v), the projector along v onto the range of
+    # A - lambda I. Any solution y of (A - lambda I) y = -P dA v (here y = -S P dA v with S the inverse of
+    # A - mu I, mu a hair off lambda) gives dv = y + alpha v, and the gauge fixes alpha: Re(v^H dv) = 0
+    # (unit norm) and Im(dv[p]) = 0 (v[p] stays real), so
+    #     dv = y - Re(v^H y) v - i (Im(y[p]) / v[p]) v.
+    # With g_v = dL/dRe v + i dL/dIm v, dL = Re(g_v^H dv) = Re(h^H y) for
+    #     h = g_v - Re(g_v^H v) v + i (Im(g_v^H v) / v[p]) e_p      (note v^H h = 0),
+    # and Re(h^H y) = Re(-q^H dA v) with q = P^H S^H h = z - u (v^H z) / (v^H u), z = S^H h: one adjoint
+    # solve with the factorization that gave u. Then grad_values[k] = -q[r_k] conj(v[c_k]) (real part
+    # for real values), as for the eigenvalue. u^H v -> 0 marks a defective (or repeated) eigenvalue,
+    # whose derivatives do not exist: refused when |u| |v| / |u^H v| exceeds 0.1 / sqrt(eps).
     @staticmethod
-    @once_differentiable
     def backward(ctx, g_lam, g_X):
-        if g_X is not None and bool((g_X != 0).any()):
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative would be silently missing
             raise NotImplementedError(
-                "eigs: only the gradient of the eigenvalues is supported; the loss depends on the "
-                "eigenvectors (return_eigenvectors=False, or detach them, to differentiate the eigenvalues)"
+                "eigs: second derivatives are not supported (backward ran with create_graph=True)"
             )
-        if g_lam is None:
-            return None, None, None, None, None
+        return _EigsBackward._backward(ctx, g_lam, g_X)
+
+    @staticmethod
+    @torch.no_grad()
+    def _backward(ctx, g_lam, g_X):
         lam, X = ctx.saved_tensors
         A = ctx.A
         r, c = A.pattern.row, A.pattern.col
@@ -268,14 +281,15 @@ class _EigsBackward(torch.autograd.Function):
         eps = torch.finfo(cdtype).eps
         normA = torch.linalg.vector_norm(A.values).item()
         Ac = A.to(dtype=cdtype)
-        grad = torch.zeros(A.nnz, dtype=cdtype, device=A.device)
+        W = torch.zeros_like(X)  # grad_values[k] = sum_i W[r_k, i] conj(X[c_k, i])
         limit = 0.1 / math.sqrt(eps)
         for i in range(lam.shape[0]):
-            g = g_lam[i]
-            if g == 0:
+            gl = None if g_lam is None or g_lam[i] == 0 else g_lam[i]
+            gv = None if g_X is None or not bool((g_X[:, i] != 0).any()) else g_X[:, i]
+            if gl is None and gv is None:
                 continue
             li, v = complex(lam[i].item()), X[:, i]
-            u = _left_vector(Ac, li, v, normA, ctx.tol, eps, i)
+            u, F = _left_vector(Ac, li, v, normA, ctx.tol, eps, i)
             uv = torch.vdot(u, v)
             cond = (torch.linalg.vector_norm(u) * torch.linalg.vector_norm(v) / uv.abs()).item()
             if not cond <= limit:
@@ -284,7 +298,16 @@ class _EigsBackward(torch.autograd.Function):
                     f"{cond:.3g} > {limit:.3g}, left and right eigenvectors nearly orthogonal): its gradient "
                     "does not exist or cannot be computed accurately"
                 )
-            grad = grad + g * (u[r] * v[c].conj()) / uv.conj()
+            if gl is not None:
+                W[:, i] += gl * u / uv.conj()
+            if gv is not None:
+                p = int(v.abs().argmax())
+                gvv = torch.vdot(gv, v)
+                h = gv - gvv.real * v
+                h[p] += 1j * gvv.imag / v[p].real
+                z = F.solve_adjoint(h, check_finite=False)
+                W[:, i] -= z - u * (torch.vdot(v, z) / torch.vdot(v, u))
+        grad = (W[r] * X[c].conj()).sum(1)
         if ctx.real:
             grad = grad.real
         return grad.reshape(A.values.shape), None, None, None, None
@@ -302,7 +325,7 @@ def _left_vector(Ac: SparseTensor, lam: complex, v: torch.Tensor, normA: float, 
         u = u / torch.linalg.vector_norm(u)
         res = torch.linalg.vector_norm(AH @ u - u * complex(lam).conjugate()).item()
         if res <= max(tol, 1e3 * eps) * normA:
-            return u
+            return u, F
     raise InvalidArgumentError(
         f"A: the left eigenvector of eigenvalue {i} (lambda = {lam:.6g}) did not converge (residual "
         f"{res / normA:.3g} relative to ||A||_F): the eigenvalue is clustered with another or ill-conditioned, "
@@ -345,7 +368,7 @@ def eigs(
 ):
     """A few eigenvalues and eigenvectors of a square (in general non-Hermitian) sparse matrix.
 
-    Differentiable with respect to A's values through the eigenvalues.
+    Differentiable with respect to A's values through the eigenvalues and the eigenvectors.
 
     Parameters
     ----------
@@ -396,11 +419,12 @@ def eigs(
 
     Notes
     -----
-    Gradients flow from the eigenvalues to A's values (one left eigenvector per eigenvalue with a nonzero
-    gradient, by inverse iteration with one factorization of ``A - lambda I``; CPU). A defective or
-    repeated eigenvalue (condition number above ``0.1 / sqrt(eps)``) is refused with
-    InvalidArgumentError, and a loss depending on the eigenvectors raises NotImplementedError in
-    backward. Double backward is not supported.
+    Gradients flow from the eigenvalues and the eigenvectors (with the normalization above: unit norm,
+    largest entry real positive) to A's values. Backward takes, for each eigenpair with a nonzero
+    gradient, one factorization of ``A - lambda I`` (CPU): inverse iteration with its adjoint gives the
+    left eigenvector, and one more adjoint solve the eigenvector term. A defective or repeated
+    eigenvalue (condition number ``|u| |v| / |u^H v|`` above ``0.1 / sqrt(eps)``) is refused with
+    InvalidArgumentError naming it. Double backward is not supported.
     """
     A = as_sparse_tensor(A)
     if is_wrapped(A.values):
