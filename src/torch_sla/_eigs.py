@@ -18,6 +18,7 @@ import warnings
 import torch
 
 from ._checks import as_float, as_int, is_wrapped
+from ._operator import CsrOperator
 from ._solve import factorize
 from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_values_finite, shifted
 from .errors import ConvergenceError, InvalidArgumentError
@@ -112,13 +113,20 @@ class _ShiftInvert:
         return self.F.solve(x, check_finite=False)
 
 
-def _matvec(A: SparseTensor, x: torch.Tensor) -> torch.Tensor:
-    """``A x`` for a complex block x (a real A is applied to the real and imaginary parts)."""
-    if A.dtype.is_complex:
-        return A @ x
-    j = x.shape[1]
-    y = A @ torch.cat([x.real, x.imag], 1)
-    return torch.complex(y[:, :j], y[:, j:])
+class _Product:
+    """``x -> A x`` for complex blocks x by torch's sparse CSR product (a real A is applied to the real and
+    imaginary parts)."""
+
+    def __init__(self, A: SparseTensor):
+        self.mat = CsrOperator(A.crow_indices, A.col_indices, A.values, A.shape[-1])
+        self.real = not A.dtype.is_complex
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.real:
+            return self.mat.matvec(x)
+        j = x.shape[1]
+        y = self.mat.matvec(torch.cat([x.real, x.imag], 1))
+        return torch.complex(y[:, :j], y[:, j:])
 
 
 # -- the Arnoldi method ------------------------------------------------------------------------------------
@@ -131,7 +139,7 @@ def _orthogonalize(V: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def _ritz(
-    A: SparseTensor,
+    Aop,
     V: torch.Tensor,
     H: torch.Tensor,
     m: int,
@@ -151,13 +159,13 @@ def _ritz(
     theta = theta[order]
     X = V[:, :m] @ Y[:, order[:want]]
     X = X / torch.linalg.vector_norm(X, dim=0)
-    AX = _matvec(A, X)
+    AX = Aop(X)
     lam = (X.conj() * AX).sum(0)  # Rayleigh quotients: the best eigenvalue for each vector
     res = torch.linalg.vector_norm(AX - X * lam, dim=0) / normA
     return theta, lam, X, res
 
 
-def _arnoldi(A, op, n, kw, m, which, sigma, tol, maxiter, v0, pair_tol, normA, info):
+def _arnoldi(Aop, op, n, kw, m, which, sigma, tol, maxiter, v0, pair_tol, normA, info):
     """Implicitly restarted Arnoldi for ``kw`` wanted eigenpairs with an ``m``-vector basis."""
     cdtype = v0.dtype
     real_eps = torch.finfo(cdtype).eps
@@ -184,7 +192,7 @@ def _arnoldi(A, op, n, kw, m, which, sigma, tol, maxiter, v0, pair_tol, normA, i
             else:
                 H[j + 1, j] = beta
                 V[:, j + 1] = w[:, 0] / beta
-        theta, lam, X, res = _ritz(A, V, H, m, kw, which, sigma, pair_tol, normA)
+        theta, lam, X, res = _ritz(Aop, V, H, m, kw, which, sigma, pair_tol, normA)
         done = res <= tol
         info.nconv = int(done.sum())
         if bool(done.all()):
@@ -490,15 +498,16 @@ def eigs(
             v0 = torch.randn(n, dtype=torch.float64, generator=g)
         v0 = v0.detach().to(device=A.device, dtype=cdtype)
         with torch.no_grad():
+            Aop = _Product(Ad)
             if sigma is None:
                 info.method = "arnoldi"
-                op = lambda x: _matvec(Ad, x)  # noqa: E731
+                op = Aop
             else:
                 info.method = "shift-invert arnoldi"
                 op = _ShiftInvert(Ad, sigma, cdtype)
             pair_tol = math.sqrt(tol_eff) * normA if real else None
             lam_all, X_all, res_all, ok = _arnoldi(
-                Ad, op, n, kw, ncv, which, sigma, tol_eff, maxiter, v0, pair_tol, normA, info
+                Aop, op, n, kw, ncv, which, sigma, tol_eff, maxiter, v0, pair_tol, normA, info
             )
         if not ok:
             info.converged, info.reason = False, f"maxiter = {maxiter} restarts"
