@@ -215,7 +215,9 @@ def _arnoldi(Aop, op, n, kw, m, which, sigma, tol, maxiter, v0, pair_tol, normA,
         H.zero_()
         V[:, :keep] = Vk
         H[:keep, :keep] = Hm[:keep, :keep]
-        f, _ = _orthogonalize(V[:, :keep], f[:, None])
+        # A V_k = V_k H_k + f e_k^T; the rounding part of f along V_k moves into H's last column
+        f, c = _orthogonalize(V[:, :keep], f[:, None])
+        H[:keep, keep - 1] += c[:, 0]
         beta = torch.linalg.vector_norm(f)
         if beta > 0:
             H[keep, keep - 1] = beta
@@ -404,8 +406,10 @@ def eigs(
     maxiter : int, optional
         Arnoldi restarts at most (default ``10 n``).
     ncv : int, optional
-        Size of the Krylov basis, ``k < ncv <= n``; default ``min(n, max(2 k + 1, 20))``. When ``ncv == n`` (small
-        matrices) the whole spectrum is computed densely with ``torch.linalg.eig`` instead.
+        Size of the Krylov basis, ``k < ncv <= n``; default ``min(n, max(2 k + 1, 20))``. When
+        ``ncv == n`` (by default: every matrix with ``n <= max(2 k + 1, 20)``) the basis would span the
+        whole space, and the whole spectrum is computed densely with ``torch.linalg.eig`` instead
+        (``maxiter`` and ``v0`` are then unused; ``info.method == "dense"``).
     v0 : Tensor ``(n,)``, optional
         Starting vector (default: a fixed pseudo-random vector, so that results are reproducible).
     on_fail : {"warn", "raise"}
@@ -421,7 +425,7 @@ def eigs(
         magnitude (LM), ascending magnitude (SM), descending / ascending real part (LR / SR) or imaginary
         part (LI / SI), ascending distance to sigma; for a real A, a conjugate pair comes with the positive
         imaginary part first.
-    v : complex Tensor ``(n, k)``, unit columns ``A v[:, i] = w[i] v[:, i]``, each scaled so that its entry
+    v : complex Tensor ``(n, len(w))``, unit columns ``A v[:, i] = w[i] v[:, i]``, each scaled so that its entry
         of largest magnitude is real and positive. Returned with ``return_eigenvectors=True``.
     info : EigsInfo, with ``return_info=True``.
 
