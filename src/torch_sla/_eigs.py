@@ -97,20 +97,24 @@ def _order(lam: torch.Tensor, which: str, sigma, pair_tol: float | None) -> list
 
 # -- the operators -----------------------------------------------------------------------------------------
 class _ShiftInvert:
-    """``x -> (A - sigma I)^{-1} x`` through one sparse LU factorization (real for real A and sigma)."""
+    """``x -> (A - sigma I)^{-1} x`` through one sparse LU factorization (real for real A and sigma), on
+    the CPU whatever A's device (the vectors travel)."""
 
     def __init__(self, A: SparseTensor, sigma: complex, cdtype: torch.dtype):
         real = not A.dtype.is_complex and sigma.imag == 0
-        M = A if real else A.to(dtype=cdtype)
-        self.real = real
+        M = A.to(device="cpu", dtype=None if real else cdtype)
+        self.real, self.device = real, A.device
         self.F = factorize(shifted(M, sigma.real if real else sigma), check_finite=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.cpu()
         if self.real:
             j = x.shape[1]
             y = self.F.solve(torch.cat([x.real, x.imag], 1), check_finite=False)
-            return torch.complex(y[:, :j], y[:, j:])
-        return self.F.solve(x, check_finite=False)
+            y = torch.complex(y[:, :j], y[:, j:])
+        else:
+            y = self.F.solve(x, check_finite=False)
+        return y.to(self.device)
 
 
 class _Product:
@@ -285,7 +289,10 @@ class _EigsBackward(torch.autograd.Function):
     @torch.no_grad()
     def _backward(ctx, g_lam, g_X):
         lam, X = ctx.saved_tensors
-        A = ctx.A
+        device = X.device  # the sparse factorizations run on the CPU
+        lam, X, A = lam.cpu(), X.cpu(), ctx.A.to(device="cpu")
+        g_lam = None if g_lam is None else g_lam.cpu()
+        g_X = None if g_X is None else g_X.cpu()
         r, c = A.pattern.row, A.pattern.col
         cdtype = lam.dtype
         eps = torch.finfo(cdtype).eps
@@ -320,7 +327,7 @@ class _EigsBackward(torch.autograd.Function):
         grad = (W[r] * X[c].conj()).sum(1)
         if ctx.real:
             grad = grad.real
-        return grad.reshape(A.values.shape), None, None, None, None
+        return grad.reshape(A.values.shape).to(device), None, None, None, None
 
 
 def _left_vector(Ac: SparseTensor, lam: complex, v: torch.Tensor, normA: float, tol: float, eps: float, i):
@@ -383,8 +390,9 @@ def eigs(
     Parameters
     ----------
     A : SparseTensor (one matrix, not a batch), torch sparse tensor, scipy.sparse matrix, or
-        ``(values, row, col, shape)``; real or complex, on any device (shift-invert needs a device with a
-        direct solver, the CPU).
+        ``(values, row, col, shape)``; real or complex, on any device. The Arnoldi iteration runs on A's
+        device; the sparse LU factorizations (shift-invert, backward) run on the CPU, vectors moving to
+        and fro.
     k : int
         How many eigenvalues: ``1 <= k <= n - 2``. For a real A, whose complex eigenvalues come in
         conjugate pairs, a pair split by the cut (possible where the order ties conjugates: every
@@ -433,7 +441,7 @@ def eigs(
     -----
     Gradients flow from the eigenvalues and the eigenvectors (with the normalization above: unit norm,
     largest entry real positive) to A's values. Backward takes, for each eigenpair with a nonzero
-    gradient, one factorization of ``A - lambda I`` (CPU): inverse iteration with its adjoint gives the
+    gradient, one factorization of ``A - lambda I``: inverse iteration with its adjoint gives the
     left eigenvector, and one more adjoint solve the eigenvector term. A defective or repeated
     eigenvalue (condition number ``|u| |v| / |u^H v|`` above ``0.1 / sqrt(eps)``) is refused with
     InvalidArgumentError naming it. Double backward is not supported.
