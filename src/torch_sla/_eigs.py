@@ -432,7 +432,8 @@ def eigs(
     w : complex Tensor ``(k,)`` (``(k + 1,)`` for a split conjugate pair), best first: descending
         magnitude (LM), ascending magnitude (SM), descending / ascending real part (LR / SR) or imaginary
         part (LI / SI), ascending distance to sigma; for a real A, a conjugate pair comes with the positive
-        imaginary part first.
+        imaginary part first, and an eigenvalue whose imaginary part is below ``10 tol ||A||_F`` is taken
+        as real (its eigenvector too: zero imaginary parts).
     v : complex Tensor ``(n, len(w))``, unit columns ``A v[:, i] = w[i] v[:, i]``, each scaled so that its entry
         of largest magnitude is real and positive. Returned with ``return_eigenvectors=True``.
     info : EigsInfo, with ``return_info=True``.
@@ -542,12 +543,15 @@ def eigs(
             res = torch.cat([res, res[missing]])
             o = _order(lam, which, sigma, pair_tol)
             lam, X, res = lam[o], X[:, o], res[o]
-    if real:  # real eigenvalues of a real matrix: drop rounding in the imaginary part
-        lam = torch.where(lam.imag.abs() <= 10 * tol_eff * normA, lam.real.to(cdtype), lam)
     # Phase: the entry of largest magnitude of each vector real and positive.
     big = X.abs().argmax(0)
     ph = X[big, torch.arange(X.shape[1], device=X.device)]
     X = X * (ph.abs() / ph)
+    if real:  # real eigenvalues of a real matrix, and their eigenvectors: drop rounding in the imaginary part
+        isreal = lam.imag.abs() <= 10 * tol_eff * normA
+        lam = torch.where(isreal, lam.real.to(cdtype), lam)
+        X = torch.where(isreal, X.real.to(cdtype), X)
+        X = X / torch.linalg.vector_norm(X, dim=0)
     info.residuals = [float(r) for r in res]
     info.residual = max(info.residuals)
     # The dense eigensolver is backward stable: its residuals are reported, never a failure.
