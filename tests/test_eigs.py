@@ -244,6 +244,22 @@ def test_eigenvector_gradient_of_a_defective_eigenvalue_and_double_backward_are_
         torch.autograd.grad(sla.eigs(A2.with_values(v2), 2)[0].real.sum(), v2, create_graph=True)
 
 
+def test_repeated_eigenvalue_gradient_is_refused():
+    D = jordan(40)
+    D[-2, -1] = 0.0
+    D[-3, -2] = 0.0  # 5 is now a triple semisimple eigenvalue: no derivative
+    A = sla.SparseTensor.from_dense(D)
+    v = A.values.clone().requires_grad_()
+    for kw in ({}, {"ncv": 40}):
+        w, V = sla.eigs(A.with_values(v), 1, **kw)
+        with pytest.raises(
+            sla.InvalidArgumentError, match=r"A: eigenvalue 0 \(lambda = 5.*defective or repeated \(another"
+        ):
+            w.real.sum().backward(retain_graph=True)
+        with pytest.raises(sla.InvalidArgumentError, match="defective or repeated"):
+            V.real.sum().backward()
+
+
 # -- errors ----------------------------------------------------------------------------------------------
 def test_bad_arguments():
     D = unsymmetric(10, 0.3, F64)

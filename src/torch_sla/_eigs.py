@@ -315,6 +315,7 @@ class _EigsBackward(torch.autograd.Function):
                     f"{cond:.3g} > {limit:.3g}, left and right eigenvectors nearly orthogonal): its gradient "
                     "does not exist or cannot be computed accurately"
                 )
+            _check_isolated(F, u, v, normA, eps, li, i)
             if gl is not None:
                 W[:, i] += gl * u / uv.conj()
             if gv is not None:
@@ -348,6 +349,34 @@ def _left_vector(Ac: SparseTensor, lam: complex, v: torch.Tensor, normA: float, 
         f"{res / normA:.3g} relative to ||A||_F): the eigenvalue is clustered with another or ill-conditioned, "
         "and its gradient cannot be computed accurately"
     )
+
+
+def _check_isolated(F, u: torch.Tensor, v: torch.Tensor, normA: float, eps: float, lam: complex, i: int):
+    """Refuse an eigenvalue with another eigenvalue (a second copy, or a close one) within about
+    ``sqrt(eps) ||A||_F``: there its derivatives do not exist or are swamped by rounding.
+
+    The adjoint of ``(A - mu I)^{-1}`` (mu next to lambda) maps the left eigenvector u of every other
+    eigenvalue lambda' to ``u' / conj(lambda' - mu)``. A start with its u-component removed by the
+    spectral projector ``I - u v^H / (v^H u)`` therefore grows by about ``1 / |lambda' - lambda|`` per
+    solve for the nearest other lambda' (more where A is far from normal); a semisimple copy of lambda
+    shows up as a growth ~ 1 / |mu - lambda|."""
+    g = torch.Generator(device="cpu").manual_seed(31337 + i)
+    r = torch.randn(u.shape[0], generator=g, dtype=torch.float64).to(u.dtype)
+    vu = torch.vdot(v, u)
+    growth = 0.0
+    for _ in range(2):
+        r = r - u * (torch.vdot(v, r) / vu)
+        r = r / torch.linalg.vector_norm(r)
+        r = F.solve_adjoint(r, check_finite=False)
+        r = r - u * (torch.vdot(v, r) / vu)
+        growth = torch.linalg.vector_norm(r).item()
+    limit = 1.0 / (math.sqrt(eps) * normA)
+    if not growth <= limit:
+        raise InvalidArgumentError(
+            f"A: eigenvalue {i} (lambda = {lam:.6g}) is defective or repeated (another eigenvalue, or a copy, "
+            f"within about {1 / growth:.3g}, below sqrt(eps) ||A||_F = {1 / limit:.3g}): its derivatives do "
+            "not exist or cannot be computed accurately"
+        )
 
 
 # -- the entry point -------------------------------------------------------------------------------------------
