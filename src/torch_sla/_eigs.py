@@ -135,9 +135,13 @@ class _Product:
 
 # -- the Arnoldi method ------------------------------------------------------------------------------------
 def _orthogonalize(V: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """w minus its projection on the orthonormal columns of V, twice (classical Gram-Schmidt, repeated)."""
+    """w minus its projection on the orthonormal columns of V: classical Gram-Schmidt, repeated when the
+    norm dropped below 1/sqrt(2) of what it was (cancellation: the first pass lost orthogonality)."""
+    before = torch.linalg.vector_norm(w)
     h = V.mH @ w
     w = w - V @ h
+    if torch.linalg.vector_norm(w) > 0.7071 * before:
+        return w, h
     h2 = V.mH @ w
     return w - V @ h2, h + h2
 
