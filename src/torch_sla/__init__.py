@@ -19,6 +19,7 @@ from ._batch import (
     spsolve_batch_same_layout,
 )
 from ._direct import Factorization, analysis_cache_info, clear_analysis_cache, set_analysis_cache_limit
+from ._eigs import EigsInfo, eigs
 from ._io import load_mtx, save_mtx
 from ._iterative import SolveInfo, lstsq
 from ._logdet import det, diag_inverse, inverse_entries, logdet, selected_inverse, slogdet
@@ -46,6 +47,8 @@ __all__ = [
     "Choice",
     "solve",
     "spsolve",
+    "eigs",
+    "EigsInfo",
     "lstsq",
     "solve_batch",
     "solve_graph_batch",

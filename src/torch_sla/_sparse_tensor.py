@@ -62,7 +62,8 @@ class SparseTensor(InnerProducts):
     shape, batch_shape, dtype, device.
 
     ``solve`` and ``factorize`` (see :func:`torch_sla.solve`, :func:`torch_sla.factorize`) are attached by
-    ``torch_sla._solve``, the entry-point module, so that this module stays below the solvers. An
+    ``torch_sla._solve``, the entry-point module, so that this module stays below the solvers; ``eigs``
+    (see :func:`torch_sla.eigs`) likewise by ``torch_sla._eigs``. An
     unbatched SparseTensor implements the :class:`~torch_sla._operator.Operator` protocol.
     """
 
