@@ -386,6 +386,11 @@ def solve_graph_batch(
             raise InvalidArgumentError(
                 f"ptr: expected num_graphs + 1 offsets, got shape {tuple(offsets.shape)}"
             )
+        if int(offsets[0]) != 0 or int(offsets[-1]) != n or bool((offsets[1:] < offsets[:-1]).any()):
+            raise InvalidArgumentError(
+                f"ptr: expected non-decreasing node offsets from 0 to num_nodes = {n}, got "
+                f"{offsets[:3].tolist()}...{offsets[-1:].tolist()}"
+            )
     else:
         offsets = _offsets_from_batch(batch, n, num_graphs)
     info: dict = {}

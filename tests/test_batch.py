@@ -1,0 +1,252 @@
+"""Batches of matrices with distinct patterns: every entry point against a loop of single solves (values
+and gradients), gradcheck, mixed sizes, failing members, graph batches, dtypes."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import torch_sla as sla
+from conftest import random_sparse
+
+F32, F64, C64, C128 = torch.float32, torch.float64, torch.complex64, torch.complex128
+TOL = {F32: 2e-4, F64: 1e-10, C64: 2e-4, C128: 1e-10}
+
+
+def members(sizes, kind="general", dtype=F64, seed=0):
+    return [
+        sla.SparseTensor.from_dense(
+            random_sparse(n, min(1.0, 4.0 / n), dtype=dtype, kind=kind, seed=seed + i)
+        )
+        for i, n in enumerate(sizes)
+    ]
+
+
+def rhs(As, k=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (lambda n: (n,)) if k is None else (lambda n: (n, k))
+    return [torch.randn(shape(A.shape[0]), generator=g, dtype=torch.float64).to(A.dtype) for A in As]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64, C64, C128])
+@pytest.mark.parametrize("kind", ["general", "spd"])
+@pytest.mark.parametrize("strategy", ["members", "block_diagonal"])
+def test_solve_batch_matches_single_solves(dtype, kind, strategy):
+    As = members([1, 3, 17, 40, 120, 300], kind, dtype)  # dense and sparse blocks (dense_max 96)
+    bs = rhs(As)
+    xs, info = sla.solve_batch(As, bs, strategy=strategy, return_info=True)
+    assert info["strategy"] == strategy
+    if strategy == "members":
+        assert info["dense_blocks"] == 4 and info["sparse_blocks"] == 2
+    assert info["method"] == ("cholesky" if kind == "spd" else "lu")
+    for A, b, x in zip(As, bs, xs):
+        ref = sla.solve(A, b)
+        torch.testing.assert_close(x, ref, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("method", ["cholesky", "ldl", "lu"])
+def test_every_method_and_several_right_hand_sides(method):
+    As = members([5, 30, 150], "spd")
+    bs = rhs(As, k=3)
+    xs = sla.solve_batch(As, bs, method=method)
+    for A, b, x in zip(As, bs, xs):
+        assert x.shape == b.shape
+        torch.testing.assert_close(A @ x, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("strategy", ["members", "block_diagonal"])
+def test_gradients_match_a_loop_of_single_solves(strategy):
+    As = members([4, 30, 110], "general")
+    bs = rhs(As)
+    vs = [A.values.clone().requires_grad_() for A in As]
+    bq = [b.clone().requires_grad_() for b in bs]
+    xs = sla.solve_batch([A.with_values(v) for A, v in zip(As, vs)], bq, strategy=strategy)
+    w = [torch.randn_like(x) for x in xs]
+    sum((x * wi).sum() for x, wi in zip(xs, w)).backward()
+    for A, v, b, bi, wi in zip(As, vs, bs, bq, w):
+        v2 = A.values.clone().requires_grad_()
+        b2 = b.clone().requires_grad_()
+        (sla.solve(A.with_values(v2), b2) * wi).sum().backward()
+        torch.testing.assert_close(v.grad, v2.grad)
+        torch.testing.assert_close(bi.grad, b2.grad)
+
+
+@pytest.mark.parametrize("dtype", [F64, C128])
+def test_gradcheck_small_batch_of_distinct_patterns(dtype):
+    As = members([2, 4, 5], "general", dtype, seed=3)
+    bs = rhs(As, seed=1)
+    inputs = tuple(A.values.clone().requires_grad_() for A in As) + tuple(
+        b.clone().requires_grad_() for b in bs
+    )
+
+    def f(*args):
+        vs, bb = args[:3], args[3:]
+        xs = sla.solve_batch([A.with_values(v) for A, v in zip(As, vs)], bb)
+        return tuple(torch.view_as_real(x) if x.is_complex() else x for x in xs)
+
+    torch.autograd.gradcheck(f, inputs)
+    torch.autograd.gradgradcheck(f, inputs)
+
+
+def test_mixed_sizes_from_1_to_5000():
+    As = members([1, 2, 50, 97, 800, 5000], "spd", seed=5)
+    bs = rhs(As)
+    xs = sla.solve_batch(As, bs)
+    for A, b, x in zip(As, bs, xs):
+        torch.testing.assert_close(A @ x, b, rtol=1e-9, atol=1e-9)
+
+
+def test_cholesky_breakdown_of_one_member_falls_back_to_lu_for_that_member():
+    good = members([6, 120], "spd")
+    d = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F64)  # symmetric, positive diagonal, indefinite
+    big = random_sparse(130, 0.05, kind="symmetric", seed=2)
+    big = big + torch.diag(0.5 - big.diagonal())  # diagonal 0.5, random off-diagonal part: indefinite
+    As = good + [sla.SparseTensor.from_dense(d), sla.SparseTensor.from_dense(big)]
+    bs = rhs(As)
+    xs, info = sla.solve_batch(As, bs, return_info=True)
+    assert info["method"] == "cholesky" and info["lu_fallbacks"] == 2
+    for A, b, x in zip(As, bs, xs):
+        torch.testing.assert_close(A @ x, b, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("size", [3, 150])  # a dense block and a sparse block
+def test_a_singular_member_is_named_or_reported(size):
+    As = members([5, 20], "general")
+    bad = torch.ones(size, size, dtype=F64)  # rank 1
+    As.insert(1, sla.SparseTensor.from_dense(bad))
+    bs = rhs(As)
+    with pytest.raises(sla.SingularMatrixError, match="batch member 1"):
+        sla.solve_batch(As, bs)
+    with pytest.warns(RuntimeWarning, match="batch member 1"):
+        xs, info = sla.solve_batch(As, bs, on_fail="warn", return_info=True)
+    assert info["failed"] == [1]
+    assert torch.isnan(xs[1]).all()
+    for i in (0, 2):
+        torch.testing.assert_close(As[i] @ xs[i], bs[i])
+
+
+def test_not_positive_definite_member_with_explicit_cholesky():
+    As = members([5], "spd") + [sla.SparseTensor.from_dense(-torch.eye(3, dtype=F64))]
+    with pytest.raises(sla.NotPositiveDefiniteError, match="batch member 1"):
+        sla.solve_batch(As, rhs(As), method="cholesky")
+
+
+def random_graph_laplacians(count, seed=0):
+    """Block-diagonal COO of `count` random graphs (graph Laplacian + I), and the batch vector."""
+    g = torch.Generator().manual_seed(seed)
+    rows, cols, vals, batch = [], [], [], []
+    offset = 0
+    for k in range(count):
+        n = int(torch.randint(1, 25, (), generator=g))
+        m = 2 * n
+        r = torch.randint(0, n, (m,), generator=g)
+        c = torch.randint(0, n, (m,), generator=g)
+        keep = r != c
+        r, c = torch.cat([r[keep], c[keep]]), torch.cat([c[keep], r[keep]])
+        deg = torch.bincount(r, minlength=n).to(F64)
+        idx = torch.arange(n)
+        rows += [idx + offset, r + offset]
+        cols += [idx + offset, c + offset]
+        vals += [deg + 1.0, -torch.ones(r.numel(), dtype=F64)]
+        batch.append(torch.full((n,), k))
+        offset += n
+    return torch.cat(vals), torch.cat(rows), torch.cat(cols), torch.cat(batch)
+
+
+def test_graph_batch_with_batch_vector_or_ptr_matches_single_solves():
+    values, row, col, batch = random_graph_laplacians(40)
+    n = batch.numel()
+    b = torch.randn(n, dtype=F64, generator=torch.Generator().manual_seed(1))
+    v = values.clone().requires_grad_()
+    bq = b.clone().requires_grad_()
+    x = sla.solve_graph_batch(v, row, col, bq, batch=batch)
+    ptr = torch.zeros(41, dtype=torch.int64)
+    ptr[1:] = torch.cumsum(torch.bincount(batch, minlength=40), 0)
+    torch.testing.assert_close(sla.solve_graph_batch(values, row, col, b, ptr=ptr), x.detach())
+    # Against one solve of the whole (block-diagonal) matrix, values and gradients.
+    A = sla.SparseTensor(values, row, col, (n, n))
+    torch.testing.assert_close(x.detach(), sla.solve(A, b))
+    w = torch.randn(n, dtype=F64)
+    (x * w).sum().backward()
+    v2 = values.clone().requires_grad_()
+    b2 = b.clone().requires_grad_()
+    (sla.solve(sla.SparseTensor(v2, row, col, (n, n)), b2) * w).sum().backward()
+    torch.testing.assert_close(v.grad, v2.grad)
+    torch.testing.assert_close(bq.grad, b2.grad)
+
+
+def test_graph_batch_errors():
+    values, row, col, batch = random_graph_laplacians(5)
+    n = batch.numel()
+    b = torch.ones(n, dtype=F64)
+    with pytest.raises(sla.InvalidArgumentError, match="exactly one"):
+        sla.solve_graph_batch(values, row, col, b)
+    with pytest.raises(sla.InvalidArgumentError, match="sorted"):
+        sla.solve_graph_batch(values, row, col, b, batch=batch.flip(0))
+    # An entry coupling two graphs: not block diagonal.
+    bad_row = torch.cat([row, torch.tensor([0])])
+    bad_col = torch.cat([col, torch.tensor([n - 1])])
+    with pytest.raises(sla.InvalidArgumentError, match="block diagonal"):
+        sla.solve_graph_batch(torch.cat([values, torch.ones(1, dtype=F64)]), bad_row, bad_col, b, batch=batch)
+    with pytest.raises(sla.InvalidArgumentError, match="ptr"):
+        sla.solve_graph_batch(values, row, col, b, ptr=torch.tensor([0, 3]))
+
+
+def test_bad_arguments_and_empty_batch():
+    As = members([3, 4])
+    with pytest.raises(sla.InvalidArgumentError, match="empty"):
+        sla.solve_batch([], [])
+    with pytest.raises(sla.InvalidArgumentError, match="bs"):
+        sla.solve_batch(As, rhs(As)[:1])
+    with pytest.raises(sla.InvalidArgumentError, match=r"bs\[1\]"):
+        sla.solve_batch(As, [torch.ones(3, dtype=F64), torch.ones(5, dtype=F64)])
+    with pytest.raises(sla.InvalidArgumentError, match="square"):
+        sla.solve_batch(
+            [sla.SparseTensor.from_dense(torch.ones(2, 3, dtype=F64))], [torch.ones(2, dtype=F64)]
+        )
+    with pytest.raises(sla.InvalidArgumentError, match="dtype"):
+        sla.solve_batch([As[0], As[1].to(dtype=F32)], rhs(As))
+    with pytest.raises(sla.InvalidArgumentError, match="method"):
+        sla.solve_batch(As, rhs(As), method="cg")
+    with pytest.raises(sla.InvalidArgumentError, match="strategy"):
+        sla.solve_batch(As, rhs(As), strategy="fast")
+    with pytest.raises(sla.InvalidArgumentError, match="NaN"):
+        sla.solve_batch(As, [torch.full((3,), float("nan"), dtype=F64), torch.ones(4, dtype=F64)])
+
+
+def test_torch_sla_names_and_sparse_tensor_list():
+    As = members([6, 9, 12], "spd")
+    bs = rhs(As)
+    L = sla.SparseTensorList(As)
+    assert len(L) == 3 and L[1] is As[1]
+    for x, A, b in zip(L.solve(bs), As, bs):
+        torch.testing.assert_close(A @ x, b)
+    triples = [(A.values, A.pattern.row, A.pattern.col, A.shape) for A in As]
+    for method in ("auto", "cg"):
+        xs = sla.spsolve_batch_different_layout(triples, bs, method=method)
+        for x, A, b in zip(xs, As, bs):
+            torch.testing.assert_close(A @ x, b, rtol=1e-7, atol=1e-7)
+    coo = [A.to_torch_sparse(torch.sparse_coo) for A in As]
+    for x, A, b in zip(sla.spsolve_batch_coo_different_layout(coo, bs), As, bs):
+        torch.testing.assert_close(A @ x, b)
+    # Same layout: one pattern, a batch of values.
+    A = As[0]
+    vals = torch.stack([A.values, 2 * A.values])
+    bb = torch.ones(2, A.shape[0], dtype=F64)
+    x = sla.spsolve_batch_same_layout(vals, A.pattern.row, A.pattern.col, A.shape, bb)
+    torch.testing.assert_close(x[1], sla.solve(A, bb[1]) / 2)
+    x2 = sla.spsolve_batch_coo_same_layout(coo[0], vals, bb)
+    torch.testing.assert_close(x2, x)
+
+
+def test_explain_says_which_strategy():
+    As = members([5, 10])
+    _, info = sla.solve_batch(As, rhs(As), return_info=True)
+    assert any("separately in parallel" in r for r in info["reasons"])
+    _, info = sla.solve_batch(As, rhs(As), strategy="block_diagonal", return_info=True)
+    assert info["strategy"] == "block_diagonal"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sla.solve_batch(As, rhs(As))  # no warning on a healthy batch
