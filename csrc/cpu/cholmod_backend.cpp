@@ -13,6 +13,7 @@
 
 #include "backends.hpp"
 #include "convert.hpp"
+#include "selinv.hpp"
 #include "sla/errors.hpp"
 
 static_assert(std::is_same_v<SuiteSparse_long, sla::index_t>, "SuiteSparse_long must be 64-bit");
@@ -69,31 +70,33 @@ cholmod_sparse sparse_view(const CscPlan& plan, void* values, bool complex) {
   return a;
 }
 
-// Whether every pivot of a numeric factor is finite (the diagonal of L for LL^T, D for LDL^T).
-// cholmod_rcond returns 0 for a NaN pivot, which would read as an exactly singular matrix.
-bool pivots_finite(const cholmod_factor* L) {
+// Call f(j, re, im) for every pivot j of a numeric factor: the diagonal of L for LL^T, D for LDL^T
+// (interleaved complex: the real part first; im is 0 for a real factor).
+template <class F>
+void for_each_pivot(const cholmod_factor* L, F&& f) {
   const double* x = static_cast<const double*>(L->x);
-  const size_t stride = L->xtype == CHOLMOD_COMPLEX ? 2 : 1;  // interleaved complex: the real part first
-  auto finite = [&](size_t k) {
-    for (size_t c = 0; c < stride; ++c)
-      if (!std::isfinite(x[stride * k + c])) return false;
-    return true;
-  };
+  const bool cx = L->xtype == CHOLMOD_COMPLEX;
+  auto at = [&](index_t j, size_t k) { f(j, cx ? x[2 * k] : x[k], cx ? x[2 * k + 1] : 0.0); };
   if (L->is_super) {
     const index_t* super = static_cast<const index_t*>(L->super);
     const index_t* pi = static_cast<const index_t*>(L->pi);
     const index_t* px = static_cast<const index_t*>(L->px);
     for (size_t s = 0; s < L->nsuper; ++s) {
       const index_t nsrow = pi[s + 1] - pi[s];  // each supernode is a dense nsrow x ncols column-major block
-      for (index_t j = 0; j < super[s + 1] - super[s]; ++j)
-        if (!finite(static_cast<size_t>(px[s] + j + j * nsrow))) return false;
+      for (index_t j = 0; j < super[s + 1] - super[s]; ++j) at(super[s] + j, static_cast<size_t>(px[s] + j + j * nsrow));
     }
-    return true;
+    return;
   }
   const index_t* p = static_cast<const index_t*>(L->p);
-  for (size_t j = 0; j < L->n; ++j)
-    if (!finite(static_cast<size_t>(p[j]))) return false;  // the diagonal comes first in each column
-  return true;
+  for (size_t j = 0; j < L->n; ++j) at(static_cast<index_t>(j), static_cast<size_t>(p[j]));  // diagonal first
+}
+
+// Whether every pivot of a numeric factor is finite. cholmod_rcond returns 0 for a NaN pivot, which would
+// read as an exactly singular matrix.
+bool pivots_finite(const cholmod_factor* L) {
+  bool finite = true;
+  for_each_pivot(L, [&](index_t, double re, double im) { finite = finite && std::isfinite(re) && std::isfinite(im); });
+  return finite;
 }
 
 // Bytes held by a factor, from the sizes of the arrays it has (a symbolic factor has only some of them).
@@ -130,12 +133,15 @@ template <class W>
 class CholmodNumeric final : public Numeric {
  public:
   CholmodNumeric(std::shared_ptr<const Symbolic> sym, std::shared_ptr<CholmodCommon> common, FactorPtr L)
-      : Numeric(std::move(sym)), common_(std::move(common)), L_(std::move(L)) {}
+      : Numeric(std::move(sym)), common_(std::move(common)), L_(std::move(L)) {
+    for_each_pivot(L_.get(), [&](index_t, double re, double im) { zero_pivot_ = zero_pivot_ || (re == 0.0 && im == 0.0); });
+  }
 
   void solve(const void* b, void* x, index_t nrhs, Op /*op*/) const override {
     // A is symmetric (real) or Hermitian (complex): A^H = A, so op does not change the solve.
     const index_t n = sym_->n();
     const ScalarType s = sym_->scalar();
+    if (zero_pivot_) fail_zero_pivot("the solve");
     if (n == 0 || nrhs == 0) return;
     std::vector<W> bw(static_cast<size_t>(n * nrhs));
     load_dense<W>(s, b, n * nrhs, bw.data());
@@ -162,6 +168,60 @@ class CholmodNumeric final : public Numeric {
   }
   double eps() const override { return std::numeric_limits<double>::epsilon(); }
 
+  // LL^T: det = prod L_jj^2, L_jj real and positive. LDL^T: det = prod D_jj, real for a Hermitian matrix.
+  // P A P^T is factored and det(P)^2 = 1.
+  SignLogDet slogdet() const override {
+    LogDet det;
+    const bool ll = L_->is_ll != 0;
+    for_each_pivot(L_.get(), [&](index_t, double re, double) { det.add(re, ll ? 2 : 1); });
+    return det.result(is_complex(sym_->scalar()));
+  }
+
+  // Takahashi's recurrences on a simplicial, packed copy of the factor (the supernodal storage converted
+  // column by column, explicit zeros kept): P A P^T = L D L^H, Z = (L D L^H)^{-1}, A^{-1}(r, c) =
+  // Z(Perm^{-1}(r), Perm^{-1}(c)).
+  void inverse_entries(const index_t* rows, const index_t* cols, index_t m, void* out) const override {
+    const index_t n = sym_->n();
+    check_entry_indices(n, rows, cols, m);
+    if (zero_pivot_) fail_zero_pivot("the inverse");
+    FilledPattern pattern;
+    std::vector<W> l, d;
+    std::vector<index_t> pinv(static_cast<size_t>(n));
+    {
+      std::lock_guard<std::mutex> lock(common_->mutex);
+      cholmod_common& c = common_->c;
+      FactorPtr F(cholmod_l_copy_factor(L_.get(), &c), FactorDeleter{common_});
+      if (!F || !cholmod_l_change_factor(F->xtype, F->is_ll, 0, 1, 1, F.get(), &c))
+        fail(ErrorKind::Internal, "CHOLMOD could not convert the factor to simplicial form (status ", c.status, ")");
+      const index_t* fp = static_cast<const index_t*>(F->p);
+      const index_t* fi = static_cast<const index_t*>(F->i);
+      const W* fx = static_cast<const W*>(F->x);
+      const index_t* perm = static_cast<const index_t*>(F->Perm);
+      const bool ll = F->is_ll != 0;
+      pattern.n = n;
+      pattern.colptr.assign(static_cast<size_t>(n) + 1, 0);
+      pattern.rowind.reserve(static_cast<size_t>(fp[n] - n));
+      l.reserve(static_cast<size_t>(fp[n] - n));
+      d.resize(static_cast<size_t>(n));
+      for (index_t j = 0; j < n; ++j) {
+        const W diag = fx[fp[j]];  // the diagonal comes first in each column
+        d[j] = ll ? diag * diag : diag;
+        for (index_t q = fp[j] + 1; q < fp[j + 1]; ++q) {
+          pattern.rowind.push_back(fi[q]);
+          l.push_back(ll ? fx[q] / diag : fx[q]);
+        }
+        pattern.colptr[j + 1] = static_cast<index_t>(pattern.rowind.size());
+      }
+      for (index_t k = 0; k < n; ++k) pinv[perm == nullptr ? k : perm[k]] = k;
+    }
+    const SelectedInverse<W> z = selected_inverse<W>(pattern, l, {}, d, true);
+    std::vector<W> result(static_cast<size_t>(m));
+    for (index_t k = 0; k < m; ++k)
+      if (!z.at(pattern, pinv[rows[k]], pinv[cols[k]], result[k]))
+        fail_unsupported_entry(k, rows[k], cols[k], ll_name());
+    store_dense<W>(sym_->scalar(), result.data(), m, out);
+  }
+
   index_t factor_nnz() const override {
     const cholmod_factor* L = L_.get();
     if (L->is_super) return static_cast<index_t>(L->xsize);
@@ -172,8 +232,11 @@ class CholmodNumeric final : public Numeric {
   }
 
  private:
+  const char* ll_name() const { return L_->is_ll ? "CHOLMOD LL^T" : "CHOLMOD LDL^T"; }
+
   std::shared_ptr<CholmodCommon> common_;
   FactorPtr L_;
+  bool zero_pivot_ = false;
 };
 
 class CholmodSymbolic final : public CpuSymbolic {
@@ -205,15 +268,16 @@ class CholmodSymbolic final : public CpuSymbolic {
            sizeof(CholmodCommon) + work;
   }
 
-  std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
-                                     const void* values) const override {
-    if (is_complex(scalar_)) return factorize_as<std::complex<double>>(self, values);
-    return factorize_as<double>(self, values);
+  std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self, const void* values,
+                                     const FactorizeOptions& options) const override {
+    if (is_complex(scalar_)) return factorize_as<std::complex<double>>(self, values, options);
+    return factorize_as<double>(self, values, options);
   }
 
  private:
   template <class W>
-  std::unique_ptr<Numeric> factorize_as(const std::shared_ptr<const Symbolic>& self, const void* values) const {
+  std::unique_ptr<Numeric> factorize_as(const std::shared_ptr<const Symbolic>& self, const void* values,
+                                        const FactorizeOptions& options) const {
     std::vector<W> vals(plan_.perm.size());
     gather_values<W>(scalar_, values, plan_.perm, vals.data());
     cholmod_sparse a = sparse_view(plan_, vals.data(), is_complex_t<W>::value);
@@ -223,7 +287,10 @@ class CholmodSymbolic final : public CpuSymbolic {
     FactorPtr L(cholmod_l_copy_factor(L_.get(), &c), FactorDeleter{common});
     if (!L) fail(ErrorKind::Internal, "CHOLMOD could not copy the symbolic factor (status ", c.status, ")");
     cholmod_l_factorize(&a, L.get(), &c);
-    if (c.status == CHOLMOD_NOT_POSDEF || L->minor < L->n) {
+    // LDL^T goes on past a zero pivot: the factor is complete, and sla::factorize checks it for the
+    // non-finite entries that divisions by the zero pivot leave.
+    const bool accept = options.allow_singular && method_ == Method::LDL;
+    if (!accept && (c.status == CHOLMOD_NOT_POSDEF || L->minor < L->n)) {
       if (method_ == Method::Cholesky)
         fail(ErrorKind::NotPositiveDefinite, "A is not positive definite: the Cholesky factorization broke down ",
              "at column ", L->minor, " of ", L->n,
