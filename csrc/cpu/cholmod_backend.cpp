@@ -2,6 +2,8 @@
 // Works in double or complex<double>; float32 / complex64 callers are converted on the way in and out.
 #include <cholmod.h>
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <complex>
 #include <cstddef>
@@ -12,8 +14,10 @@
 #include <vector>
 
 #include "backends.hpp"
+#include "blas.hpp"
 #include "convert.hpp"
 #include "selinv.hpp"
+#include "sla/interrupt.hpp"
 #include "sla/errors.hpp"
 
 static_assert(std::is_same_v<SuiteSparse_long, sla::index_t>, "SuiteSparse_long must be 64-bit");
@@ -184,6 +188,10 @@ class CholmodNumeric final : public Numeric {
     const index_t n = sym_->n();
     check_entry_indices(n, rows, cols, m);
     if (zero_pivot_) fail_zero_pivot("the inverse");
+    if (L_->is_super) {
+      supernodal_inverse_entries(rows, cols, m, out);
+      return;
+    }
     FilledPattern pattern;
     std::vector<W> l, d;
     std::vector<index_t> pinv(static_cast<size_t>(n));
@@ -233,6 +241,99 @@ class CholmodNumeric final : public Numeric {
 
  private:
   const char* ll_name() const { return L_->is_ll ? "CHOLMOD LL^T" : "CHOLMOD LDL^T"; }
+
+  // Takahashi's recurrences by supernodes, with the BLAS: the selected inverse Z = (P A P^T)^{-1} is kept
+  // in the layout of the supernodal factor (supernode s: its rows x its columns, column-major), the
+  // supernodes taken from the last to the first. For a supernode with diagonal block L_D and the block L_B
+  // below it on rows R, from Z L = L^{-H} read on the supernode's columns:
+  //   Y    = L_B L_D^{-1}
+  //   Z_BD = - Z_RR Y                        (Z_RR: Z on R x R, gathered from the ancestors, Hermitian)
+  //   Z_DD = L_D^{-H} L_D^{-1} - Z_BD^H Y
+  // The rows R of a supernode that lie at or below a column c of R are rows of c's supernode (the
+  // supernodal pattern is closed under elimination), which the gather checks.
+  void supernodal_inverse_entries(const index_t* rows, const index_t* cols, index_t m, void* out) const {
+    const cholmod_factor* L = L_.get();
+    const index_t n = static_cast<index_t>(L->n);
+    const index_t nsuper = static_cast<index_t>(L->nsuper);
+    const index_t* super = static_cast<const index_t*>(L->super);
+    const index_t* pi = static_cast<const index_t*>(L->pi);
+    const index_t* px = static_cast<const index_t*>(L->px);
+    const index_t* ls = static_cast<const index_t*>(L->s);
+    const index_t* perm = static_cast<const index_t*>(L->Perm);
+    const W* lx = static_cast<const W*>(L->x);
+    const char adj = blas::adjoint(W{});
+    std::vector<index_t> col_super(static_cast<size_t>(n)), rel;
+    std::vector<W> z(L->xsize), linv, t, y, zrr;
+    for (index_t s = nsuper; s-- > 0;) {
+      if ((s & 63) == 0) poll_interrupt();
+      const index_t k1 = super[s], nscol = super[s + 1] - k1, nsrow = pi[s + 1] - pi[s], nb = nsrow - nscol;
+      if (nsrow >= INT_MAX / 2)
+        fail(ErrorKind::InvalidArgument, "inverse_entries: a supernode of ", nsrow, " rows is too large for the BLAS");
+      const index_t* rs = ls + pi[s];
+      const W* ld = lx + px[s];
+      W* zs = z.data() + px[s];
+      const int ic = static_cast<int>(nscol), ir = static_cast<int>(nsrow), ib = static_cast<int>(nb);
+      linv.assign(static_cast<size_t>(nscol * nscol), W(0));
+      for (index_t k = 0; k < nscol; ++k) linv[k + k * nscol] = W(1);
+      blas::trsm('L', 'L', 'N', 'N', ic, ic, W(1), ld, ir, linv.data(), ic);  // L_D^{-1}
+      t = linv;
+      blas::trmm('L', 'L', adj, 'N', ic, ic, W(1), linv.data(), ic, t.data(), ic);  // L_D^{-H} L_D^{-1}
+      if (nb > 0) {
+        y.resize(static_cast<size_t>(nb * nscol));
+        for (index_t b = 0; b < nscol; ++b)
+          for (index_t a = 0; a < nb; ++a) y[a + b * nb] = ld[nscol + a + b * nsrow];
+        blas::trsm('R', 'L', 'N', 'N', ib, ic, W(1), ld, ir, y.data(), ib);  // Y = L_B L_D^{-1}
+        // Z_RR, lower triangle, column by column: columns of R that share a supernode share one walk
+        // through its rows.
+        const index_t* R = rs + nscol;
+        zrr.resize(static_cast<size_t>(nb * nb));
+        rel.resize(static_cast<size_t>(nb));
+        for (index_t b = 0; b < nb;) {
+          const index_t s2 = col_super[R[b]], k1b = super[s2], k2b = super[s2 + 1];
+          const index_t nsrow2 = pi[s2 + 1] - pi[s2];
+          const index_t* rows2 = ls + pi[s2];
+          index_t q = R[b] - k1b;
+          for (index_t a = b; a < nb; ++a) {
+            while (q < nsrow2 && rows2[q] < R[a]) ++q;
+            if (q == nsrow2 || rows2[q] != R[a])
+              fail(ErrorKind::Internal, "selected inversion: CHOLMOD's supernodal pattern is not closed (row ", R[a],
+                   " of supernode ", s, " missing from supernode ", s2, ")");
+            rel[a] = q;
+          }
+          for (; b < nb && R[b] < k2b; ++b) {
+            const W* zc = z.data() + px[s2] + (R[b] - k1b) * nsrow2;
+            for (index_t a = b; a < nb; ++a) zrr[a + b * nb] = zc[rel[a]];
+          }
+        }
+        blas::hemm('L', 'L', ib, ic, W(-1), zrr.data(), ib, y.data(), ib, W(0), zs + nscol, ir);  // Z_BD
+        blas::gemm(adj, 'N', ic, ic, ib, W(-1), zs + nscol, ir, y.data(), ib, W(1), t.data(), ic);  // Z_DD
+      }
+      for (index_t b = 0; b < nscol; ++b) {
+        for (index_t a = 0; a < nscol; ++a) zs[a + b * nsrow] = t[a + b * nscol];
+        col_super[k1 + b] = s;
+      }
+    }
+    std::vector<index_t> pinv(static_cast<size_t>(n));
+    for (index_t k = 0; k < n; ++k) pinv[perm == nullptr ? k : perm[k]] = k;
+    std::vector<W> result(static_cast<size_t>(m));
+    for (index_t k = 0; k < m; ++k) {
+      index_t i = pinv[rows[k]], j = pinv[cols[k]];
+      const bool upper = i < j;  // Z(i, j) = conj(Z(j, i)): read the lower triangle
+      if (upper) std::swap(i, j);
+      const index_t s2 = col_super[j], k1b = super[s2], nsrow2 = pi[s2 + 1] - pi[s2];
+      const index_t* first = ls + pi[s2] + (j - k1b);
+      const index_t* last = ls + pi[s2 + 1];
+      const index_t* it = std::lower_bound(first, last, i);
+      if (it == last || *it != i) fail_unsupported_entry(k, rows[k], cols[k], ll_name());
+      W v = z[static_cast<size_t>(px[s2] + (j - k1b) * nsrow2 + (it - (ls + pi[s2])))];
+      if constexpr (is_complex_t<W>::value) {
+        if (upper) v = std::conj(v);
+        if (i == j) v = W(v.real(), 0.0);  // a Hermitian matrix's diagonal is real
+      }
+      result[k] = v;
+    }
+    store_dense<W>(sym_->scalar(), result.data(), m, out);
+  }
 
   std::shared_ptr<CholmodCommon> common_;
   FactorPtr L_;

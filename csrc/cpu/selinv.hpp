@@ -75,7 +75,7 @@ class LogDet {
       zero_ = true;
       return;
     }
-    logabs_ += power * std::log(a);
+    add_log(power * std::log(a));
     std::complex<double> u = std::complex<double>(v) / a;  // unit phase; a real v gives +-1 exactly
     for (int k = 0; k < power; ++k) phase_ *= u;
   }
@@ -87,7 +87,7 @@ class LogDet {
   SignLogDet result(bool complex) const {
     if (zero_) return {std::complex<double>(0.0, 0.0), -std::numeric_limits<double>::infinity()};
     SignLogDet r;
-    r.logabs = logabs_;
+    r.logabs = logabs_ + carry_;
     if (complex) {
       const double m = std::abs(phase_);  // renormalize the rounding of the running product
       r.sign = m > 0.0 ? phase_ / m : std::complex<double>(1.0, 0.0);
@@ -98,8 +98,15 @@ class LogDet {
   }
 
  private:
+  // Compensated (Neumaier) summation: n terms lose O(eps) in all, not O(n eps).
+  void add_log(double term) {
+    const double sum = logabs_ + term;
+    carry_ += std::abs(logabs_) >= std::abs(term) ? (logabs_ - sum) + term : (term - sum) + logabs_;
+    logabs_ = sum;
+  }
+
   std::complex<double> phase_{1.0, 0.0};
-  double logabs_ = 0.0;
+  double logabs_ = 0.0, carry_ = 0.0;
   bool zero_ = false;
 };
 
