@@ -199,8 +199,8 @@ void bind_direct(nb::module_& m) {
         "Symbolic analysis of a CsrPattern, validated when it was made.");
   m.def("factorize", &factorize_py, nb::arg("symbolic"), nb::arg("values"), nb::arg("allow_singular") = false,
         "Numeric factorization. allow_singular=True accepts a matrix singular to working precision when the "
-        "library produced a complete factor (UMFPACK; CHOLMOD LDL^T): slogdet() then gives (0, -inf) for a zero "
-        "pivot, and solve() / inverse_entries() raise SingularMatrixError.");
+        "library produced a complete factor (UMFPACK; CHOLMOD LDL^T when only its last pivot is zero): slogdet() "
+        "then gives (0, -inf) for a zero pivot, and solve() / inverse_entries() raise SingularMatrixError.");
 
   nb::class_<NumericBatch>(m, "NumericBatch",
                            "Numeric factorizations of a batch of matrices sharing one analysis: a sequence of "

@@ -388,10 +388,14 @@ class CholmodSymbolic final : public CpuSymbolic {
     FactorPtr L(cholmod_l_copy_factor(L_.get(), &c), FactorDeleter{common});
     if (!L) fail(ErrorKind::Internal, "CHOLMOD could not copy the symbolic factor (status ", c.status, ")");
     cholmod_l_factorize(&a, L.get(), &c);
-    // LDL^T goes on past a zero pivot: the factor is complete, and sla::factorize checks it for the
-    // non-finite entries that divisions by the zero pivot leave.
-    const bool accept = options.allow_singular && method_ == Method::LDL;
+    // CHOLMOD stops at the first zero pivot (column L->minor), leaving the later columns uncomputed. LDL^T
+    // does not pivot, so a zero pivot before the last column says nothing of A's rank ([[0, 1], [1, 0]]
+    // is regular): only a zero last pivot leaves a complete factor of a singular matrix.
+    const bool accept = options.allow_singular && method_ == Method::LDL && L->minor + 1 == L->n;
     if (!accept && (c.status == CHOLMOD_NOT_POSDEF || L->minor < L->n)) {
+      if (method_ == Method::LDL && L->minor + 1 < L->n)
+        fail(ErrorKind::SingularMatrix, "A is singular or needs pivoting: LDL^T found a zero pivot at column ",
+             L->minor, " of ", L->n, " and could not go on (it does not pivot). Use method='lu'");
       if (method_ == Method::Cholesky)
         fail(ErrorKind::NotPositiveDefinite, "A is not positive definite: the Cholesky factorization broke down ",
              "at column ", L->minor, " of ", L->n,

@@ -152,7 +152,8 @@ std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, c
     // A zero pivot accepted by allow_singular is followed by divisions by zero: no complete factor.
     if (options.allow_singular && bad < 0)
       fail(ErrorKind::SingularMatrix, "A is singular: the ", method_name(sym->method()),
-           " factorization met a zero pivot and could not complete (non-finite entries followed it)");
+           " factorization met a zero pivot and could not complete (non-finite entries followed it; ",
+           "or it overflowed: rescale A)");
     fail_non_finite(*sym, bad);
   }
   if (options.allow_singular) return num;

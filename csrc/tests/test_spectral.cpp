@@ -403,6 +403,16 @@ TEST_P(Spectral, ExactlySingularMatrix) {
   expect_error(ErrorKind::SingularMatrix, "zero pivot", [&] { num->inverse_entries(&r, &r, 1, x.data()); });
 }
 
+TEST_P(Spectral, ZeroPivotBeforeTheLastIsNotAccepted) {
+  // [[0, 1], [1, 0]] is regular (det -1), but LDL^T without pivoting meets D_1 = 0 and cannot go on: no
+  // complete factor and no determinant to give, allow_singular or not.
+  const Combo c = GetParam();
+  if (c.method != Method::LDL) GTEST_SKIP() << "LDL^T only";
+  const Sparse a = from_dense(2, {0, 1, 1, 0}, {{0, 0}, {1, 1}});
+  Typed vals(c.scalar, a.v);
+  expect_error(ErrorKind::SingularMatrix, "singular", [&] { factor(a, vals, sla::FactorizeOptions{true}); });
+}
+
 INSTANTIATE_TEST_SUITE_P(Spectral, Spectral, ::testing::ValuesIn(all_combos()), combo_name);
 
 // The sign of det(A) over random unsymmetric matrices that are not diagonally dominant (so LU pivots rows),

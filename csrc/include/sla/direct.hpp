@@ -41,9 +41,10 @@ struct SignLogDet {
 // Options of the numeric factorization.
 struct FactorizeOptions {
   // Accept a matrix that is singular to working precision (a zero pivot, or a pivot ratio below eps)
-  // when the library still produced a complete factor: UMFPACK always does, CHOLMOD LDL^T does while no
-  // non-finite entry follows the zero pivot. Such a factor gives slogdet() (0, -inf) and its solve() and
-  // inverse_entries() throw SingularMatrix. Structurally singular patterns, Cholesky of a matrix that is
+  // when the library still produced a complete factor: UMFPACK always does (its zero pivots come with a
+  // zero column of the remaining matrix, so A is singular); CHOLMOD LDL^T, which does not pivot, only
+  // when the last pivot alone is zero (an earlier zero pivot stops it, though A may be regular). Such a
+  // factor gives slogdet() (0, -inf) and its solve() and inverse_entries() throw SingularMatrix. Structurally singular patterns, Cholesky of a matrix that is
   // not positive definite, NaN/Inf pivots and breakdowns that leave no complete factor still throw.
   bool allow_singular = false;
 };
