@@ -1,4 +1,5 @@
 // Bindings of the direct solvers: Symbolic / Numeric as opaque classes, arrays as DLPack views.
+#include <nanobind/stl/complex.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/unique_ptr.h>
@@ -44,15 +45,50 @@ std::shared_ptr<Symbolic> analyze_pattern_py(const std::string& backend, const s
   return std::const_pointer_cast<Symbolic>(analyze(b, m, s, pattern));
 }
 
-std::shared_ptr<Numeric> factorize_py(const std::shared_ptr<Symbolic>& sym, const Array& values) {
+std::shared_ptr<Numeric> factorize_py(const std::shared_ptr<Symbolic>& sym, const Array& values, bool allow_singular) {
   check_array(values, "values", 1);
   if (scalar_of(values, "values") != sym->scalar())
     fail(ErrorKind::InvalidArgument, "values: dtype does not match the analysis (", scalar_name(sym->scalar()), ")");
   if (static_cast<index_t>(values.shape(0)) != sym->csr_nnz())
     fail(ErrorKind::InvalidArgument, "values: expected ", sym->csr_nnz(), " entries, got ", values.shape(0));
   const void* ptr = values.data();
+  FactorizeOptions options;
+  options.allow_singular = allow_singular;
   nb::gil_scoped_release release;
-  return std::shared_ptr<Numeric>(factorize(sym, ptr));
+  return std::shared_ptr<Numeric>(factorize(sym, ptr, options));
+}
+
+// (sign, logabsdet) as torch.linalg.slogdet gives them: a float sign for a real matrix, a complex one of
+// unit modulus for a complex matrix; (0, -inf) for a zero pivot.
+nb::tuple slogdet_py(const Numeric& num) {
+  SignLogDet d;
+  {
+    nb::gil_scoped_release release;
+    d = num.slogdet();
+  }
+  if (is_complex(num.symbolic()->scalar())) return nb::make_tuple(d.sign, d.logabs);
+  return nb::make_tuple(d.sign.real(), d.logabs);
+}
+
+// rows, cols: int64 1-D of one length m; out: 1-D, m entries of the factorization's dtype, C-contiguous.
+void inverse_entries_py(const Numeric& num, const Array& rows, const Array& cols, OutArray& out) {
+  check_array(rows, "rows", 1);
+  check_array(cols, "cols", 1);
+  check_output(out, "out", 1);
+  if (!is_int64(rows) || !is_int64(cols)) fail(ErrorKind::InvalidArgument, "rows, cols: dtype must be int64");
+  if (rows.shape(0) != cols.shape(0))
+    fail(ErrorKind::InvalidArgument, "rows, cols: lengths differ (", rows.shape(0), " and ", cols.shape(0), ")");
+  if (out.shape(0) != rows.shape(0))
+    fail(ErrorKind::InvalidArgument, "out: expected ", rows.shape(0), " entries like rows, got ", out.shape(0));
+  const ScalarType s = num.symbolic()->scalar();
+  if (scalar_of(out, "out") != s)
+    fail(ErrorKind::InvalidArgument, "out: dtype must be ", scalar_name(s), " like the factorized matrix");
+  const auto* r = static_cast<const index_t*>(rows.data());
+  const auto* c = static_cast<const index_t*>(cols.data());
+  void* o = out.data();
+  const auto m = static_cast<index_t>(rows.shape(0));
+  nb::gil_scoped_release release;
+  num.inverse_entries(r, c, m, o);
 }
 
 // b and x are (nrhs, n) C-contiguous arrays: each right-hand side contiguous (column-major n x nrhs).
@@ -76,7 +112,8 @@ void solve_py(const Numeric& num, const Array& b, OutArray& x, const std::string
 }
 
 // values: (B, nnz) C-contiguous, one row per member.
-NumericBatch factorize_batch_py(const std::shared_ptr<Symbolic>& sym, const Array& values, int threads) {
+NumericBatch factorize_batch_py(const std::shared_ptr<Symbolic>& sym, const Array& values, int threads,
+                                bool allow_singular) {
   check_array(values, "values", 2, sym->device());
   if (scalar_of(values, "values") != sym->scalar())
     fail(ErrorKind::InvalidArgument, "values: dtype does not match the analysis (", scalar_name(sym->scalar()), ")");
@@ -85,8 +122,10 @@ NumericBatch factorize_batch_py(const std::shared_ptr<Symbolic>& sym, const Arra
          ", ", values.shape(1), ")");
   const void* ptr = values.data();
   const auto batch = static_cast<index_t>(values.shape(0));
+  FactorizeOptions options;
+  options.allow_singular = allow_singular;
   nb::gil_scoped_release release;  // once, for the whole batch
-  return factorize_batch(sym, ptr, batch, threads);
+  return factorize_batch(sym, ptr, batch, threads, options);
 }
 
 // b and x: (B, nrhs, n) C-contiguous, each member's right-hand sides column-major as Numeric.solve takes them.
@@ -129,6 +168,14 @@ void bind_direct(nb::module_& m) {
   nb::class_<Numeric>(m, "Numeric", "Numeric factorization; solves reuse it.")
       .def("solve", &solve_py, nb::arg("b"), nb::arg("x"), nb::arg("op") = "N")
       .def_prop_ro("factor_nnz", &Numeric::factor_nnz)
+      .def("slogdet", &slogdet_py,
+           "(sign, logabsdet) of det(A) from the factors, in double precision: sign a float (+1.0 / -1.0) for a "
+           "real matrix, a complex of unit modulus for a complex one; (0, -inf) when a pivot is exactly zero.")
+      .def("inverse_entries", &inverse_entries_py, nb::arg("rows"), nb::arg("cols"), nb::arg("out"),
+           "Selected inversion: out[k] = inv(A)[rows[k], cols[k]] (rows, cols: int64 1-D of length m; out: 1-D, "
+           "m entries of the factorization's dtype). Supported positions: those of the factor's filled pattern, "
+           "which include every stored entry of A and its transpose (ValueError names the first other one). "
+           "SingularMatrixError for a factor with a zero pivot; BackendUnavailableError for Eigen's LU.")
       .def_prop_ro(
           "device", [](const Numeric& n) { return n.device().str(); },
           "Where the factors live: 'cpu' or 'cuda:<ordinal>'.")
@@ -137,7 +184,10 @@ void bind_direct(nb::module_& m) {
         nb::arg("n_cols"), nb::arg("crow_indices"), nb::arg("col_indices"));
   m.def("analyze", &analyze_pattern_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"), nb::arg("pattern"),
         "Symbolic analysis of a CsrPattern, validated when it was made.");
-  m.def("factorize", &factorize_py, nb::arg("symbolic"), nb::arg("values"));
+  m.def("factorize", &factorize_py, nb::arg("symbolic"), nb::arg("values"), nb::arg("allow_singular") = false,
+        "Numeric factorization. allow_singular=True accepts a matrix singular to working precision when the "
+        "library produced a complete factor (UMFPACK; CHOLMOD LDL^T when only its last pivot is zero): slogdet() "
+        "then gives (0, -inf) for a zero pivot, and solve() / inverse_entries() raise SingularMatrixError.");
 
   nb::class_<NumericBatch>(m, "NumericBatch",
                            "Numeric factorizations of a batch of matrices sharing one analysis: a sequence of "
@@ -161,6 +211,7 @@ void bind_direct(nb::module_& m) {
            "default). b and x are (B, nrhs, n) C-contiguous, each member's right-hand sides as Numeric.solve "
            "takes them.");
   m.def("factorize_batch", &factorize_batch_py, nb::arg("symbolic"), nb::arg("values"), nb::arg("threads") = 0,
+        nb::arg("allow_singular") = false,
         "Factorize the B matrices whose values are the rows of `values` (B, nnz), sharing `symbolic`, members in "
         "parallel on `threads` threads (0: OpenMP's default), the GIL released once. Errors name the first "
         "member that failed: 'batch member i: ...'.");

@@ -13,6 +13,7 @@
 #include "batch.hpp"
 #include "convert.hpp"
 #include "cpu_symbolic.hpp"
+#include "selinv.hpp"
 #include "sla/errors.hpp"
 
 namespace sla {
@@ -33,6 +34,10 @@ class EmptyNumeric final : public Numeric {
   double rcond() const override { return 1.0; }  // as LAPACK's condition estimators for n = 0
   double eps() const override { return working_eps(sym_->backend(), sym_->scalar()); }
   index_t factor_nnz() const override { return 0; }
+  SignLogDet slogdet() const override { return {}; }  // det of a 0 x 0 matrix: 1
+  void inverse_entries(const index_t* rows, const index_t* cols, index_t m, void*) const override {
+    detail::check_entry_indices(0, rows, cols, m);  // any index is out of range
+  }
 };
 
 // The analysis of a 0 x 0 pattern, for any backend and method (the libraries reject n = 0 or divide by it).
@@ -43,7 +48,8 @@ class EmptySymbolic final : public detail::CpuSymbolic {
   Backend backend() const override { return backend_; }
   Method method() const override { return method_; }
   double predicted_factor_bytes() const override { return 0.0; }
-  std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self, const void*) const override {
+  std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self, const void*,
+                                     const FactorizeOptions&) const override {
     return std::make_unique<EmptyNumeric>(self);
   }
 
@@ -63,6 +69,16 @@ class EmptySymbolic final : public detail::CpuSymbolic {
 }
 
 }  // namespace
+
+SignLogDet Numeric::slogdet() const {
+  fail(ErrorKind::Unavailable, "slogdet: backend '", backend_name(sym_->backend()), "' (", method_name(sym_->method()),
+       ") does not give the determinant");
+}
+
+void Numeric::inverse_entries(const index_t*, const index_t*, index_t, void*) const {
+  fail(ErrorKind::Unavailable, "inverse_entries: backend '", backend_name(sym_->backend()), "' (",
+       method_name(sym_->method()), ") has no selected inversion");
+}
 
 const char* backend_name(Backend b) {
   switch (b) {
@@ -112,14 +128,15 @@ std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarTy
   return analyze(backend, method, scalar, pattern.view<std::int64_t>());
 }
 
-std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, const void* values) {
+std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, const void* values,
+                                   const FactorizeOptions& options) {
   if (!sym) fail(ErrorKind::InvalidArgument, "factorize: the symbolic analysis is empty");
   if (sym->csr_nnz() > 0 && values == nullptr)
     fail(ErrorKind::InvalidArgument, "values: null pointer for ", sym->csr_nnz(), " values");
   sym->check_structure();
   std::unique_ptr<Numeric> num;
   try {
-    num = sym->factorize(sym, values);
+    num = sym->factorize(sym, values, options);
   } catch (const Error& e) {
     // A breakdown caused by NaN or Inf in A (a NaN pivot may look like a zero or negative one to a
     // library): say so rather than blame the matrix's definiteness or rank.
@@ -130,7 +147,16 @@ std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, c
     throw;
   }
   const double rc = num->rcond();
-  if (std::isnan(rc)) fail_non_finite(*sym, sym->first_non_finite(values));
+  if (std::isnan(rc)) {
+    const index_t bad = sym->first_non_finite(values);
+    // A zero pivot accepted by allow_singular is followed by divisions by zero: no complete factor.
+    if (options.allow_singular && bad < 0)
+      fail(ErrorKind::SingularMatrix, "A is singular: the ", method_name(sym->method()),
+           " factorization met a zero pivot and could not complete (non-finite entries followed it; ",
+           "or it overflowed: rescale A)");
+    fail_non_finite(*sym, bad);
+  }
+  if (options.allow_singular) return num;
   if (!(rc >= num->eps()))
     fail(ErrorKind::SingularMatrix, "A is singular to working precision: the ", method_name(sym->method()),
          " factorization's pivot ratio (reciprocal condition estimate) is ", rc, ", below machine epsilon ",
@@ -156,7 +182,7 @@ void NumericBatch::solve(const void* b, void* x, index_t nrhs, Op op, int thread
 }
 
 NumericBatch factorize_batch(const std::shared_ptr<const Symbolic>& sym, const void* values, index_t batch,
-                             int threads) {
+                             int threads, const FactorizeOptions& options) {
   if (!sym) fail(ErrorKind::InvalidArgument, "factorize_batch: the symbolic analysis is empty");
   if (batch < 0) fail(ErrorKind::InvalidArgument, "values: negative batch size ", batch);
   if (batch > 0 && sym->csr_nnz() > 0 && values == nullptr)
@@ -166,7 +192,7 @@ NumericBatch factorize_batch(const std::shared_ptr<const Symbolic>& sym, const v
   const int t = detail::batch_threads(threads);
   detail::BlasThreadsScope blas(t > 1 && batch > 1 ? 1 : detail::kKeepBlasThreads);
   const auto* v = static_cast<const char*>(values);
-  detail::for_each_member(batch, t, [&](index_t i) { members[i] = factorize(sym, v + i * stride); });
+  detail::for_each_member(batch, t, [&](index_t i) { members[i] = factorize(sym, v + i * stride, options); });
   return NumericBatch(sym, std::move(members));
 }
 

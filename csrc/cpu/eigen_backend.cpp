@@ -15,6 +15,7 @@
 
 #include "backends.hpp"
 #include "convert.hpp"
+#include "selinv.hpp"
 #include "sla/errors.hpp"
 
 namespace sla::detail {
@@ -106,6 +107,86 @@ class EigenNumeric final : public Numeric {
     return squared ? ratio * ratio : ratio;
   }
 
+  // LL^T: det = prod L_jj^2 (real, positive). LDL^T: det = prod D_jj (real for a Hermitian matrix); P A P^T
+  // is factored and det(P)^2 = 1. LU: B = A Q with Q our fill-reducing column permutation, and SparseLU
+  // factors Pr B Pc = L U with its own row pivoting Pr and its column post-ordering Pc, L unit lower, so
+  // det(A) = prod U_jj * sign(Pr) sign(Pc) sign(Q). (SparseLU's own signDeterminant() takes the sign of each
+  // pivot, which a complex matrix has not, and leaves Q out: it is not used.)
+  SignLogDet slogdet() const override {
+    LogDet det;
+    const Eigen::Index n = static_cast<Eigen::Index>(sym_->n());
+    if constexpr (is_lu) {
+      const auto& lstore = solver.matrixL().m_mapL;  // U's diagonal blocks live in the supernodal L storage
+      for (Eigen::Index j = 0; j < n; ++j) {
+        bool seen = false;
+        for (typename std::decay_t<decltype(lstore)>::InnerIterator it(lstore, j); it; ++it)
+          if (it.index() == j) {
+            det.add(it.value());
+            seen = true;
+            break;
+          }
+        if (!seen) det.add(T(0));
+      }
+      det.flip(odd(solver.rowsPermutation()));
+      det.flip(odd(solver.colsPermutation()));
+      det.flip(odd(perm_));
+    } else if constexpr (is_ldlt) {
+      const auto d = solver.vectorD();
+      for (Eigen::Index i = 0; i < d.size(); ++i) det.add(real_part(d[i]));
+    } else {
+      const auto& l = solver.matrixL().nestedExpression();
+      for (Eigen::Index j = 0; j < l.outerSize(); ++j) det.add(real_part(l.valuePtr()[l.outerIndexPtr()[j]]), 2);
+    }
+    return det.result(is_complex_t<T>::value);
+  }
+
+  // Takahashi's recurrences on Eigen's simplicial factor of P A P^T = L D L^H (LL^T: L = L1 diag(L)):
+  // A^{-1}(r, c) = Z(perm[r], perm[c]) with Z = (P A P^T)^{-1}. SparseLU keeps L and U in supernodal
+  // storage: no selected inversion there (the base class throws Unavailable).
+  void inverse_entries(const index_t* rows, const index_t* cols, index_t m, void* out) const override {
+    if constexpr (is_lu) {
+      Numeric::inverse_entries(rows, cols, m, out);
+    } else {
+      using W = std::conditional_t<is_complex_t<T>::value, std::complex<double>, double>;
+      const index_t n = sym_->n();
+      check_entry_indices(n, rows, cols, m);
+      const auto& L = solver.matrixL().nestedExpression();
+      const EIndex* lp = L.outerIndexPtr();
+      const EIndex* li = L.innerIndexPtr();
+      const T* lx = L.valuePtr();
+      FilledPattern pattern;
+      pattern.n = n;
+      pattern.colptr.assign(static_cast<size_t>(n) + 1, 0);
+      std::vector<W> l, d(static_cast<size_t>(n));
+      for (index_t j = 0; j < n; ++j) {
+        // LL^T stores the diagonal first in each column; LDL^T stores only the strictly lower part.
+        index_t q = lp[j];
+        W diag;
+        if constexpr (is_ldlt) {
+          diag = W(solver.vectorD()[j]);
+        } else {
+          diag = W(lx[q]);
+          ++q;
+        }
+        if (diag == W(0)) fail_zero_pivot("the inverse");
+        d[j] = is_ldlt ? diag : diag * diag;
+        const index_t end = lp[j] + (L.isCompressed() ? lp[j + 1] - lp[j] : L.innerNonZeroPtr()[j]);
+        for (; q < end; ++q) {
+          pattern.rowind.push_back(li[q]);
+          l.push_back(is_ldlt ? W(lx[q]) : W(lx[q]) / diag);
+        }
+        pattern.colptr[j + 1] = static_cast<index_t>(pattern.rowind.size());
+      }
+      const SelectedInverse<W> z = selected_inverse<W>(pattern, l, {}, d, true);
+      const EIndex* perm = perm_.indices().data();
+      std::vector<W> result(static_cast<size_t>(m));
+      for (index_t k = 0; k < m; ++k)
+        if (!z.at(pattern, perm[rows[k]], perm[cols[k]], result[k]))
+          fail_unsupported_entry(k, rows[k], cols[k], is_ldlt ? "Eigen SimplicialLDLT" : "Eigen SimplicialLLT");
+      store_dense<W>(sym_->scalar(), result.data(), m, out);
+    }
+  }
+
   index_t factor_nnz() const override {
     if constexpr (std::is_same_v<Solver, Eigen::SparseLU<SpMat<T>, Eigen::NaturalOrdering<EIndex>>>) {
       return static_cast<index_t>(solver.nnzL() + solver.nnzU());
@@ -115,6 +196,21 @@ class EigenNumeric final : public Numeric {
   }
 
  private:
+  static constexpr bool is_lu = std::is_same_v<Solver, Eigen::SparseLU<SpMat<T>, Eigen::NaturalOrdering<EIndex>>>;
+  static constexpr bool is_ldlt =
+      std::is_same_v<Solver, Eigen::SimplicialLDLT<SpMat<T>, Eigen::Lower, Eigen::NaturalOrdering<EIndex>>>;
+  template <class V>
+  static auto real_part(const V& v) {
+    if constexpr (is_complex_t<V>::value) return v.real();
+    else return v;
+  }
+  template <class P>
+  static bool odd(const P& p) {
+    std::vector<index_t> idx(static_cast<size_t>(p.size()));
+    for (Eigen::Index i = 0; i < p.size(); ++i) idx[i] = p.indices()[i];
+    return permutation_is_odd(idx.data(), static_cast<index_t>(idx.size()));
+  }
+
   Perm perm_;
   bool lu_;
 };
@@ -154,8 +250,10 @@ class EigenSymbolic final : public CpuSymbolic {
   // Reentrant: each factorization builds its own matrix and solver and only reads the analysis's
   // permutation, so factorizations of one analysis may run at once (factorize_batch), as may solves with
   // different Numeric objects.
-  std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
-                                     const void* values) const override {
+  // allow_singular changes nothing here: Eigen stops at a zero pivot, leaving no complete factor, and
+  // sla::factorize accepts a complete one whatever its pivot ratio.
+  std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self, const void* values,
+                                     const FactorizeOptions&) const override {
     std::vector<T> vals(plan_.perm.size());
     gather_values<T>(scalar_, values, plan_.perm, vals.data());
     SpMat<T> a = build_matrix<T>(plan_, vals);

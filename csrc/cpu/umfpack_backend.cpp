@@ -2,6 +2,7 @@
 // Works in double or packed complex<double>; float32 / complex64 callers are converted in and out.
 #include <umfpack.h>
 
+#include <algorithm>
 #include <cmath>
 #include <complex>
 #include <cstddef>
@@ -11,6 +12,7 @@
 
 #include "backends.hpp"
 #include "convert.hpp"
+#include "selinv.hpp"
 #include "sla/errors.hpp"
 #include "sla/interrupt.hpp"
 
@@ -51,6 +53,15 @@ template <> struct Umf<double> {
     return umfpack_dl_get_numeric(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, d, nullptr,
                                   nullptr, num);
   }
+  static SuiteSparse_long determinant(void* num, double* mantissa, double* exponent) {
+    return umfpack_dl_get_determinant(mantissa, exponent, num, nullptr);
+  }
+  // L (row form), U (column form), P, Q, the diagonal of U and the row scaling.
+  static SuiteSparse_long factors(void* num, SuiteSparse_long* lp, SuiteSparse_long* lj, double* lx, SuiteSparse_long* up,
+                                  SuiteSparse_long* ui, double* ux, SuiteSparse_long* p, SuiteSparse_long* q, double* dx,
+                                  SuiteSparse_long* do_recip, double* rs) {
+    return umfpack_dl_get_numeric(lp, lj, lx, up, ui, ux, p, q, dx, do_recip, rs, num);
+  }
 };
 
 template <> struct Umf<std::complex<double>> {
@@ -81,6 +92,16 @@ template <> struct Umf<std::complex<double>> {
     return umfpack_zl_get_numeric(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
                                   nullptr, d, nullptr, nullptr, nullptr, num);
   }
+  // The determinant as mantissa (packed complex: 2 doubles) * 10^exponent.
+  static SuiteSparse_long determinant(void* num, double* mantissa, double* exponent) {
+    return umfpack_zl_get_determinant(mantissa, nullptr, exponent, num, nullptr);
+  }
+  static SuiteSparse_long factors(void* num, SuiteSparse_long* lp, SuiteSparse_long* lj, C* lx, SuiteSparse_long* up,
+                                  SuiteSparse_long* ui, C* ux, SuiteSparse_long* p, SuiteSparse_long* q, C* dx,
+                                  SuiteSparse_long* do_recip, double* rs) {
+    return umfpack_zl_get_numeric(lp, lj, d(lx), nullptr, up, ui, d(ux), nullptr, p, q, d(dx), nullptr, do_recip, rs,
+                                  num);
+  }
 };
 
 // Owns an UMFPACK Numeric object.
@@ -106,15 +127,17 @@ template <class W>
 class UmfpackNumeric final : public Numeric {
  public:
   UmfpackNumeric(std::shared_ptr<const Symbolic> sym, std::vector<W> values, NumericHandle<W> numeric,
-                 std::vector<double> control, double rcond)
+                 std::vector<double> control, double rcond, bool zero_pivot)
       : Numeric(std::move(sym)),
         values_(std::move(values)),
         numeric_(std::move(numeric)),
         control_(std::move(control)),
-        rcond_(rcond) {}
+        rcond_(rcond),
+        zero_pivot_(zero_pivot) {}
 
   void solve(const void* b, void* x, index_t nrhs, Op op) const override {
     const index_t n = sym_->n();
+    if (zero_pivot_) fail_zero_pivot("the solve");
     if (n == 0 || nrhs == 0) return;
     const ScalarType s = sym_->scalar();
     std::vector<W> bw(static_cast<size_t>(n * nrhs)), xw(static_cast<size_t>(n * nrhs));
@@ -142,6 +165,93 @@ class UmfpackNumeric final : public Numeric {
     return static_cast<index_t>(lnz + unz);
   }
 
+  // UMFPACK's own determinant, mantissa * 10^exponent, which accounts for the row scaling and the parity of
+  // both permutations.
+  SignLogDet slogdet() const override {
+    if (zero_pivot_) return {{0.0, 0.0}, -std::numeric_limits<double>::infinity()};
+    double mantissa[2] = {0.0, 0.0}, exponent = 0.0;
+    const SuiteSparse_long status = Umf<W>::determinant(numeric_.get(), mantissa, &exponent);
+    if (status != UMFPACK_OK && status != UMFPACK_WARNING_singular_matrix)
+      fail(ErrorKind::Internal, "UMFPACK could not compute the determinant (status ", status, ")");
+    LogDet det;
+    if constexpr (is_complex_t<W>::value) det.add(std::complex<double>(mantissa[0], mantissa[1]));
+    else det.add(mantissa[0]);
+    SignLogDet r = det.result(is_complex_t<W>::value);
+    if (std::isfinite(r.logabs)) r.logabs += exponent * std::log(10.0);
+    return r;
+  }
+
+  // Erisman and Tinney's recurrences. UMFPACK factors P R A Q = L U (R the row scaling, L unit lower), so
+  // A^{-1} = Q (L U)^{-1} P R and A^{-1}(r, c) = Z(Qinv[r], Pinv[c]) * R(c, c) with Z = (L U)^{-1}.
+  // UMFPACK drops the entries of L and U that are exactly zero, so their stored pattern need not be
+  // closed under elimination: the recurrences run on the Cholesky fill of the symmetrized pattern of
+  // P A Q + L + U (a closed superset of the LU fill of P A Q), with zeros where UMFPACK stored nothing.
+  void inverse_entries(const index_t* rows, const index_t* cols, index_t m, void* out) const override {
+    const index_t n = sym_->n();
+    check_entry_indices(n, rows, cols, m);
+    if (zero_pivot_) fail_zero_pivot("the inverse");
+    SuiteSparse_long lnz = 0, unz = 0;
+    Umf<W>::get_lunz(numeric_.get(), &lnz, &unz);
+    std::vector<SuiteSparse_long> lp(static_cast<size_t>(n) + 1), lj(static_cast<size_t>(lnz)),
+        up(static_cast<size_t>(n) + 1), ui(static_cast<size_t>(unz)), P(static_cast<size_t>(n)),
+        Q(static_cast<size_t>(n));
+    std::vector<W> lx(static_cast<size_t>(lnz)), ux(static_cast<size_t>(unz)), dx(static_cast<size_t>(n));
+    std::vector<double> rs(static_cast<size_t>(n));
+    SuiteSparse_long do_recip = 0;
+    const SuiteSparse_long status = Umf<W>::factors(numeric_.get(), lp.data(), lj.data(), lx.data(), up.data(),
+                                                    ui.data(), ux.data(), P.data(), Q.data(), dx.data(), &do_recip,
+                                                    rs.data());
+    if (status != UMFPACK_OK) fail(ErrorKind::Internal, "UMFPACK could not return its factors (status ", status, ")");
+    std::vector<index_t> pinv(static_cast<size_t>(n)), qinv(static_cast<size_t>(n));
+    for (index_t k = 0; k < n; ++k) pinv[P[k]] = k, qinv[Q[k]] = k;
+
+    // The strictly lower entries of the symmetrized pattern, column by column (a counting sort).
+    const CscPlan& a = plan();
+    std::vector<index_t> cnt(static_cast<size_t>(n) + 1, 0), lower;
+    auto for_each_pair = [&](auto&& f) {
+      for (index_t c = 0; c < n; ++c)
+        for (index_t q = a.colptr[c]; q < a.colptr[c + 1]; ++q) f(pinv[a.rowind[q]], qinv[c]);
+      for (index_t i = 0; i < n; ++i)
+        for (SuiteSparse_long q = lp[i]; q < lp[i + 1]; ++q) f(i, static_cast<index_t>(lj[q]));
+      for (index_t j = 0; j < n; ++j)
+        for (SuiteSparse_long q = up[j]; q < up[j + 1]; ++q) f(static_cast<index_t>(ui[q]), j);
+    };
+    for_each_pair([&](index_t i, index_t j) {
+      if (i != j) ++cnt[std::min(i, j) + 1];
+    });
+    for (index_t j = 0; j < n; ++j) cnt[j + 1] += cnt[j];
+    std::vector<index_t> colptr = cnt;
+    lower.resize(static_cast<size_t>(cnt[n]));
+    for_each_pair([&](index_t i, index_t j) {
+      if (i != j) lower[cnt[std::min(i, j)]++] = std::max(i, j);
+    });
+    const FilledPattern pattern = symbolic_fill(n, colptr, lower);
+
+    // L and U scattered into the pattern; U's rows divided by the pivots to make it unit upper.
+    std::vector<W> l(pattern.rowind.size(), W(0)), u(pattern.rowind.size(), W(0));
+    auto place = [&](index_t i, index_t j) {
+      const index_t q = pattern.find(i, j);
+      if (q < 0) fail(ErrorKind::Internal, "selected inversion: UMFPACK's entry (", i, ", ", j, ") is outside the fill");
+      return q;
+    };
+    for (index_t i = 0; i < n; ++i)
+      for (SuiteSparse_long q = lp[i]; q < lp[i + 1]; ++q)
+        if (lj[q] != i) l[place(i, lj[q])] = lx[q];
+    for (index_t j = 0; j < n; ++j)
+      for (SuiteSparse_long q = up[j]; q < up[j + 1]; ++q)
+        if (ui[q] != j) u[place(j, ui[q])] = ux[q] / dx[ui[q]];
+    const SelectedInverse<W> z = selected_inverse<W>(pattern, l, u, dx, false);
+
+    std::vector<W> result(static_cast<size_t>(m));
+    for (index_t k = 0; k < m; ++k) {
+      const index_t r = rows[k], c = cols[k];
+      W v;
+      if (!z.at(pattern, qinv[r], pinv[c], v)) fail_unsupported_entry(k, r, c, "UMFPACK LU");
+      result[k] = do_recip ? v * rs[c] : v / rs[c];
+    }
+    store_dense<W>(sym_->scalar(), result.data(), m, out);
+  }
+
  private:
   // The analysis is a UmfpackSymbolic, so a CpuSymbolic.
   const CscPlan& plan() const { return static_cast<const CpuSymbolic&>(*sym_).plan(); }
@@ -150,6 +260,7 @@ class UmfpackNumeric final : public Numeric {
   NumericHandle<W> numeric_;
   std::vector<double> control_;
   double rcond_;
+  bool zero_pivot_;  // a zero pivot, accepted by allow_singular
 };
 
 class UmfpackSymbolic final : public CpuSymbolic {
@@ -176,10 +287,10 @@ class UmfpackSymbolic final : public CpuSymbolic {
            symbolic_bytes_;
   }
 
-  std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
-                                     const void* values) const override {
-    if (is_complex(scalar_)) return factorize_as<std::complex<double>>(self, values);
-    return factorize_as<double>(self, values);
+  std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self, const void* values,
+                                     const FactorizeOptions& options) const override {
+    if (is_complex(scalar_)) return factorize_as<std::complex<double>>(self, values, options);
+    return factorize_as<double>(self, values, options);
   }
 
  private:
@@ -198,17 +309,21 @@ class UmfpackSymbolic final : public CpuSymbolic {
   // not modified", umfpack_numeric.h) and writes a Numeric object of its own, so factorizations of one
   // analysis may run at once (factorize_batch), as may solves with different Numeric objects.
   template <class W>
-  std::unique_ptr<Numeric> factorize_as(const std::shared_ptr<const Symbolic>& self, const void* values) const {
+  std::unique_ptr<Numeric> factorize_as(const std::shared_ptr<const Symbolic>& self, const void* values,
+                                        const FactorizeOptions& options) const {
     std::vector<W> vals(plan_.perm.size());
     gather_values<W>(scalar_, values, plan_.perm, vals.data());
     NumericHandle<W> numeric;
     double info[UMFPACK_INFO];
     const SuiteSparse_long status =
         Umf<W>::numeric(plan_, vals.data(), symbolic_, numeric.out(), control_.data(), info);
-    if (status == UMFPACK_WARNING_singular_matrix)
+    // A singular matrix still gets a complete factor (UMFPACK skips the division by a zero pivot).
+    const bool singular = status == UMFPACK_WARNING_singular_matrix;
+    if (singular && !options.allow_singular)
       fail(ErrorKind::SingularMatrix, "A is singular: the LU factorization found a zero pivot (",
            "structurally or numerically rank-deficient matrix)");
-    if (status != UMFPACK_OK) fail(ErrorKind::Internal, "UMFPACK factorization failed (status ", status, ")");
+    if (status != UMFPACK_OK && !singular)
+      fail(ErrorKind::Internal, "UMFPACK factorization failed (status ", status, ")");
     // UMFPACK's pivot ratio may skip a NaN pivot as a comparison would; look at U's diagonal.
     double rcond = info[UMFPACK_RCOND];
     std::vector<double> d(static_cast<size_t>(plan_.n) * (is_complex_t<W>::value ? 2 : 1));
@@ -216,7 +331,8 @@ class UmfpackSymbolic final : public CpuSymbolic {
     if (got != UMFPACK_OK) fail(ErrorKind::Internal, "UMFPACK could not return the diagonal of U (status ", got, ")");
     for (double v : d)
       if (!std::isfinite(v)) rcond = std::numeric_limits<double>::quiet_NaN();
-    return std::make_unique<UmfpackNumeric<W>>(self, std::move(vals), std::move(numeric), control_, rcond);
+    if (singular) rcond = std::isnan(rcond) ? rcond : 0.0;
+    return std::make_unique<UmfpackNumeric<W>>(self, std::move(vals), std::move(numeric), control_, rcond, singular);
   }
 
   std::vector<double> control_;

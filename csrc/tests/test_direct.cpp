@@ -424,7 +424,7 @@ TEST_P(DirectEdge, NonFinitePivotIsReported) {
     // The backend alone: when it accepts the values (a library may not notice a NaN), rcond() says NaN.
     std::unique_ptr<sla::Numeric> raw;
     try {
-      raw = sym->factorize(sym, v.data());
+      raw = sym->factorize(sym, v.data(), sla::FactorizeOptions{});
     } catch (const sla::Error&) {
     }
     if (raw) EXPECT_TRUE(std::isnan(raw->rcond())) << "rcond " << raw->rcond();

@@ -9,6 +9,7 @@
 // No pointer passed in is kept past the call that received it.
 #pragma once
 
+#include <complex>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -27,6 +28,26 @@ const char* method_name(Method m);
 bool backend_available(Backend b);  // SuiteSparse is compiled in only when it was found at build time
 
 class Numeric;
+
+// The determinant of a factored matrix in log space: det(A) = sign * exp(logabs), computed in double
+// precision whatever the scalar type. sign is +1 or -1 for a real matrix, a complex number of unit modulus
+// for a complex one (as torch.linalg.slogdet); a factor with an exactly zero pivot gives sign 0 and
+// logabs -inf.
+struct SignLogDet {
+  std::complex<double> sign{1.0, 0.0};
+  double logabs = 0.0;
+};
+
+// Options of the numeric factorization.
+struct FactorizeOptions {
+  // Accept a matrix that is singular to working precision (a zero pivot, or a pivot ratio below eps)
+  // when the library still produced a complete factor: UMFPACK always does (its zero pivots come with a
+  // zero column of the remaining matrix, so A is singular); CHOLMOD LDL^T, which does not pivot, only
+  // when the last pivot alone is zero (an earlier zero pivot stops it, though A may be regular). Such a
+  // factor gives slogdet() (0, -inf) and its solve() and inverse_entries() throw SingularMatrix. Structurally singular patterns, Cholesky of a matrix that is
+  // not positive definite, NaN/Inf pivots and breakdowns that leave no complete factor still throw.
+  bool allow_singular = false;
+};
 
 // The analysis of one pattern by one backend. How a backend stores it (the CPU backends: a CSC copy of
 // the pattern and the library's symbolic data) is its own business; the contract is what follows.
@@ -61,8 +82,9 @@ class Symbolic {
   // Numeric factorization sharing this analysis; `self` is the shared pointer that owns *this. The
   // backend alone: sla::factorize adds the checks and the verdict on the result. Several threads may
   // factorize with one analysis at once, each getting a Numeric of its own (factorize_batch does).
-  virtual std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self,
-                                             const void* values) const = 0;
+  // With options.allow_singular a backend returns a complete factor with a zero pivot instead of throwing.
+  virtual std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self, const void* values,
+                                             const FactorizeOptions& options) const = 0;
 
  protected:
   explicit Symbolic(ScalarType scalar) : scalar_(scalar) {}
@@ -83,6 +105,18 @@ class Numeric {
   virtual double eps() const = 0;
   // Number of stored entries in the factors (fill).
   virtual index_t factor_nnz() const = 0;
+  // Sign and log-modulus of det(A), from the pivots of the factorization, the row scaling and the parity
+  // of the permutations: never overflows, (0, -inf) when a pivot is exactly zero. Throws Unavailable
+  // where a backend cannot give it.
+  virtual SignLogDet slogdet() const;
+  // Selected inversion: out[k] = (A^{-1})[rows[k], cols[k]] for k < m, in A's own (unpermuted, unscaled)
+  // indexing. `out` has the Symbolic's scalar type; rows and cols are 0-based. The positions that can be
+  // asked for are those of the filled pattern of the factors (pattern of L + L^T, or of (L + U)^T, in the
+  // factorization's ordering), which contains every stored position of A and its transpose; the cost is of
+  // the order of the numeric factorization, whatever m. Throws InvalidArgument (an index out of range, or
+  // a position outside the filled pattern: the message names the first), SingularMatrix (a zero pivot),
+  // Unavailable (a backend without selected inversion: Eigen's SparseLU).
+  virtual void inverse_entries(const index_t* rows, const index_t* cols, index_t m, void* out) const;
   // Where the factors live: the device of the analysis.
   Device device() const { return sym_->device(); }
   const std::shared_ptr<const Symbolic>& symbolic() const { return sym_; }
@@ -104,9 +138,10 @@ std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarTy
 // Numeric factorization of CSR values (length pattern nnz, the Symbolic's scalar type; may be null when
 // the pattern has no entries).
 // Throws NotPositiveDefinite (Cholesky), SingularMatrix (a row or column without any stored entry, a zero
-// pivot, a NaN or infinite pivot, or rcond() below eps(): the matrix is singular to working precision),
-// InvalidArgument.
-std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, const void* values);
+// pivot, a NaN or infinite pivot, or rcond() below eps(): the matrix is singular to working precision;
+// see FactorizeOptions::allow_singular for the cases it accepts), InvalidArgument.
+std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, const void* values,
+                                   const FactorizeOptions& options = {});
 
 // Numeric factorizations of a batch of matrices that share one pattern (and one analysis).
 class NumericBatch {
@@ -138,7 +173,7 @@ class NumericBatch {
 // first member that failed, the message starting "batch member i: " (i 0-based); an exception thrown by
 // the interrupt handler comes out unchanged. The members hold no pointer into `values`.
 NumericBatch factorize_batch(const std::shared_ptr<const Symbolic>& sym, const void* values, index_t batch,
-                             int threads);
+                             int threads, const FactorizeOptions& options = {});
 
 // Number of threads the BLAS under the libraries may use (OpenBLAS when it is the loaded BLAS).
 // Returns false when the loaded BLAS offers no such control.
