@@ -16,7 +16,12 @@ from ._checks import as_float, core_array, dtype_name, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
 from ._registry import DIRECT_METHODS, Backend, Choice, register
 from ._sparse_tensor import SparseTensor, check_rhs, normalize_rhs, values_version
-from .errors import InvalidArgumentError, NotPositiveDefiniteError, SingularMatrixError
+from .errors import (
+    BackendUnavailableError,
+    InvalidArgumentError,
+    NotPositiveDefiniteError,
+    SingularMatrixError,
+)
 
 
 class AnalysisCache:
@@ -262,6 +267,13 @@ class EigenBackend(CoreDirectBackend):
     name = "eigen"
     priority = {"cpu": 1}
 
+    def supports_operation(self, operation: str, method: str) -> bool:
+        # SparseLU keeps its factors in a supernodal form that the selected inversion does not read; a
+        # log-determinant's gradient on it falls back to solves (Factorization.raw_inverse_entries).
+        if operation == "selected_inverse" and method == "lu":
+            return False
+        return operation in self.operations
+
     def availability(self) -> tuple[bool, str]:
         info = core_build_info()
         if "error" in info:
@@ -412,7 +424,12 @@ class Factorization:
         B = max(self.A.batch_size, 0)
         if rows.numel() == 0 or not self._factors:
             return torch.zeros(B, rows.numel(), dtype=self.A.dtype)
-        out = [f.inverse_entries(rows, cols, self.A.dtype) for f in self._members()]
+        out = []
+        for f in self._members():
+            try:
+                out.append(f.inverse_entries(rows, cols, self.A.dtype))
+            except (BackendUnavailableError, AttributeError):  # no selected inversion in this backend
+                out.append(_inverse_entries_by_solves(f, rows, cols, self.A.shape[-1], self.A.dtype))
         return torch.stack(out)
 
     def _check_fresh(self) -> None:
@@ -449,6 +466,21 @@ class Factorization:
                 return f.solve_columns(b.view(1, n), op).view(1, n, 1)
             return self._factors[0].solve(b[0], op).unsqueeze(0)
         return torch.stack([f.solve(b[i], op) for i, f in enumerate(self._factors)])
+
+
+def _inverse_entries_by_solves(factor, rows: torch.Tensor, cols: torch.Tensor, n: int, dtype) -> torch.Tensor:
+    """``(A^{-1})[rows[k], cols[k]]`` from one solve per distinct column (in blocks of 256 right-hand
+    sides): exact, O(n) solves, for factors that have no selected inversion."""
+    out = torch.empty(rows.numel(), dtype=dtype)
+    distinct, where = torch.unique(cols, return_inverse=True)
+    for start in range(0, distinct.numel(), 256):
+        chunk = distinct[start : start + 256]
+        E = torch.zeros(n, chunk.numel(), dtype=dtype)
+        E[chunk, torch.arange(chunk.numel())] = 1
+        X = factor.solve(E, "N")  # columns of A^{-1}
+        sel = (where >= start) & (where < start + chunk.numel())
+        out[sel] = X[rows[sel], where[sel] - start]
+    return out
 
 
 class FactorSource:

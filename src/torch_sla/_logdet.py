@@ -218,7 +218,8 @@ class InverseEntries(torch.autograd.Function):
     = -(Z^H G Z^H)[row_m, col_m]`` where G holds ``g_k`` at ``(r_k, c_k)``. ``W = A^{-H} G A^{-H}`` is the
     lower-left block of the inverse of the 2n x 2n block matrix ``K = [[A^H, 0], [-G, A^H]]``, so it is
     read off one more selected inversion: K's LU covers the transpose of K's pattern, and K stores
-    explicit zeros at ``(col_m, n + row_m)`` so that ``(n + row_m, col_m)`` is covered.
+    explicit zeros at ``(col_m, n + row_m)`` for every stored entry m of A, so that ``(n + row_m, col_m)``
+    is covered.
     """
 
     @staticmethod
@@ -238,9 +239,10 @@ class InverseEntries(torch.autograd.Function):
         ah = AH.values.reshape(max(AH.batch_size, 1), AH.nnz).expand(B, AH.nnz)
         r, c = ctx.rows, ctx.cols
         ar, ac = AH.pattern.row, AH.pattern.col
-        kr = torch.cat([ar, ar + n, r + n, c])
-        kc = torch.cat([ac, ac + n, c, r + n])
-        kv = torch.cat([ah, ah, -g, torch.zeros_like(g)], -1)
+        # A^H twice on the diagonal, -G below it, explicit zeros above it at (col_m, n + row_m).
+        kr = torch.cat([ar, ar + n, r + n, p.col])
+        kc = torch.cat([ac, ac + n, c, p.row + n])
+        kv = torch.cat([ah, ah, -g, g.new_zeros(B, p.nnz)], -1)
         K = SparseTensor(kv.reshape(A.batch_shape + kv.shape[-1:]), kr, kc, (2 * n, 2 * n))
         KF = factorize_with(K, _plan(K, "auto", "lu", False, "selected_inverse"))
         W = KF.raw_inverse_entries(p.row + n, p.col)  # (B, nnz): W[row_m, col_m]
