@@ -40,7 +40,12 @@ def test_solve_batch_matches_single_solves(dtype, kind, strategy):
     assert info["strategy"] == strategy
     if strategy == "members":
         assert info["dense_blocks"] == 4 and info["sparse_blocks"] == 2
-    assert info["method"] == ("cholesky" if kind == "spd" else "lu")
+    if strategy == "members":  # method "auto" is chosen per block
+        assert info["method"] == "auto"
+        expected = sum(A.is_hermitian() and A.has_positive_real_diagonal() for A in As)
+        assert info["cholesky_blocks"] == expected and (kind != "spd" or expected == len(As))
+    else:
+        assert info["method"] == ("cholesky" if kind == "spd" else "lu")
     for A, b, x in zip(As, bs, xs):
         ref = sla.solve(A, b)
         torch.testing.assert_close(x, ref, rtol=TOL[dtype], atol=TOL[dtype])
@@ -106,7 +111,7 @@ def test_cholesky_breakdown_of_one_member_falls_back_to_lu_for_that_member():
     As = good + [sla.SparseTensor.from_dense(d), sla.SparseTensor.from_dense(big)]
     bs = rhs(As)
     xs, info = sla.solve_batch(As, bs, return_info=True)
-    assert info["method"] == "cholesky" and info["lu_fallbacks"] == 2
+    assert info["cholesky_blocks"] == 4 and info["lu_fallbacks"] == 2
     for A, b, x in zip(As, bs, xs):
         torch.testing.assert_close(A @ x, b, rtol=1e-8, atol=1e-8)
 
@@ -214,6 +219,11 @@ def test_bad_arguments_and_empty_batch():
         sla.solve_batch(As, rhs(As), strategy="fast")
     with pytest.raises(sla.InvalidArgumentError, match="NaN"):
         sla.solve_batch(As, [torch.full((3,), float("nan"), dtype=F64), torch.ones(4, dtype=F64)])
+    nan_member = As[1].with_values(As[1].values.clone())
+    nan_member.values[2] = float("nan")
+    for strategy in ("members", "block_diagonal"):
+        with pytest.raises(sla.InvalidArgumentError, match="NaN"):
+            sla.solve_batch([As[0], nan_member], rhs(As), strategy=strategy, on_fail="warn")
 
 
 def test_torch_sla_names_and_sparse_tensor_list():
@@ -239,6 +249,15 @@ def test_torch_sla_names_and_sparse_tensor_list():
     torch.testing.assert_close(x[1], sla.solve(A, bb[1]) / 2)
     x2 = sla.spsolve_batch_coo_same_layout(coo[0], vals, bb)
     torch.testing.assert_close(x2, x)
+
+
+def test_method_auto_is_chosen_per_member():
+    As = members([4, 30, 120], "spd") + members([5, 110], "general")
+    bs = rhs(As)
+    xs, info = sla.solve_batch(As, bs, return_info=True)
+    assert info["cholesky_blocks"] == 3 and info["lu_fallbacks"] == 0
+    for A, b, x in zip(As, bs, xs):
+        torch.testing.assert_close(A @ x, b)
 
 
 def test_explain_says_which_strategy():

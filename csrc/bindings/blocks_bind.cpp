@@ -34,7 +34,7 @@ struct BlocksHandle {
 
 BlocksHandle factorize_blocks_py(const std::string& backend, const std::string& method, const std::string& dtype,
                                  const CsrPattern& pattern, const Array& offsets, const Array& values, int threads,
-                                 index_t dense_max, bool fallback_lu) {
+                                 index_t dense_max, bool fallback_lu, bool auto_method, bool check_finite) {
   check_array(offsets, "offsets", 1);
   if (!is_int64(offsets)) fail(ErrorKind::InvalidArgument, "offsets: must be int64");
   if (offsets.shape(0) < 1) fail(ErrorKind::InvalidArgument, "offsets: need at least one entry (0)");
@@ -43,7 +43,7 @@ BlocksHandle factorize_blocks_py(const std::string& backend, const std::string& 
   if (scalar_of(values, "values") != s)
     fail(ErrorKind::InvalidArgument, "values: dtype does not match dtype '", dtype, "'");
   const Backend b = parse_backend(backend);
-  const Method m = parse_method(method);
+  const Method m = auto_method ? Method::LU : parse_method(method);
   const auto* off = static_cast<const index_t*>(offsets.data());
   const auto nblocks = static_cast<index_t>(offsets.shape(0)) - 1;
   const void* v = values.data();
@@ -51,6 +51,8 @@ BlocksHandle factorize_blocks_py(const std::string& backend, const std::string& 
   o.threads = threads;
   o.dense_max = dense_max;
   o.fallback_lu = fallback_lu;
+  o.auto_method = auto_method;
+  o.check_finite = check_finite;
   nb::gil_scoped_release release;  // once, for every block
   return BlocksHandle{factorize_blocks(b, m, s, pattern, off, nblocks, v, o), s};
 }
@@ -87,6 +89,7 @@ void bind_blocks(nb::module_& m) {
       .def_prop_ro("dense_blocks", [](const BlocksHandle& h) { return h.factors->dense_blocks(); })
       .def_prop_ro("sparse_blocks", [](const BlocksHandle& h) { return h.factors->sparse_blocks(); })
       .def_prop_ro("lu_fallbacks", [](const BlocksHandle& h) { return h.factors->lu_fallbacks(); })
+      .def_prop_ro("cholesky_blocks", [](const BlocksHandle& h) { return h.factors->cholesky_blocks(); })
       .def_prop_ro(
           "errors",
           [](const BlocksHandle& h) {
@@ -97,10 +100,11 @@ void bind_blocks(nb::module_& m) {
           "The blocks that failed: (block, kind, message), kind one of 'singular', 'not_positive_definite', ...");
   m.def("factorize_blocks", &factorize_blocks_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"),
         nb::arg("pattern"), nb::arg("offsets"), nb::arg("values"), nb::arg("threads") = 0, nb::arg("dense_max") = 96,
-        nb::arg("fallback_lu") = false,
+        nb::arg("fallback_lu") = false, nb::arg("auto_method") = false, nb::arg("check_finite") = true,
         "Factorize the diagonal blocks (rows/columns offsets[b]..offsets[b+1]) of a block-diagonal CsrPattern, "
         "small blocks densely, larger ones with `backend`, blocks in parallel, the GIL released once. Failed "
-        "blocks are reported in .errors, not raised.");
+        "blocks are reported in .errors, not raised. auto_method: per block, Cholesky (LU if it breaks down) for a "
+        "Hermitian block with a positive real diagonal, else LU (`method` is then ignored).");
 }
 
 }  // namespace sla::bind

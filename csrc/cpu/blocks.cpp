@@ -189,6 +189,7 @@ class BlockFactorsImpl final : public BlockFactors {
     dense_.resize(nb);
     sparse_.resize(nb);
     failed_.assign(nb, 0);
+    chosen_cholesky_.assign(nb, 0);
   }
   index_t blocks() const override { return static_cast<index_t>(offsets_.size()) - 1; }
   index_t n() const override { return n_; }
@@ -196,6 +197,11 @@ class BlockFactorsImpl final : public BlockFactors {
   index_t dense_blocks() const override { return dense_count_; }
   index_t sparse_blocks() const override { return sparse_count_; }
   index_t lu_fallbacks() const override { return fallbacks_; }
+  index_t cholesky_blocks() const override {
+    index_t c = 0;
+    for (char v : chosen_cholesky_) c += v;
+    return c;
+  }
 
   void solve(const void* b, void* x, index_t nrhs, Op op, int threads) const override {
     const index_t nb = blocks();
@@ -257,6 +263,38 @@ class BlockFactorsImpl final : public BlockFactors {
   }
 
  private:
+  // Whether block [r0, r1) is Hermitian (up to 100 units of roundoff of its largest entry; a missing mirrored
+  // entry counts as zero) with a positive real diagonal: the rule of method "auto" for Cholesky.
+  template <class I>
+  bool hermitian_positive_diagonal(const CsrView<I>& p, const void* values, index_t r0, index_t r1) const {
+    double scale = 0.0;
+    for (index_t e = static_cast<index_t>(p.indptr[r0]); e < static_cast<index_t>(p.indptr[r1]); ++e)
+      scale = std::max(scale, std::abs(load<W>(values, scalar_, e)));
+    const double tol = 100.0 * std::numeric_limits<double>::epsilon() * scale;
+    for (index_t r = r0; r < r1; ++r) {
+      bool diag = false;
+      for (index_t e = static_cast<index_t>(p.indptr[r]); e < static_cast<index_t>(p.indptr[r + 1]); ++e) {
+        const index_t c = static_cast<index_t>(p.indices[e]);
+        const W v = load<W>(values, scalar_, e);
+        if (c == r) {
+          diag = true;
+          if (!(std::real(v) > 0.0) || std::abs(std::imag(std::complex<double>(v))) > tol) return false;
+          continue;
+        }
+        // The mirrored entry (c, r): binary search in row c (columns sorted).
+        const I* lo = p.indices + p.indptr[c];
+        const I* hi = p.indices + p.indptr[c + 1];
+        const I* it = std::lower_bound(lo, hi, static_cast<I>(r));
+        const W mirror = (it != hi && static_cast<index_t>(*it) == r)
+                             ? load<W>(values, scalar_, static_cast<index_t>(it - p.indices))
+                             : W(0.0);
+        if (std::abs(v - conj_of(mirror)) > tol) return false;
+      }
+      if (!diag) return false;
+    }
+    return true;
+  }
+
   template <class I>
   void factor_block(index_t k, Backend backend, Method method, const CsrView<I>& p, const void* values,
                     const BlockOptions& options, std::vector<char>& fell_back) {
@@ -265,27 +303,36 @@ class BlockFactorsImpl final : public BlockFactors {
     const index_t r0 = offsets_[ks], r1 = offsets_[ks + 1], m = r1 - r0;
     if (m == 0) return;
     const index_t e0 = static_cast<index_t>(p.indptr[r0]);
+    if (options.check_finite)
+      for (index_t r = r0; r < r1; ++r)
+        for (index_t e = static_cast<index_t>(p.indptr[r]); e < static_cast<index_t>(p.indptr[r + 1]); ++e)
+          if (!std::isfinite(std::abs(load<W>(values, scalar_, e))))
+            fail(ErrorKind::InvalidArgument, "A: a NaN or infinite value at (", r, ", ", p.indices[e],
+                 ") (pass check_finite=False to skip this check)");
+    bool fallback = options.fallback_lu;
+    if (options.auto_method) {  // per block: Cholesky (LU if it breaks down) for Hermitian matrices with a
+                                // positive real diagonal, else LU
+      method = hermitian_positive_diagonal(p, values, r0, r1) ? Method::Cholesky : Method::LU;
+      fallback = true;
+    }
+    if (method == Method::Cholesky) chosen_cholesky_[ks] = 1;
     if (m <= options.dense_max) {
       DenseFactor<W> f;
       f.n = m;
-      f.a.assign(static_cast<std::size_t>(m * m), W(0.0));
-      const bool chol = method == Method::Cholesky;
-      for (index_t r = r0; r < r1; ++r)
-        for (index_t e = static_cast<index_t>(p.indptr[r]); e < static_cast<index_t>(p.indptr[r + 1]); ++e) {
-          const index_t c = static_cast<index_t>(p.indices[e]);
-          if (chol && c > r) continue;  // Cholesky reads the lower triangle, as the sparse backends do
-          f.at(r - r0, c - r0) = load<W>(values, scalar_, e);
-        }
-      if (chol) {
+      auto fill = [&] {
+        f.a.assign(static_cast<std::size_t>(m * m), W(0.0));
+        for (index_t r = r0; r < r1; ++r)
+          for (index_t e = static_cast<index_t>(p.indptr[r]); e < static_cast<index_t>(p.indptr[r + 1]); ++e)
+            f.at(r - r0, static_cast<index_t>(p.indices[e]) - r0) = load<W>(values, scalar_, e);
+      };
+      fill();  // Cholesky reads the lower triangle only, as the sparse backends do
+      if (method == Method::Cholesky) {
         try {
           f.factor_cholesky();
         } catch (const Error& e) {
-          if (e.kind() != ErrorKind::NotPositiveDefinite || !options.fallback_lu) throw;
+          if (e.kind() != ErrorKind::NotPositiveDefinite || !fallback) throw;
           fell_back[ks] = 1;
-          std::fill(f.a.begin(), f.a.end(), W(0.0));
-          for (index_t r = r0; r < r1; ++r)
-            for (index_t e2 = static_cast<index_t>(p.indptr[r]); e2 < static_cast<index_t>(p.indptr[r + 1]); ++e2)
-              f.at(r - r0, static_cast<index_t>(p.indices[e2]) - r0) = load<W>(values, scalar_, e2);
+          fill();
           f.factor_lu();
         }
       } else {
@@ -309,7 +356,7 @@ class BlockFactorsImpl final : public BlockFactors {
       auto sym = sla::analyze(backend, method, scalar_, view);
       sparse_[ks] = sla::factorize(sym, block_values);
     } catch (const Error& e) {
-      if (e.kind() != ErrorKind::NotPositiveDefinite || !options.fallback_lu) throw;
+      if (e.kind() != ErrorKind::NotPositiveDefinite || !fallback) throw;
       fell_back[ks] = 1;
       auto sym = sla::analyze(backend, Method::LU, scalar_, view);
       sparse_[ks] = sla::factorize(sym, block_values);
@@ -352,6 +399,7 @@ class BlockFactorsImpl final : public BlockFactors {
   std::vector<DenseFactor<W>> dense_;
   std::vector<std::unique_ptr<Numeric>> sparse_;
   std::vector<char> failed_;
+  std::vector<char> chosen_cholesky_;  // the block was factorized (or first tried) by Cholesky
   std::vector<BlockError> errors_;
   index_t dense_count_ = 0, sparse_count_ = 0, fallbacks_ = 0;
 };

@@ -29,7 +29,7 @@ from ._direct import CoreDirectBackend
 from ._pattern import Pattern
 from ._registry import DIRECT_METHODS, Choice, choose
 from ._solve import solve
-from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_values_finite
+from ._sparse_tensor import SparseTensor, as_sparse_tensor
 from .errors import (
     InvalidArgumentError,
     NotPositiveDefiniteError,
@@ -141,9 +141,15 @@ def _plan(
             f"method: a batch of distinct patterns is solved by a direct method ('auto', 'cholesky', 'ldl', "
             f"'lu'), got {method!r}; solve the members one by one for iterative methods"
         )
-    choice = choose(A, backend, method, check_symmetry=check_symmetry)
     sizes = offsets[1:] - offsets[:-1]
     largest = int(sizes.max()) if sizes.numel() else 0
+    # The backend (for the large blocks): the first that factorizes this dtype on this device by LU, or
+    # the requested one. With method "auto" the method is chosen per block in C++ (Hermitian with a
+    # positive diagonal: Cholesky, else LU), so the whole matrix need not be analysed here.
+    per_block_auto = method == "auto" and strategy != "block_diagonal"
+    choice = choose(A, backend, "lu" if per_block_auto else method, check_symmetry=check_symmetry)
+    if per_block_auto:
+        choice = Choice(choice.backend, "auto", None, ["method 'auto', chosen per block"])
     reasons = list(choice.reasons)
     core_backend = isinstance(choice.impl, CoreDirectBackend)
     if strategy == "auto":
@@ -160,12 +166,14 @@ def _plan(
             dense = int((sizes <= DENSE_MAX).sum())
             reasons.append(
                 f"{sizes.numel()} blocks factorized separately in parallel: {dense} with <= {DENSE_MAX} rows "
-                f"densely, {sizes.numel() - dense} by {choice.backend} {choice.method}"
+                f"densely, {sizes.numel() - dense} by {choice.backend}"
             )
     elif strategy == "members" and not core_backend:
         raise InvalidArgumentError(f"strategy: 'members' needs a C++ backend, not {choice.backend!r}")
     else:
         reasons.append(f"strategy {strategy!r} requested")
+    if strategy == "block_diagonal" and per_block_auto:  # (only when auto fell back to block_diagonal)
+        choice = choose(A, backend, "auto", check_symmetry=check_symmetry)
     return strategy, choice, reasons
 
 
@@ -186,26 +194,38 @@ class _BlockSource:
     """Builds the per-block factorization from the values LinearSolve is given (the SolverSource
     protocol) and reports failed blocks as ``on_fail`` says."""
 
-    def __init__(self, A: SparseTensor, offsets: torch.Tensor, choice: Choice, on_fail: str, info: dict):
+    def __init__(
+        self,
+        A: SparseTensor,
+        offsets: torch.Tensor,
+        choice: Choice,
+        on_fail: str,
+        info: dict,
+        check_finite: bool,
+    ):
         self.A, self.offsets, self.choice, self.on_fail, self.info = A, offsets, choice, on_fail, info
+        self.check_finite = check_finite
         self._built: _BlockSolver | None = None
 
     def solver_for(self, params) -> _BlockSolver:
         if self._built is None:
             values = plain(params[0]).detach().reshape(self.A.nnz)
-            fallback = self.choice.fallback is not None
+            per_block = self.choice.method == "auto"
             handle = core().factorize_blocks(
                 self.choice.backend,
-                self.choice.method,
+                "lu" if per_block else self.choice.method,
                 dtype_name(self.A.dtype),
                 self.A.pattern.core_handle(),
                 core_array(self.offsets.cpu()),
                 core_array(values),
                 torch.get_num_threads(),
                 DENSE_MAX,
-                fallback,
+                self.choice.fallback is not None,
+                per_block,
+                self.check_finite,
             )
             self.info.update(
+                cholesky_blocks=int(handle.cholesky_blocks),
                 dense_blocks=int(handle.dense_blocks),
                 sparse_blocks=int(handle.sparse_blocks),
                 lu_fallbacks=int(handle.lu_fallbacks),
@@ -231,6 +251,9 @@ class _BlockSource:
 def _report_failures(errors, on_fail: str) -> None:
     if not errors:
         return
+    bad_input = [e for e in errors if e[1] == "invalid_argument"]
+    if bad_input:  # bad input (NaN / Inf) is an error whatever on_fail says
+        raise InvalidArgumentError(f"batch member {bad_input[0][0]}: {bad_input[0][2]}")
     block, kind, message = errors[0]
     text = f"batch member {block}: {message}"
     if len(errors) > 1:
@@ -266,16 +289,17 @@ def _solve_block_diagonal(
             f"b: dtype {b.dtype} on {b.device}, but the matrices are {A.dtype} on {A.device}"
         )
     if check_finite:
-        check_values_finite(A)
         if b.numel() and not bool(torch.isfinite(plain(b).detach()).all()):
             raise InvalidArgumentError("b: contains NaN or Inf (pass check_finite=False to skip this check)")
     strategy, choice, reasons = _plan(A, offsets, backend, method, check_symmetry, strategy)
     info.update(strategy=strategy, backend=choice.backend, method=choice.method, reasons=reasons)
     if strategy == "block_diagonal":
-        return solve(A, b, backend=backend, method=method, check_finite=False, check_symmetry=check_symmetry)
+        return solve(
+            A, b, backend=backend, method=method, check_finite=check_finite, check_symmetry=check_symmetry
+        )
     vec = b.dim() == 1
     bb = (b.unsqueeze(-1) if vec else b).unsqueeze(0)
-    source = _BlockSource(A, offsets, choice, on_fail, info)
+    source = _BlockSource(A, offsets, choice, on_fail, info, check_finite)
     x = solve_through(source, "N", bb, A.values.reshape(1, A.nnz))[0]
     return x.squeeze(-1) if vec else x
 

@@ -33,6 +33,10 @@ struct BlockOptions {
   int threads = 0;           // 0: OpenMP's default
   index_t dense_max = 96;    // blocks with at most this many rows are factorized densely
   bool fallback_lu = false;  // a block whose Cholesky breaks down (not positive definite) is redone by LU
+  // Choose per block, ignoring `method`: Cholesky (with the LU fallback) for a Hermitian block with a
+  // positive real diagonal (up to 100 units of roundoff of its largest entry), LU otherwise.
+  bool auto_method = false;
+  bool check_finite = true;  // a NaN or infinite value fails its block (InvalidArgument)
 };
 
 struct BlockError {
@@ -52,6 +56,8 @@ class BlockFactors {
   virtual index_t dense_blocks() const = 0;
   virtual index_t sparse_blocks() const = 0;
   virtual index_t lu_fallbacks() const = 0;
+  // Blocks factorized (or first tried) by Cholesky.
+  virtual index_t cholesky_blocks() const = 0;
   // Solve op(A) X = B for the whole block-diagonal matrix: b and x are n x nrhs column-major of the
   // scalar type the values were given in; the rows of a failed block are NaN in x.
   virtual void solve(const void* b, void* x, index_t nrhs, Op op, int threads) const = 0;
