@@ -69,8 +69,22 @@ def fem_like(nx: int, ny: int) -> sp.csr_matrix:
     return (sp.diags(np.asarray(W.sum(1)).ravel() + 0.01) - W).tocsr()
 
 
-def timed_pair(forward, backward_step, repeats):
-    return best(forward, repeats), best(backward_step, repeats)
+def batched_vs_loop(case: str, batched, loop, batched_fb, loop_fb, repeats: int) -> dict:
+    """Times of a batched call and of the loop it replaces, forward and forward + backward, interleaved."""
+    t = {k: float("inf") for k in ("b", "bfb", "l", "lfb")}
+    for _ in range(repeats):
+        for k, fn in (("b", batched), ("l", loop), ("bfb", batched_fb), ("lfb", loop_fb)):
+            t[k] = min(t[k], best(fn, 1))
+    return {
+        "case": case,
+        "batched_s": t["b"],
+        "loop_s": t["l"],
+        "ratio": t["l"] / t["b"],
+        "batched_fwd_bwd_s": t["bfb"],
+        "loop_fwd_bwd_s": t["lfb"],
+        "ratio_fwd_bwd": t["lfb"] / t["bfb"],
+        "met": t["l"] / t["b"] >= 1.7,
+    }
 
 
 def case_graphs(count: int, repeats: int) -> dict:
@@ -196,20 +210,14 @@ def case_fem(count: int, repeats: int, lo: int, hi: int) -> dict:
         for A, bb in zip(Ag, bs):
             sla.solve(A, bb).sum().backward()
 
-    t = {k: float("inf") for k in ("b", "bfb", "l", "lfb")}
-    for _ in range(repeats):
-        for k, fn in (("b", batched), ("l", loop), ("bfb", batched_fb), ("lfb", loop_fb)):
-            t[k] = min(t[k], best(fn, 1))
-    return {
-        "case": f"{count} FEM-like systems, n = {lo}-{hi}, distinct patterns",
-        "batched_s": t["b"],
-        "loop_s": t["l"],
-        "ratio": t["l"] / t["b"],
-        "batched_fwd_bwd_s": t["bfb"],
-        "loop_fwd_bwd_s": t["lfb"],
-        "ratio_fwd_bwd": t["lfb"] / t["bfb"],
-        "met": t["l"] / t["b"] >= 1.7,
-    }
+    return batched_vs_loop(
+        f"{count} FEM-like systems, n = {lo}-{hi}, distinct patterns",
+        batched,
+        loop,
+        batched_fb,
+        loop_fb,
+        repeats,
+    )
 
 
 def case_shared(count: int, grid: int, repeats: int) -> dict:
@@ -237,20 +245,9 @@ def case_shared(count: int, grid: int, repeats: int) -> dict:
         for i in range(count):
             sla.solve(A.with_values(vg[i]), b[i]).sum().backward()
 
-    t = {k: float("inf") for k in ("b", "bfb", "l", "lfb")}
-    for _ in range(repeats):
-        for k, fn in (("b", batched), ("l", loop), ("bfb", batched_fb), ("lfb", loop_fb)):
-            t[k] = min(t[k], best(fn, 1))
-    return {
-        "case": f"shared pattern, {count} members of 2D Poisson {grid}^2",
-        "batched_s": t["b"],
-        "loop_s": t["l"],
-        "ratio": t["l"] / t["b"],
-        "batched_fwd_bwd_s": t["bfb"],
-        "loop_fwd_bwd_s": t["lfb"],
-        "ratio_fwd_bwd": t["lfb"] / t["bfb"],
-        "met": t["l"] / t["b"] >= 1.7,
-    }
+    return batched_vs_loop(
+        f"shared pattern, {count} members of 2D Poisson {grid}^2", batched, loop, batched_fb, loop_fb, repeats
+    )
 
 
 def main() -> None:

@@ -356,17 +356,9 @@ def solve_batch(
             "bs: every right-hand side must have the same shape after the first dimension"
         )
     info: dict = {}
+    opts = dict(backend=backend, method=method, check_finite=check_finite, check_symmetry=check_symmetry)
     x = _solve_block_diagonal(
-        A,
-        offsets,
-        torch.cat(bs),
-        backend=backend,
-        method=method,
-        check_finite=check_finite,
-        check_symmetry=check_symmetry,
-        on_fail=on_fail,
-        strategy=strategy,
-        info=info,
+        A, offsets, torch.cat(bs), on_fail=on_fail, strategy=strategy, info=info, **opts
     )
     xs = list(torch.split(x, [Ai.shape[0] for Ai in As]))
     return (xs, info) if return_info else xs
@@ -418,18 +410,8 @@ def solve_graph_batch(
     else:
         offsets = _offsets_from_batch(batch, n, num_graphs)
     info: dict = {}
-    x = _solve_block_diagonal(
-        A,
-        offsets,
-        b,
-        backend=backend,
-        method=method,
-        check_finite=check_finite,
-        check_symmetry=check_symmetry,
-        on_fail=on_fail,
-        strategy=strategy,
-        info=info,
-    )
+    opts = dict(backend=backend, method=method, check_finite=check_finite, check_symmetry=check_symmetry)
+    x = _solve_block_diagonal(A, offsets, b, on_fail=on_fail, strategy=strategy, info=info, **opts)
     return (x, info) if return_info else x
 
 
