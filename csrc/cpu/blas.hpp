@@ -1,6 +1,6 @@
-// Internal: the few BLAS-3 routines of the supernodal selected inversion, for double and complex<double>,
-// behind one set of names. The BLAS is the one the SuiteSparse libraries link (Fortran interface, 32-bit
-// integers); only the SuiteSparse backends include this header.
+// Internal: the few BLAS-3 / LAPACK routines of the supernodal selected inversion, for double and
+// complex<double>, behind one set of names. The BLAS and LAPACK are those the SuiteSparse libraries link
+// (Fortran interface, 32-bit integers); only the SuiteSparse backends include this header.
 #pragma once
 
 #include <complex>
@@ -23,6 +23,8 @@ void dgemm_(const char* transa, const char* transb, const int* m, const int* n, 
             const int* ldc);
 void zgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const void* alpha,
             const void* a, const int* lda, const void* b, const int* ldb, const void* beta, void* c, const int* ldc);
+void dpotri_(const char* uplo, const int* n, double* a, const int* lda, int* info);
+void zpotri_(const char* uplo, const int* n, void* a, const int* lda, int* info);
 }
 
 namespace sla::detail::blas {
@@ -64,6 +66,19 @@ inline void gemm(char ta, char tb, int m, int n, int k, double alpha, const doub
 inline void gemm(char ta, char tb, int m, int n, int k, Z alpha, const Z* a, int lda, const Z* b, int ldb, Z beta,
                  Z* c, int ldc) {
   zgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+}
+
+// (L L^H)^{-1} from the Cholesky factor L held in the lower triangle of a, into that lower triangle.
+// Returns LAPACK's info (0: done).
+inline int potri(int n, double* a, int lda) {
+  int info = 0;
+  dpotri_("L", &n, a, &lda, &info);
+  return info;
+}
+inline int potri(int n, Z* a, int lda) {
+  int info = 0;
+  zpotri_("L", &n, a, &lda, &info);
+  return info;
 }
 
 // The conjugate transpose for the scalar type: 'T' for real, 'C' for complex.

@@ -248,9 +248,10 @@ class CholmodNumeric final : public Numeric {
   // below it on rows R, from Z L = L^{-H} read on the supernode's columns:
   //   Y    = L_B L_D^{-1}
   //   Z_BD = - Z_RR Y                        (Z_RR: Z on R x R, gathered from the ancestors, Hermitian)
-  //   Z_DD = L_D^{-H} L_D^{-1} - Z_BD^H Y
-  // The rows R of a supernode that lie at or below a column c of R are rows of c's supernode (the
-  // supernodal pattern is closed under elimination), which the gather checks.
+  //   Z_DD = (L_D L_D^H)^{-1} - Z_BD^H Y     (LAPACK's potri for the first term)
+  // Only the lower triangle of each Z_DD is computed and read. The rows R of a supernode that lie at or
+  // below a column c of R are rows of c's supernode (the supernodal pattern is closed under elimination),
+  // which the gather checks.
   void supernodal_inverse_entries(const index_t* rows, const index_t* cols, index_t m, void* out) const {
     const cholmod_factor* L = L_.get();
     const index_t n = static_cast<index_t>(L->n);
@@ -263,7 +264,7 @@ class CholmodNumeric final : public Numeric {
     const W* lx = static_cast<const W*>(L->x);
     const char adj = blas::adjoint(W{});
     std::vector<index_t> col_super(static_cast<size_t>(n)), rel;
-    std::vector<W> z(L->xsize), linv, t, y, zrr;
+    std::vector<W> z(L->xsize), t, y, zrr;
     for (index_t s = nsuper; s-- > 0;) {
       if ((s & 63) == 0) poll_interrupt();
       const index_t k1 = super[s], nscol = super[s + 1] - k1, nsrow = pi[s + 1] - pi[s], nb = nsrow - nscol;
@@ -273,11 +274,11 @@ class CholmodNumeric final : public Numeric {
       const W* ld = lx + px[s];
       W* zs = z.data() + px[s];
       const int ic = static_cast<int>(nscol), ir = static_cast<int>(nsrow), ib = static_cast<int>(nb);
-      linv.assign(static_cast<size_t>(nscol * nscol), W(0));
-      for (index_t k = 0; k < nscol; ++k) linv[k + k * nscol] = W(1);
-      blas::trsm('L', 'L', 'N', 'N', ic, ic, W(1), ld, ir, linv.data(), ic);  // L_D^{-1}
-      t = linv;
-      blas::trmm('L', 'L', adj, 'N', ic, ic, W(1), linv.data(), ic, t.data(), ic);  // L_D^{-H} L_D^{-1}
+      t.assign(static_cast<size_t>(nscol * nscol), W(0));
+      for (index_t b = 0; b < nscol; ++b)
+        for (index_t a = b; a < nscol; ++a) t[a + b * nscol] = ld[a + b * nsrow];
+      if (const int info = blas::potri(ic, t.data(), ic); info != 0)  // (L_D L_D^H)^{-1}, lower triangle
+        fail(ErrorKind::Internal, "selected inversion: LAPACK potri failed (info ", info, ") at supernode ", s);
       if (nb > 0) {
         y.resize(static_cast<size_t>(nb * nscol));
         for (index_t b = 0; b < nscol; ++b)
@@ -309,7 +310,7 @@ class CholmodNumeric final : public Numeric {
         blas::gemm(adj, 'N', ic, ic, ib, W(-1), zs + nscol, ir, y.data(), ib, W(1), t.data(), ic);  // Z_DD
       }
       for (index_t b = 0; b < nscol; ++b) {
-        for (index_t a = 0; a < nscol; ++a) zs[a + b * nsrow] = t[a + b * nscol];
+        for (index_t a = b; a < nscol; ++a) zs[a + b * nsrow] = t[a + b * nscol];
         col_super[k1 + b] = s;
       }
     }

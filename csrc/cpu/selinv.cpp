@@ -105,8 +105,10 @@ SelectedInverse<W> selected_inverse(const FilledPattern& pattern, const std::vec
       const W uc = hermitian ? conj_if(lc, true) : u[q0 + t];  // U(p, c)
       y[t] += z.zd[c] * lc;
       if (!hermitian) x[t] += uc * z.zd[c];
+      // The rows of S_p after c (m - t - 1 of them) are all in column c: stop at the last one.
+      const index_t wanted = m - t - 1;
       index_t found = 0;
-      for (index_t q = cp[c]; q < cp[c + 1]; ++q) {
+      for (index_t q = cp[c]; q < cp[c + 1] && found < wanted; ++q) {
         const index_t s = local[ri[q]];
         if (s < 0) continue;
         ++found;
@@ -119,7 +121,7 @@ SelectedInverse<W> selected_inverse(const FilledPattern& pattern, const std::vec
           x[s] += uc * zcr;                                            // Z(p, r) gets U(p, c) Z(c, r)
         }
       }
-      if (found != m - t - 1)
+      if (found != wanted)
         fail(ErrorKind::Internal, "selected inversion: the factor's pattern is not closed under elimination ",
              "(column ", p, " has rows missing from column ", c, ")");
     }

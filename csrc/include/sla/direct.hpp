@@ -44,8 +44,9 @@ struct FactorizeOptions {
   // when the library still produced a complete factor: UMFPACK always does (its zero pivots come with a
   // zero column of the remaining matrix, so A is singular); CHOLMOD LDL^T, which does not pivot, only
   // when the last pivot alone is zero (an earlier zero pivot stops it, though A may be regular). Such a
-  // factor gives slogdet() (0, -inf) and its solve() and inverse_entries() throw SingularMatrix. Structurally singular patterns, Cholesky of a matrix that is
-  // not positive definite, NaN/Inf pivots and breakdowns that leave no complete factor still throw.
+  // factor gives slogdet() (0, -inf) and its solve() and inverse_entries() throw SingularMatrix.
+  // Structurally singular patterns, Cholesky of a matrix that is not positive definite, NaN/Inf pivots and
+  // breakdowns that leave no complete factor still throw.
   bool allow_singular = false;
 };
 
@@ -111,11 +112,14 @@ class Numeric {
   virtual SignLogDet slogdet() const;
   // Selected inversion: out[k] = (A^{-1})[rows[k], cols[k]] for k < m, in A's own (unpermuted, unscaled)
   // indexing. `out` has the Symbolic's scalar type; rows and cols are 0-based. The positions that can be
-  // asked for are those of the filled pattern of the factors (pattern of L + L^T, or of (L + U)^T, in the
-  // factorization's ordering), which contains every stored position of A and its transpose; the cost is of
-  // the order of the numeric factorization, whatever m. Throws InvalidArgument (an index out of range, or
-  // a position outside the filled pattern: the message names the first), SingularMatrix (a zero pivot),
-  // Unavailable (a backend without selected inversion: Eigen's SparseLU).
+  // asked for are those of the filled pattern of the factors in the factorization's ordering (L + L^T;
+  // for LU, the Cholesky fill of the symmetrized pattern of P A Q + L + U, a closed superset of (L + U)^T),
+  // which contains every stored position of A and its transpose. Z = A^{-1} is computed on that whole
+  // pattern, whatever m: with a supernodal CHOLMOD LL^T factor by dense blocks (BLAS-3, about twice the
+  // factorization's flops); elsewhere (simplicial factors, UMFPACK's LU) by scalar loops, several times
+  // the factorization. Throws InvalidArgument (an index out of range, or a position outside the filled
+  // pattern: the message names the first), SingularMatrix (a zero pivot), Unavailable (a backend without
+  // selected inversion: Eigen's SparseLU).
   virtual void inverse_entries(const index_t* rows, const index_t* cols, index_t m, void* out) const;
   // Where the factors live: the device of the analysis.
   Device device() const { return sym_->device(); }
