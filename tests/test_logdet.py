@@ -306,3 +306,24 @@ def test_slq_refuses_what_it_cannot_estimate():
         sla.logdet(sla.SparseTensor.from_dense(make("general", 6)), method="slq")
     with pytest.raises(sla.InvalidArgumentError, match="probes"):
         sla.logdet(A, method="slq", probes=1)
+
+
+def test_hermitian_method_on_a_pattern_without_mirrored_entries():
+    # Symmetric values, but one mirrored pair stored on one side only (the other is an absent zero).
+    d = make("spd", 8, F64, seed=11)
+    d[0, 5] = d[5, 0] = 0.0
+    A0 = sla.SparseTensor.from_dense(d)
+    extra = sla.SparseTensor(
+        torch.cat([A0.values, torch.zeros(1, dtype=F64)]),
+        torch.cat([A0.pattern.row, torch.tensor([0])]),
+        torch.cat([A0.pattern.col, torch.tensor([5])]),
+        (8, 8),
+    )  # (0, 5) stored as an explicit zero, (5, 0) absent
+    assert not extra.pattern.is_structurally_symmetric
+    for method in ("cholesky", "ldl", "lu"):
+        v = extra.values.clone().requires_grad_()
+        sign, logabs = sla.slogdet(extra.with_values(v), method=method)
+        torch.testing.assert_close(logabs, torch.linalg.slogdet(d)[1])
+        logabs.backward()
+        inv = torch.linalg.inv(d)
+        torch.testing.assert_close(v.grad, inv.T[extra.pattern.row, extra.pattern.col])

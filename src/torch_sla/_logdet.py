@@ -166,6 +166,12 @@ def slogdet(
                 raise SingularMatrixError(f"A is structurally singular: {empty}")
     except SingularMatrixError:
         return _slogdet_apply(A, None)
+    if choice.method in ("cholesky", "ldl") and not A.pattern.is_structurally_symmetric:
+        # The factors of a Hermitian method cover the pattern of L + L^T only; an entry stored above the
+        # diagonal without its mirror would leave its gradient position uncovered. The same matrix on the
+        # union with its transpose (explicit zeros) has the same determinant and covers every position.
+        none = torch.zeros(0, dtype=torch.int64)
+        A = _covering(A, none, none, None)
     return _slogdet_apply(A, factorize_with(A, choice, allow_singular=True))
 
 
