@@ -9,11 +9,13 @@ sla.explain(A, b)           # what backend="auto" picks, and why
 from __future__ import annotations
 
 from . import errors
+from ._coloring import sparse_jacobian
 from ._direct import Factorization, analysis_cache_info, clear_analysis_cache, set_analysis_cache_limit
 from ._io import load_mtx, save_mtx
 from ._iterative import SolveInfo, lstsq
 from ._logdet import det, diag_inverse, inverse_entries, logdet, selected_inverse, slogdet
 from ._memory import get_memory_budget, set_memory_budget
+from ._nonlinear import NonlinearInfo, nonlinear_solve
 from ._operator import LinearOperator, Operator
 from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends
 from ._solve import factorize, solve, spsolve
@@ -38,6 +40,9 @@ __all__ = [
     "solve",
     "spsolve",
     "lstsq",
+    "nonlinear_solve",
+    "NonlinearInfo",
+    "sparse_jacobian",
     "slogdet",
     "logdet",
     "det",
