@@ -405,3 +405,54 @@ def test_non_convergence_warns_or_raises():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sla.nonlinear_solve(F, u0, 1.0)  # converges: no warning
+
+
+def test_tensors_requiring_grad_must_come_through_params():
+    m = 3
+    F = bratu(m)
+    lam = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    with pytest.raises(sla.InvalidArgumentError, match="other than through params"):
+        sla.nonlinear_solve(lambda u: F(u, lam), torch.zeros(m * m, dtype=F64))
+    with torch.no_grad():  # no gradient asked for: fine
+        sla.nonlinear_solve(lambda u: F(u, lam), torch.zeros(m * m, dtype=F64))
+
+
+def test_float32_solve_and_gradient():
+    m = 5
+    F = bratu(m)
+    lam32 = torch.tensor(4.0, requires_grad=True)
+    u32, info = sla.nonlinear_solve(F, torch.zeros(m * m), lam32, return_info=True, tol=0, atol=1e-5)
+    assert u32.dtype == torch.float32 and info.converged
+    (g32,) = torch.autograd.grad(u32.sum(), lam32)
+    lam64 = torch.tensor(4.0, dtype=F64, requires_grad=True)
+    (g64,) = torch.autograd.grad(sla.nonlinear_solve(F, torch.zeros(m * m, dtype=F64), lam64).sum(), lam64)
+    assert abs(float(g32) - float(g64)) < 1e-3 * abs(float(g64))
+
+
+def test_empty_problems_and_a_residual_torch_func_cannot_vmap():
+    u = sla.nonlinear_solve(lambda u: u, torch.zeros(0, dtype=F64))
+    assert u.shape == (0,)
+    U, info = sla.nonlinear_solve(lambda u: u, torch.zeros(0, 4, dtype=F64), return_info=True)
+    assert U.shape == (0, 4) and info.converged
+
+    def in_place(u):  # in-place writes into a fresh tensor: detection falls back to one product per column
+        out = torch.empty_like(u)
+        out.copy_(u**3 - 8)
+        return out
+
+    u = sla.nonlinear_solve(in_place, torch.ones(4, dtype=F64), **TIGHT)
+    assert torch.allclose(u, torch.full((4,), 2.0, dtype=F64))
+
+
+def test_check_mode_catches_a_wrong_jacobian_fn():
+    m = 3
+    F = bratu(m)
+    A = poisson2d(m)
+    with pytest.raises(
+        sla.InvalidArgumentError, match="jacobian_fn: its matrix is not the residual's Jacobian"
+    ):
+        sla.nonlinear_solve(
+            F, torch.zeros(m * m, dtype=F64), 3.0, jacobian_fn=lambda u, lam: A, check_pattern=True
+        )
+    with pytest.raises(sla.InvalidArgumentError, match="pattern: not used with jacobian_fn"):
+        sla.nonlinear_solve(F, torch.zeros(m * m, dtype=F64), 3.0, jacobian_fn=lambda u, lam: A, pattern=A)

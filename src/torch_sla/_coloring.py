@@ -127,8 +127,14 @@ def detect_pattern(fn: Residual, u: torch.Tensor, chunk_elements: int = 1 << 22)
     rows, cols = [], []
     chunk = max(1, chunk_elements // max(1, B * n))
 
+    def product(s: torch.Tensor) -> torch.Tensor:
+        return torch.func.jvp(fn, (point,), (s.expand(B, n),))[1]
+
     def column_products(seeds: torch.Tensor) -> torch.Tensor:  # (k, n) -> (k, B, n)
-        return torch.func.vmap(lambda s: torch.func.jvp(fn, (point,), (s.expand(B, n),))[1])(seeds)
+        try:
+            return torch.func.vmap(product)(seeds)
+        except RuntimeError:  # a residual torch.func.vmap cannot batch (in-place ops, .item(), ...)
+            return torch.stack([product(s) for s in seeds])
 
     for j0 in range(0, n, chunk):
         j1 = min(n, j0 + chunk)

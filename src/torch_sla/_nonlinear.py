@@ -120,8 +120,19 @@ class _Problem:
         return U if self.batched else U[0]
 
     def F(self, U: torch.Tensor, k: int, *, must_be_finite: bool = True) -> torch.Tensor:
-        with torch.no_grad():
+        if k == 0 and torch.is_grad_enabled():
+            # The first evaluation runs with autograd on, to catch tensors that require grad reaching the
+            # residual other than through params: they would get no gradient, silently.
             out = self.fn(U)
+            if out.requires_grad:
+                raise InvalidArgumentError(
+                    "residual_fn: its result requires grad although the parameters were passed detached: "
+                    "it uses tensors that require grad other than through params (captured in a closure?). "
+                    "Pass them as params, so that they get gradients"
+                )
+        else:
+            with torch.no_grad():
+                out = self.fn(U)
         self.evaluations += 1
         if must_be_finite and not bool(torch.isfinite(out).all()):
             bad = torch.nonzero(~torch.isfinite(out).all(1)).flatten().tolist()
@@ -161,8 +172,8 @@ class _Problem:
             J = self._user_jacobian(U)
         else:
             J = self._colored().matrix(self.fn, U, self.batched)
-            if self.check_pattern:
-                self._check_pattern(J, U, k)
+        if self.check_pattern:
+            self._check_jacobian(J, U, k)
         if not bool(torch.isfinite(J.values).all()):
             raise InvalidArgumentError(f"residual_fn: its Jacobian has NaN/Inf entries at iteration {k}")
         return J
@@ -184,7 +195,7 @@ class _Problem:
             )
         return J.detach()
 
-    def _check_pattern(self, J: SparseTensor, U: torch.Tensor, k: int) -> None:
+    def _check_jacobian(self, J: SparseTensor, U: torch.Tensor, k: int) -> None:
         """One extra product with a random vector: J v on the pattern must match the true J v."""
         gen = torch.Generator().manual_seed(4321 + k)
         v = torch.randn(U.shape, generator=gen, dtype=U.dtype).to(U.device)
@@ -197,11 +208,16 @@ class _Problem:
         err = (exact - on_pattern).abs() - 1e3 * eps * (scale + scale.amax(1, keepdim=True) * 1e-3)
         if bool((err > 0).any()):
             b, i = (int(t) for t in torch.nonzero(err > 0)[0])
+            where = f"at iteration {k}, row {i}" + (f" of batch member {b}" if self.batched else "")
+            diff = float((exact - on_pattern)[b, i].abs())
+            if self.jacobian_fn is not None:
+                raise InvalidArgumentError(
+                    f"jacobian_fn: its matrix is not the residual's Jacobian: {where} of J v differs by "
+                    f"{diff:.3g} from the exact product (forward-mode AD of residual_fn)"
+                )
             raise InvalidArgumentError(
-                f"pattern: misses nonzeros of the Jacobian: at iteration {k}, row {i}"
-                + (f" of batch member {b}" if self.batched else "")
-                + f" of J v differs by {float((exact - on_pattern)[b, i].abs()):.3g} from the product on the "
-                "pattern; pass the Jacobian's full pattern (or pattern=None to detect it)"
+                f"pattern: misses nonzeros of the Jacobian: {where} of J v differs by {diff:.3g} from the "
+                "product on the pattern; pass the Jacobian's full pattern (or pattern=None to detect it)"
             )
 
     def factorize(self, J: SparseTensor, backend: str, method: str, k: int, choice=None) -> Factorization:
@@ -244,7 +260,8 @@ class _Newton:
         self.method = opts["method"]
         self.last_factor: Factorization | None = None  # the last Jacobian factorization (stale at u*)
         self.precond_factor: Factorization | None = None  # JFNK's lagged preconditioner
-        self._precond_its = None
+        self._its_after_rebuild: int | None = None  # GMRES iterations right after the last rebuild
+        self._last_its = 0
         self.linear_name = ""
 
     # -- the linear step: J du = rhs, returning (du, Krylov iterations, relative residual) -------------
@@ -287,7 +304,8 @@ class _Newton:
             M=M,
             check_every=1,
         )
-        self._precond_its = kinfo.iterations if self._precond_its is None else self._precond_its
+        if self._its_after_rebuild is None:
+            self._its_after_rebuild = kinfo.iterations
         self._last_its = kinfo.iterations
         self.linear_name = "gmres (matrix-free)" + (", lagged Jacobian preconditioner" if M else "")
         return x.T, kinfo.iterations, float(kinfo.residual)
@@ -295,11 +313,11 @@ class _Newton:
     def _lagged_preconditioner(self, U, k):
         """A factorization of J at an earlier iterate, rebuilt when GMRES needs twice (plus 5) the
         iterations it needed right after the last rebuild."""
-        stale = self.precond_factor is not None and self._precond_its is not None
-        if self.precond_factor is None or (stale and self._last_its > 2 * self._precond_its + 5):
+        after = self._its_after_rebuild
+        if self.precond_factor is None or (after is not None and self._last_its > 2 * after + 5):
             J = self.prob.jacobian(U, k)
             self.precond_factor = self.prob.factorize(J, self.opts["linear_solver"], "auto", k)
-            self._precond_its = None
+            self._its_after_rebuild = None
         return _factor_operator(self.precond_factor, "N")
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -706,8 +724,9 @@ def nonlinear_solve(
         rebuilt when GMRES slows down; Picard / Anderson: J(u0)).
     memory, damping : Anderson's memory m (>= 1) and the mixing / damping in (0, 1].
     check_pattern : bool
-        Check every assembled Jacobian against one exact product with a random vector, and raise
-        :class:`InvalidArgumentError` when the pattern misses entries of the true Jacobian.
+        Check every Jacobian against one exact product with a random vector, and raise
+        :class:`InvalidArgumentError` when the pattern misses entries of the true Jacobian (or
+        ``jacobian_fn``'s matrix is not the Jacobian).
     return_info : bool
         Return ``(u, info)`` with a :class:`NonlinearInfo`.
     on_fail : {"warn", "raise"}
@@ -739,6 +758,8 @@ def nonlinear_solve(
         raise InvalidArgumentError(f"method: expected one of {METHODS}, got {method!r}")
     if jacobian_fn is not None and not callable(jacobian_fn):
         raise InvalidArgumentError(f"jacobian_fn: expected a callable or None, got {jacobian_fn!r}")
+    if jacobian_fn is not None and pattern is not None:
+        raise InvalidArgumentError("pattern: not used with jacobian_fn (whose matrix has its own pattern)")
     if preconditioner not in (None, "none", "jacobian"):
         raise InvalidArgumentError(f"preconditioner: expected None or 'jacobian', got {preconditioner!r}")
     if on_fail not in ("warn", "raise"):
@@ -767,6 +788,11 @@ def nonlinear_solve(
             and not bool(torch.isfinite(p.detach()).all())
         ):
             raise InvalidArgumentError(f"params[{i}]: contains NaN/Inf")
+    if u0.numel() == 0:  # nothing to solve (n = 0 or an empty batch)
+        u = u0.detach().clone()
+        return (
+            (u, NonlinearInfo(method, converged=True, reason="converged", residual=0.0)) if return_info else u
+        )
     prob = _Problem(residual_fn, u0, params, jacobian_fn, pattern, bool(check_pattern))
     opts["linear_max_iter"] = max(50, min(prob.n, 1000))
     info = NonlinearInfo(method)
