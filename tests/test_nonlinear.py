@@ -456,3 +456,22 @@ def test_check_mode_catches_a_wrong_jacobian_fn():
         )
     with pytest.raises(sla.InvalidArgumentError, match="pattern: not used with jacobian_fn"):
         sla.nonlinear_solve(F, torch.zeros(m * m, dtype=F64), 3.0, jacobian_fn=lambda u, lam: A, pattern=A)
+
+
+def test_trust_region_globalizes_newton():
+    def F(u):  # Newton's full steps diverge from |u0| > 1.39
+        return torch.atan(u)
+
+    eye = sla.SparseTensor.from_dense(torch.eye(3, dtype=F64))
+    u0 = torch.tensor([2.0, 10.0, -4.0], dtype=F64)
+    with pytest.raises(sla.SingularMatrixError, match="iteration"):  # full Newton steps diverge from here
+        sla.nonlinear_solve(F, u0, pattern=eye, line_search="none", max_iter=20)
+    u, info = sla.nonlinear_solve(F, u0, pattern=eye, line_search="trust_region", return_info=True, **TIGHT)
+    assert info.converged and u.abs().max() < 1e-12
+    # near a solution the full Newton step is taken: as fast as with the line search
+    m = 8
+    ref = sla.nonlinear_solve(bratu(m), torch.zeros(m * m, dtype=F64), 5.0, return_info=True, **TIGHT)[1]
+    _, tr = sla.nonlinear_solve(
+        bratu(m), torch.zeros(m * m, dtype=F64), 5.0, line_search="trust_region", return_info=True, **TIGHT
+    )
+    assert tr.converged and tr.iterations <= ref.iterations + 1

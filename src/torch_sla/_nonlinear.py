@@ -243,9 +243,11 @@ def _weak_get(fn) -> dict:
         return {}
 
 
-def _forcing(eta_prev: float, rnorm: float, rnorm_prev: float, floor: float) -> float:
-    """Eisenstat-Walker (choice 2) forcing term, safeguarded against oversolving near the end."""
-    eta = _EW_GAMMA * (rnorm / rnorm_prev) ** _EW_ALPHA
+def _forcing(eta_prev: float, ratio: float, floor: float) -> float:
+    """Eisenstat-Walker (choice 2) forcing term from ratio = ||F_k|| / ||F_{k-1}||: gamma ratio^alpha,
+    kept up to gamma eta_prev^alpha when that is above 0.1 (no sudden drop), at least ``floor`` (no
+    oversolving near the tolerance), at most eta_max."""
+    eta = _EW_GAMMA * ratio**_EW_ALPHA
     guard = _EW_GAMMA * eta_prev**_EW_ALPHA
     if guard > 0.1:
         eta = max(eta, guard)
@@ -262,6 +264,7 @@ class _Newton:
         self.precond_factor: Factorization | None = None  # JFNK's lagged preconditioner
         self._its_after_rebuild: int | None = None  # GMRES iterations right after the last rebuild
         self._last_its = 0
+        self._radius: torch.Tensor | None = None  # the trust-region radius of each member
         self.linear_name = ""
 
     # -- the linear step: J du = rhs, returning (du, Krylov iterations, relative residual) -------------
@@ -348,11 +351,15 @@ class _Newton:
                     f"the Jacobian is singular at iteration {k}: the Newton step is not finite"
                 )
             slope = 1.0 - min(float(lin_res), 1.0)  # the step's decrease of ||F||^2, relative to exact Newton
-            t, F_new, steps, accepted = self._line_search(U, F, du, active, slope, k)
+            if o["line_search"] == "trust_region":
+                P, F_new, steps, accepted = self._dogleg(U, F, du, active, k)
+            else:
+                P, F_new, steps, accepted = self._line_search(U, F, du, active, slope, k)
             # a member whose accepted step no longer moves u (a local minimum of ||F|| that is no root)
-            moved = (t[:, None] * du).abs().amax(1) > 4 * torch.finfo(U.dtype).eps * (1 + U.abs().amax(1))
+            moved = P.abs().amax(1) > 4 * torch.finfo(U.dtype).eps * (1 + U.abs().amax(1))
             accepted = accepted & (moved | ~active)
-            U = U + t[:, None] * du
+            t = P.norm(dim=1) / du.norm(dim=1).clamp_min(torch.finfo(U.dtype).tiny)  # the step's fraction
+            U = U + P
             F = torch.where(active[:, None], F_new, F)
             its += active
             failed = active & ~accepted
@@ -363,7 +370,7 @@ class _Newton:
             if act_norms[0].numel():
                 ratio = float((act_norms[0] / act_norms[1].clamp_min(1e-300)).max())
                 floor = 0.5 * float((target[active] / rnorm_new[active].clamp_min(1e-300)).max())
-                eta = min(max(_forcing(eta, ratio, 1.0, floor), 1e-14), _EW_MAX)
+                eta = max(_forcing(eta, ratio, floor), 1e-14)
             rnorm = rnorm_new
             active = active & accepted & (r > target)
             info.residual_history.append(float(r.max()))
@@ -392,8 +399,8 @@ class _Newton:
         B = prob.B
         t = active.to(U.dtype)
         steps = torch.zeros(B, dtype=torch.int64)
-        if not self.opts["line_search"]:
-            return t, prob.F(U + t[:, None] * du, k), steps, active.clone()
+        if self.opts["line_search"] == "none":
+            return t[:, None] * du, prob.F(U + t[:, None] * du, k), steps, active.clone()
         phi0 = (F * F).sum(1)
         accepted = ~active
         F_new = F.clone()
@@ -413,7 +420,68 @@ class _Newton:
             t = torch.where(accepted, t, t_new)
             steps += ~accepted
         t = torch.where(accepted & active, t, torch.zeros_like(t))
-        return t, F_new, steps, accepted
+        return t[:, None] * du, F_new, steps, accepted
+
+    def _dogleg(self, U, F, du, active, k):
+        """Dogleg trust-region step per member: the Newton step du when it fits in the radius Delta, else
+        the point where the path from the Cauchy point -alpha g (g = J^T F, the steepest descent of
+        ||F||^2 / 2, alpha minimizing its linear model) to du leaves the ball. The step is taken when
+        rho = actual / predicted decrease of ||F||^2 / 2 exceeds 1e-4; Delta shrinks to |p| / 4 when
+        rho < 1/4 (and the step is retried without a new Jacobian) and doubles when rho > 3/4 at the
+        boundary. Costs one VJP and two JVPs per iteration beyond Newton's."""
+        prob, B = self.prob, self.prob.B
+        if self._radius is None:
+            self._radius = du.norm(dim=1).clamp_min(1e-8)  # the first Newton step is allowed in full
+        Delta = self._radius
+        _, vjp_fn = torch.func.vjp(prob.fn, U)
+        g = vjp_fn(F)[0]
+        Jg = torch.func.jvp(prob.fn, (U,), (g,))[1]
+        Jdu = torch.func.jvp(prob.fn, (U,), (du,))[1]
+        gg, JgJg = (g * g).sum(1), (Jg * Jg).sum(1)
+        alpha = gg / JgJg.clamp_min(torch.finfo(U.dtype).tiny)
+        pc, Jpc = -alpha[:, None] * g, -alpha[:, None] * Jg
+        phi0 = 0.5 * (F * F).sum(1)
+        accepted = ~active
+        P = torch.zeros_like(U)
+        F_new = F.clone()
+        steps = torch.zeros(B, dtype=torch.int64)
+        for _ in range(_MAX_BACKTRACKS + 1):
+            # the dogleg point for the current radius: tau in [0, 1] on the segment pc -> du
+            d = du - pc
+            a, b, c = (d * d).sum(1), (pc * d).sum(1), (pc * pc).sum(1) - Delta * Delta
+            tau = (
+                (-b + torch.sqrt((b * b - a * c).clamp_min(0))) / a.clamp_min(torch.finfo(U.dtype).tiny)
+            ).clamp(0, 1)
+            newton = du.norm(dim=1) <= Delta
+            cauchy_out = pc.norm(dim=1) >= Delta
+            scale = (Delta / gg.sqrt().clamp_min(torch.finfo(U.dtype).tiny))[:, None]
+            p = torch.where(
+                newton[:, None], du, torch.where(cauchy_out[:, None], -scale * g, pc + tau[:, None] * d)
+            )
+            Jp = torch.where(
+                newton[:, None],
+                Jdu,
+                torch.where(cauchy_out[:, None], -scale * Jg, Jpc + tau[:, None] * (Jdu - Jpc)),
+            )
+            pred = phi0 - 0.5 * ((F + Jp) ** 2).sum(1)
+            Ft = prob.F(U + p, k, must_be_finite=False)
+            phit = 0.5 * (Ft * Ft).sum(1)
+            phit = torch.where(torch.isfinite(phit), phit, torch.full_like(phit, math.inf))
+            rho = (phi0 - phit) / pred.clamp_min(torch.finfo(U.dtype).tiny)
+            pn = p.norm(dim=1)
+            open_ = ~accepted
+            Delta = torch.where(open_ & (rho < 0.25), 0.25 * pn, Delta)
+            grow = open_ & (rho > 0.75) & (pn >= 0.99 * Delta)
+            Delta = torch.where(grow, 2 * Delta, Delta)
+            good = open_ & (rho > _ARMIJO_C)
+            P = torch.where(good[:, None], p, P)
+            F_new = torch.where(good[:, None], Ft, F_new)
+            accepted = accepted | good
+            if bool(accepted.all()):
+                break
+            steps += ~accepted
+        self._radius = Delta
+        return P, F_new, steps, accepted
 
 
 def _factor_operator(fact: Factorization, op: str):
@@ -645,13 +713,15 @@ def _second_derivative_guard(grads: list, inputs: list) -> tuple:
     return tuple(None if g is None else next(it) for g in grads)
 
 
-def _line_search_flag(line_search) -> bool:
-    if line_search in (True, "armijo"):
-        return True
-    if line_search in (False, None, "none"):
-        return False
+def _line_search_flag(line_search) -> str:
+    if line_search is True or line_search == "armijo":
+        return "armijo"
+    if line_search is False or line_search is None or line_search == "none":
+        return "none"
+    if line_search == "trust_region":
+        return "trust_region"
     raise InvalidArgumentError(
-        f"line_search: expected 'armijo' or 'none' (or True / False), got {line_search!r}"
+        f"line_search: expected 'armijo', 'trust_region' or 'none' (or True / False), got {line_search!r}"
     )
 
 
@@ -712,8 +782,10 @@ def nonlinear_solve(
         A member has converged when ``max|F| <= max(tol * max|F(u0)|, atol)``.
     max_iter : int
         Nonlinear iterations at most.
-    line_search : {"armijo", "none"}
-        Newton and JFNK: Armijo backtracking on ``||F||^2`` (a step to a NaN residual is backtracked too).
+    line_search : {"armijo", "trust_region", "none"}
+        Newton and JFNK: Armijo backtracking on ``||F||^2`` (a step to a NaN residual is backtracked too),
+        or a dogleg trust region (per member radius; one VJP and two JVPs more per iteration), or full
+        steps.
     verbose : bool
         Print one line per iteration.
     linear_solver, linear_method : str
