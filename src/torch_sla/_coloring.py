@@ -161,12 +161,16 @@ class ColoredJacobian:
         n = pattern.n_cols
         # values[:, k] = compressed[b, color(col_k), row_k]: one gather from the (B, n_colors * n) block
         self._gather = colors[pattern.col] * n + pattern.row
+        self._seeds: dict = {}
         self.products = 0
 
     def seeds(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """``(n_colors, n)``: the indicator vector of each color."""
-        S = torch.zeros(self.n_colors, self.pattern.n_cols, dtype=dtype, device=device)
-        S[self.colors.to(device), torch.arange(self.pattern.n_cols, device=device)] = 1
+        """``(n_colors, n)``: the indicator vector of each color (kept per dtype and device)."""
+        S = self._seeds.get((dtype, device))
+        if S is None:
+            S = torch.zeros(self.n_colors, self.pattern.n_cols, dtype=dtype, device=device)
+            S[self.colors.to(device), torch.arange(self.pattern.n_cols, device=device)] = 1
+            self._seeds[(dtype, device)] = S
         return S
 
     def values(self, fn: Residual, u: torch.Tensor) -> torch.Tensor:
