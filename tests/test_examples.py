@@ -113,3 +113,26 @@ def test_logdet_benchmark_quick_run(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = json.loads(js.read_text())
     assert len(rows) == 2 and all(row["forward_s"] > 0 and row["selected_inverse_s"] > 0 for row in rows)
+
+
+def test_nonlinear_inverse_demo_runs_and_writes_png(tmp_path):
+    out = tmp_path / "nonlinear.png"
+    r = run(["examples/nonlinear_inverse.py", "--grid", "16", "--iters", "4", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith("iter ")]
+    assert len(lines) == 4
+    losses = [float(line.split()[3]) for line in lines]
+    assert losses[-1] < losses[0]  # gradient descent through the nonlinear solves makes progress
+    assert out.exists() and out.stat().st_size > 10_000
+    assert f"wrote {out}" in r.stdout
+
+
+def test_nonlinear_benchmark_quick_run(tmp_path):
+    js = tmp_path / "nonlinear.json"
+    r = run(["benchmarks/bench_nonlinear.py", "--quick", "--json", str(js)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(js.read_text())
+    assert all(v <= 1e-10 for v in data["bratu"]["max_abs_F"].values())
+    assert data["bratu"]["products_per_assembly"] <= 12
+    assert data["gradient"]["adjoint"]["converged"]
+    assert all(row["products_per_assembly"] <= 12 for row in data["coloring"])

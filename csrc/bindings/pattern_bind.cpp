@@ -1,13 +1,18 @@
 // Binding of CsrPattern: a CSR pattern validated once, whose index arrays the core owns.
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/optional.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <new>
+#include <optional>
+#include <tuple>
 #include <vector>
 #include <string>
 
 #include "common.hpp"
+#include "sla/coloring.hpp"
 #include "sla/pattern.hpp"
 
 namespace sla::bind {
@@ -81,6 +86,51 @@ void check_values(const CsrPattern& p, const Array& values, const char* what) {
   scalar_of(values, what);
 }
 
+
+// Colors of a column coloring, as an int32 array of n_cols entries (checked).
+const std::int32_t* colors_of(const CsrPattern& p, const Array& colors, const char* what) {
+  check_array(colors, what, 1);
+  if (colors.dtype() != nb::dtype<std::int32_t>()) fail(ErrorKind::InvalidArgument, what, ": dtype must be int32");
+  if (static_cast<index_t>(colors.shape(0)) != p.n_cols())
+    fail(ErrorKind::InvalidArgument, what, ": expected ", p.n_cols(), " entries (one per column), got ",
+         colors.shape(0));
+  return static_cast<const std::int32_t*>(colors.data());
+}
+
+void bind_coloring(nb::module_& m) {
+  m.def(
+      "color_columns",
+      [](const CsrPattern& p, const std::string& order, OutArray& colors) {
+        check_output(colors, "colors", 1);
+        if (colors.dtype() != nb::dtype<std::int32_t>()) fail(ErrorKind::InvalidArgument, "colors: dtype must be int32");
+        if (static_cast<index_t>(colors.shape(0)) != p.n_cols())
+          fail(ErrorKind::InvalidArgument, "colors: expected ", p.n_cols(), " entries (one per column), got ",
+               colors.shape(0));
+        const ColoringOrder o = parse_coloring_order(order, "order");
+        ColumnColoring c;
+        {
+          nb::gil_scoped_release release;
+          c = color_columns(p, o);
+        }
+        std::copy(c.colors.begin(), c.colors.end(), static_cast<std::int32_t*>(colors.data()));
+        return c.n_colors;
+      },
+      nb::arg("pattern"), nb::arg("order"), nb::arg("colors"),
+      "Greedy distance-2 coloring of the columns of `pattern` (no two columns sharing a row get one color), "
+      "written into the int32 array `colors` (n_cols); returns the number of colors. `order`: 'natural', "
+      "'largest_first', 'smallest_last' or 'best' (the fewest colors of the three).");
+  m.def(
+      "coloring_conflict",
+      [](const CsrPattern& p, const Array& colors) -> std::optional<std::tuple<index_t, index_t, index_t>> {
+        const std::int32_t* c = colors_of(p, colors, "colors");
+        index_t row = 0, a = 0, b = 0;
+        if (!find_coloring_conflict(p, c, &row, &a, &b)) return std::nullopt;
+        return std::make_tuple(row, a, b);
+      },
+      nb::arg("pattern"), nb::arg("colors"),
+      "None when no two columns of one color share a row of `pattern`, else (row, column, column).");
+}
+
 void bind_pattern(nb::module_& m) {
   m.def("csr_transpose", &transpose_py, nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("crow_indices"),
         nb::arg("col_indices"), nb::arg("t_crow"), nb::arg("t_col"), nb::arg("perm"),
@@ -107,6 +157,7 @@ void bind_pattern(nb::module_& m) {
         return "CsrPattern(n_rows=" + std::to_string(p.n_rows()) + ", n_cols=" + std::to_string(p.n_cols()) +
                ", nnz=" + std::to_string(p.nnz()) + ", index_bits=" + std::to_string(p.index_bits()) + ")";
       });
+  bind_coloring(m);
 }
 
 }  // namespace sla::bind

@@ -18,12 +18,14 @@ from ._batch import (
     spsolve_batch_different_layout,
     spsolve_batch_same_layout,
 )
+from ._coloring import sparse_jacobian
 from ._direct import Factorization, analysis_cache_info, clear_analysis_cache, set_analysis_cache_limit
 from ._eigs import EigsInfo, eigs
 from ._io import load_mtx, save_mtx
 from ._iterative import SolveInfo, lstsq
 from ._logdet import det, diag_inverse, inverse_entries, logdet, selected_inverse, slogdet
 from ._memory import get_memory_budget, set_memory_budget
+from ._nonlinear import NonlinearInfo, nonlinear_solve
 from ._operator import LinearOperator, Operator
 from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends
 from ._solve import factorize, solve, spsolve
@@ -57,6 +59,9 @@ __all__ = [
     "spsolve_batch_different_layout",
     "spsolve_batch_coo_same_layout",
     "spsolve_batch_coo_different_layout",
+    "nonlinear_solve",
+    "NonlinearInfo",
+    "sparse_jacobian",
     "slogdet",
     "logdet",
     "det",
