@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import errors
 from ._direct import Factorization, analysis_cache_info, clear_analysis_cache, set_analysis_cache_limit
+from ._eigsh import EigshInfo, eigsh, svds
 from ._io import load_mtx, save_mtx
 from ._iterative import SolveInfo, lstsq
 from ._memory import get_memory_budget, set_memory_budget
@@ -37,6 +38,9 @@ __all__ = [
     "solve",
     "spsolve",
     "lstsq",
+    "eigsh",
+    "svds",
+    "EigshInfo",
     "factorize",
     "as_sparse_tensor",
     "LinearOperator",
