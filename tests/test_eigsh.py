@@ -352,3 +352,18 @@ def test_vibration_modes_example_runs(capsys, monkeypatch):
     runpy.run_path(os.path.join(ROOT, "examples", "vibration_modes.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "lowest frequencies" in out and "gradient check" in out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_lobpcg_and_lanczos_with_gradients():
+    A = poisson2d(10)
+    lam = torch.linalg.eigvalsh(A.to_dense())
+    Ac = A.to("cuda")
+    for kw in ({"which": "SA"}, {"which": "LA", "method": "lanczos"}):
+        v = Ac.values.clone().requires_grad_()
+        w, V, info = sla.eigsh(Ac.with_values(v), 3, return_info=True, **kw)
+        assert w.device.type == "cuda" and info.method == ("lobpcg" if "method" not in kw else "lanczos")
+        ref = lam[:3] if kw["which"] == "SA" else lam[-3:]
+        torch.testing.assert_close(w.cpu(), ref, rtol=1e-9, atol=1e-9)
+        (w.sum() + (V @ V.mT)[:4].sum()).backward()
+        assert torch.isfinite(v.grad).all()
