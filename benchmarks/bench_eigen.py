@@ -69,6 +69,23 @@ def case(name, A_sp, ours, theirs, repeats, target_ratio, compare):
     }
 
 
+def show(r: dict) -> None:
+    if "speedup" in r:
+        print(
+            f"{r['case']}: scipy {r['scipy_s']:.3f} s, torch-sla {r['torch_sla_s']:.3f} s, speedup "
+            f"{r['speedup']:.2f}x (target {r['target']}: {'met' if r['met'] else 'NOT met'}); max residual "
+            f"scipy {r['scipy_max_residual']:.1e}, torch-sla {r['torch_sla_max_residual']:.1e} (target "
+            f"<= 1e-8); eigenvalues agree to {r['eigenvalue_rel_diff']:.1e}",
+            flush=True,
+        )
+    else:
+        print(
+            f"{r['case']}: forward {r['forward_s']:.3f} s, backward {r['backward_s']:.3f} s, ratio "
+            f"{r['ratio']:.2f} (target {r['target']}: {'met' if r['met'] else 'NOT met'})",
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test, not a measurement)")
@@ -81,10 +98,14 @@ def main() -> None:
     g2, g3 = (40, 12) if args.quick else (300, 40)
     results = []
 
+    def show_append(r):
+        results.append(r)
+        show(r)
+
     # 1. smallest, shift-invert at 0
     P2 = problems.poisson2d(g2).tocsr()
     A2 = sla.SparseTensor.from_scipy(P2)
-    results.append(
+    show_append(
         case(
             f"6 smallest, 2D Poisson {g2}^2 (n = {g2 * g2}), sigma=0",
             P2,
@@ -98,7 +119,7 @@ def main() -> None:
     # 2. largest algebraic, plain Lanczos
     P3 = problems.poisson3d(g3).tocsr()
     A3 = sla.SparseTensor.from_scipy(P3)
-    results.append(
+    show_append(
         case(
             f"10 largest, 3D Poisson {g3}^3 (n = {g3**3}), which='LA'",
             P3,
@@ -121,7 +142,7 @@ def main() -> None:
         loss.backward()
         t2 = time.perf_counter()
         t_fwd, t_bwd = min(t_fwd, t1 - t0), min(t_bwd, t2 - t1)
-    results.append(
+    show_append(
         {
             "case": f"eigenvector backward, 6 pairs of 2D Poisson {g2}^2, loss sum_i w_i sum |v_i|^4",
             "forward_s": t_fwd,
@@ -131,19 +152,6 @@ def main() -> None:
             "met": t_bwd / t_fwd <= 3.0,
         }
     )
-    for r in results:
-        if "speedup" in r:
-            print(
-                f"{r['case']}: scipy {r['scipy_s']:.3f} s, torch-sla {r['torch_sla_s']:.3f} s, speedup "
-                f"{r['speedup']:.2f}x (target {r['target']}: {'met' if r['met'] else 'NOT met'}); max residual "
-                f"scipy {r['scipy_max_residual']:.1e}, torch-sla {r['torch_sla_max_residual']:.1e} (target "
-                f"<= 1e-8); eigenvalues agree to {r['eigenvalue_rel_diff']:.1e}"
-            )
-        else:
-            print(
-                f"{r['case']}: forward {r['forward_s']:.3f} s, backward {r['backward_s']:.3f} s, ratio "
-                f"{r['ratio']:.2f} (target {r['target']}: {'met' if r['met'] else 'NOT met'})"
-            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
