@@ -147,6 +147,7 @@ def _lanczos(
     v0: Tensor | None,
     generator: torch.Generator,
     standard_mode: bool = False,
+    sigma: float | None = None,
 ):
     """Thick-restart Lanczos (Wu & Simon) for an operator ``T`` self-adjoint in the inner product
     ``<x, y> = x^H B y`` (``bmul`` applies B; None for the identity). ``apply_t(v, Bv)`` applies T.
@@ -189,6 +190,31 @@ def _lanczos(
     l, nops, restarts, beta = 0, 0, 0, torch.zeros((), dtype=rdtype, device=device)
     tscale, phase, prev = 0.0, 1, None
     standard = standard_mode
+    exhausted = False
+    norm_a, norm_m = member.norm_a, member.norm_m
+    generalized = member.m_op is not None
+
+    def settled(Hj, beta_j, phase_j) -> bool:
+        """Whether the Ritz estimates say the k wanted pairs have converged (and, after the first phase,
+        the best unwanted one has settled), mapped to the relative residual of the pencil: T y - theta y
+        = r with ||r|| = |beta s| gives A y - lambda M y = r (standard), M r (M^{-1} A), or
+        -(A - sigma M) r / theta (shift-invert)."""
+        th, Sj = torch.linalg.eigh(Hj)
+        order = _order(th, want)
+        est = (beta_j * Sj[-1, order]).abs()
+        t = th[order[:k]]
+        lam_j = to_lambda(t)
+        scale = norm_a + (lam_j.abs() * norm_m if generalized else 0.0)
+        if sigma is not None:
+            approx = est[:k] * (norm_a + abs(sigma) * norm_m) / (t.abs() * scale)
+        elif generalized:
+            approx = est[:k] * norm_m / scale
+        else:
+            approx = est[:k] / max(norm_a, 1e-300)
+        if not bool((approx <= tol).all()):
+            return False
+        return phase_j == 1 or est.numel() <= k or float(est[k]) <= math.sqrt(tol) * tscale
+
     while True:
         m = ncv
         for j in range(l, ncv):
@@ -205,7 +231,7 @@ def _lanczos(
             tscale = max(tscale, abs(float(alpha)), float(beta))
             if j + 1 >= n:  # the whole space is spanned: the Ritz pairs are exact
                 beta = torch.zeros_like(beta)
-                m = j + 1
+                m, exhausted = j + 1, True
                 break
             if float(beta) <= 1e3 * eps * tscale:  # invariant subspace: continue with a fresh direction
                 beta = torch.zeros_like(beta)
@@ -219,9 +245,12 @@ def _lanczos(
                     BV[:, j + 1] = Bw / beta
             if j + 1 < ncv:
                 H[j, j + 1] = H[j + 1, j] = beta
+                if j + 1 > k + 1 and (j + 1 - l) % 4 == 0 and settled(H[: j + 1, : j + 1], beta, phase):
+                    m = j + 1  # converged by the estimates before the basis is full: check now
+                    break
         theta, S = torch.linalg.eigh(H[:m, :m])
         idx = _order(theta, want)
-        final = nops >= maxiter or m < ncv or m == n
+        final = nops >= maxiter or exhausted
         keep = idx[: min(k + (m - k) // 2, m - 1)] if m > k else idx[:k]
         if keep.numel() < k:
             keep = idx[:k]
@@ -850,6 +879,7 @@ class _Runner:
                 s["maxiter"],
                 s["v0"],
                 s["generator"],
+                sigma=sigma,
             )
         if member.m_op is not None:
             try:
