@@ -21,6 +21,7 @@ from ._batch import (
 from ._coloring import sparse_jacobian
 from ._direct import Factorization, analysis_cache_info, clear_analysis_cache, set_analysis_cache_limit
 from ._eigs import EigsInfo, eigs
+from ._eigsh import EigshInfo, eigsh, svds
 from ._io import load_mtx, save_mtx
 from ._iterative import SolveInfo, lstsq
 from ._logdet import det, diag_inverse, inverse_entries, logdet, selected_inverse, slogdet
@@ -68,6 +69,9 @@ __all__ = [
     "selected_inverse",
     "diag_inverse",
     "inverse_entries",
+    "eigsh",
+    "svds",
+    "EigshInfo",
     "factorize",
     "as_sparse_tensor",
     "LinearOperator",
