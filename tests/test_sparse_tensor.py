@@ -117,3 +117,19 @@ def test_shifted_matrix_for_shift_invert():
             shifted(A, bad)
     with pytest.raises(sla.InvalidArgumentError, match="M:"):
         shifted(A, 1.0, sla.SparseTensor.from_dense(torch.eye(2, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_transpose_keeps_the_index_type_and_detects_structural_symmetry(index_dtype):
+    m = sp.random(30, 30, density=0.2, random_state=0, format="csr")
+    m = (m + m.T + sp.eye(30)).tocsr()
+    A = sla.SparseTensor.from_csr(
+        torch.from_numpy(m.data),
+        torch.from_numpy(m.indptr).to(index_dtype),
+        torch.from_numpy(m.indices).to(index_dtype),
+        m.shape,
+    )
+    pt, perm = A.pattern.transpose()
+    assert pt.crow.dtype == A.pattern.crow.dtype and pt.col.dtype == A.pattern.col.dtype
+    assert A.pattern.is_structurally_symmetric
+    torch.testing.assert_close(A.values[perm], torch.from_numpy(m.T.tocsr().data))

@@ -150,6 +150,10 @@ class Pattern:
                     core_array(t_col),
                     core_array(perm),
                 )
+                t_crow, t_col = (
+                    t_crow.to(self.crow.dtype),
+                    t_col.to(self.col.dtype),
+                )  # the pattern's index type
             else:
                 # Entries are in row-major order, so a stable sort by column gives column-major order.
                 perm = torch.argsort(self.col, stable=True)
