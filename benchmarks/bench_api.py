@@ -231,7 +231,7 @@ def main() -> None:
     grid = 40 if args.quick else 300
     calls = 50 if args.quick else 1000
     results = {"compile": bench_compile(grid, 2 if args.quick else args.repeats)}
-    results["overhead"] = bench_overhead(calls, 2 if args.quick else args.repeats)
+    results["overhead"] = bench_overhead(calls, 2 if args.quick else 2 * args.repeats + 1)
     c = results["compile"]
     print(
         f"{c['case']}: eager {c['eager_s']:.3f} s, compiled {c['compiled_s']:.3f} s, ratio {c['ratio']:.3f} "

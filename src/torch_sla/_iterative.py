@@ -272,14 +272,18 @@ class KrylovSolver:
         x0: torch.Tensor | None,
         *,
         cache: bool = False,
+        values: torch.Tensor | None = None,
     ):
         self.A = A
-        self.pattern = A.pattern
+        self.pattern = p = A.pattern
         self.method = choice.method
         self.backend: KrylovBackend = choice.impl
         self.opts = opts
-        self.values = A.values.detach().reshape(A.batch_size, A.nnz)
-        self.n = A.shape[-1]
+        # (B, nnz) values, detached: given by the caller when it has them in that shape already.
+        self.values = (
+            values.detach() if values is not None else A.values.detach().reshape(A.batch_size, A.nnz)
+        )
+        self.n = p.n_cols
         self.x0 = x0
         spec = opts.preconditioner
         if isinstance(spec, str) and spec == "auto":
@@ -396,7 +400,9 @@ class KrylovSource:
     def solver_for(self, params) -> KrylovSolver:
         if self._built is None:
             if params[0] is self._params:  # A's own values: its cached preconditioners apply
-                self._built = KrylovSolver(self.A, self.choice, self.opts, self.x0, cache=True)
+                self._built = KrylovSolver(
+                    self.A, self.choice, self.opts, self.x0, cache=True, values=params[0]
+                )
             else:  # plain values handed over by torch.func, or a rebatched member
                 A = SparseTensor._from_pattern(params[0].detach(), self.A.pattern)
                 self._built = KrylovSolver(A, self.choice, self.opts, self.x0)
@@ -418,12 +424,13 @@ class KrylovSource:
 
 def iterative_solve(A: SparseTensor, b, choice: Choice, opts: KrylovOptions, *, check_finite: bool = True):
     """Iterative solve of a SparseTensor system as ``choice`` says (see :func:`torch_sla.solve`)."""
-    if A.shape[-1] != A.shape[-2]:
+    p = A.pattern
+    if p.n_rows != p.n_cols:
         raise InvalidArgumentError(f"A: an iterative solve needs a square matrix, got shape {A.shape}")
     if check_finite:
         check_values_finite(A)
     b = check_rhs(A, b, check_finite)
-    bb, restore = normalize_rhs(A, b, name="b", n=A.shape[-1])
+    bb, restore = normalize_rhs(A, b, name="b", n=p.n_cols)
     x0b = None
     if opts.x0 is not None:
         x0 = torch.as_tensor(opts.x0)
@@ -433,7 +440,7 @@ def iterative_solve(A: SparseTensor, b, choice: Choice, opts: KrylovOptions, *, 
                 f"{tuple(x0.shape)}, {x0.dtype}, {x0.device}"
             )
         x0b, _ = normalize_rhs(A, plain(x0.detach()), name="x0", n=A.shape[-1])
-    values = A.values.reshape(A.batch_size, A.nnz)
+    values = A.values.reshape(A.batch_size, p.nnz) if A.batch_shape else A.values.view(1, p.nnz)
     source = KrylovSource(A, choice, opts, x0b, None if is_wrapped(A.values) else values)
     x = restore(solve_through(source, "N", bb, values))
     return (x, source.info) if opts.return_info else x
