@@ -268,6 +268,8 @@ def test_refuses_to_factor_beyond_the_memory_budget_and_points_to_slq():
     A = poisson2d(20)
     choice = sla.explain(A, operation="logdet")
     predicted = choice.impl.predicted_solve_bytes(A, choice.method, 1)
+    if predicted < 0:  # an Eigen-only build: no backend predicts factor sizes, so no budget can be checked
+        pytest.skip(f"backend {choice.backend!r} of this build gives no factor-size prediction")
     old = sla.get_memory_budget()
     try:
         sla.set_memory_budget(0.5 * predicted)  # the pattern fits, the factors do not

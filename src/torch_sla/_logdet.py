@@ -11,6 +11,7 @@ is the only approximate path, and only when asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -22,7 +23,7 @@ from ._memory import fmt_bytes, get_memory_budget
 from ._registry import Choice, check_hermitian, choose
 from ._solve import solve
 from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_values_finite
-from .errors import InvalidArgumentError, SingularMatrixError
+from .errors import BackendUnavailableError, InvalidArgumentError, SingularMatrixError
 
 __all__ = ["slogdet", "logdet", "det", "selected_inverse", "diag_inverse", "inverse_entries"]
 
@@ -52,6 +53,17 @@ def _plan(A: SparseTensor, backend: str, method: str, check_symmetry: bool, oper
                 )
             )
     return choice
+
+
+def _plan_selected_inverse(A: SparseTensor, backend: str, method: str) -> Choice:
+    """A backend with selected inversion for ``method``; when the build has none (Eigen's LU), any direct
+    backend: its factors then give the entries by solves (exact, one solve per column needed)."""
+    try:
+        return _plan(A, backend, method, False, "selected_inverse")
+    except BackendUnavailableError:
+        if backend != "auto":
+            raise
+        return _plan(A, backend, method, False, "logdet")
 
 
 def _checked(A, check_finite_: bool, what: str) -> SparseTensor:
@@ -172,7 +184,22 @@ def slogdet(
         # union with its transpose (explicit zeros) has the same determinant and covers every position.
         none = torch.zeros(0, dtype=torch.int64)
         A = _covering(A, none, none, None)
-    return _slogdet_apply(A, factorize_with(A, choice, allow_singular=True))
+    try:
+        fact = factorize_with(A, choice, allow_singular=True)
+    except SingularMatrixError:
+        # A library that leaves no factor at a zero pivot (Eigen) raises even with allow_singular. With LU
+        # (partial pivoting) a zero pivot proves the matrix singular; a Cholesky that cannot go on is
+        # retried by LU when the plan allows; LDL^T does not pivot, so its failure proves nothing.
+        if choice.method == "lu":
+            return _slogdet_apply(A, None)
+        if choice.fallback != "lu":
+            raise
+        lu = dataclasses.replace(choice, method="lu", fallback=None)
+        try:
+            fact = factorize_with(A, lu, allow_singular=True)
+        except SingularMatrixError:
+            return _slogdet_apply(A, None)
+    return _slogdet_apply(A, fact)
 
 
 def logdet(
@@ -250,7 +277,7 @@ class InverseEntries(torch.autograd.Function):
         kc = torch.cat([ac, ac + n, c, p.row + n])
         kv = torch.cat([ah, ah, -g, g.new_zeros(B, p.nnz)], -1)
         K = SparseTensor(kv.reshape(A.batch_shape + kv.shape[-1:]), kr, kc, (2 * n, 2 * n))
-        KF = factorize_with(K, _plan(K, "auto", "lu", False, "selected_inverse"))
+        KF = factorize_with(K, _plan_selected_inverse(K, "auto", "lu"))
         W = KF.raw_inverse_entries(p.row + n, p.col)  # (B, nnz): W[row_m, col_m]
         return None, None, None, (-W).reshape(ctx.values_shape)
 
@@ -297,7 +324,7 @@ def inverse_entries(
     Af = _covering(A, rows, cols, on_pattern)
     if A.batch_size == 0 or n == 0:
         return torch.zeros(A.batch_shape + (rows.numel(),), dtype=A.dtype)
-    choice = _plan(Af, backend, method, False, "selected_inverse")
+    choice = _plan_selected_inverse(Af, backend, method)
     empty = Af.pattern.empty_row_or_col()
     if empty is not None:
         raise SingularMatrixError(f"A is structurally singular: {empty}")
