@@ -141,6 +141,7 @@ struct HierSym {
   std::vector<std::int64_t> coarse_p, coarse_j;  // the last level's pattern with int64 indices
   AmgOptions options;
   bool symmetric = true;
+  std::vector<std::uint8_t> strong0;  // level 0's strong connections (for the same-strength reuse test)
 };
 
 template <class T>
@@ -185,24 +186,35 @@ double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& 
   return std::min(est, gersh > 0.0 ? gersh : est);
 }
 
-// Strong connections and greedy aggregation (three passes). Returns the number of aggregates.
+// Strong connections: mask[q] = 1 when entry q (off the diagonal) is strong, |a_ij| >= theta sqrt(|a_ii a_jj|).
 template <class T>
-index_t aggregate(const Pat& A, const T* v, const std::vector<T>& diag, double theta, std::vector<J>& agg) {
+std::vector<std::uint8_t> strong_mask(const Pat& A, const T* v, double theta) {
   const index_t n = A.rows;
-  // The strong graph (no self-loops).
+  std::vector<double> d(n, 0.0);
+  for (index_t i = 0; i < n; ++i)
+    for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+      if (A.j[q] == i) d[i] = std::abs(static_cast<double>(v[q]));
+  std::vector<std::uint8_t> mask(A.nnz(), 0);
+  const double t2 = theta * theta;
+  for (index_t i = 0; i < n; ++i)
+    for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+      const J c = A.j[q];
+      const double a = static_cast<double>(v[q]);
+      mask[q] = c != i && a != 0.0 && a * a >= t2 * d[i] * d[c];
+    }
+  return mask;
+}
+
+// Greedy aggregation of the strong graph (three passes). Returns the number of aggregates.
+template <class T>
+index_t aggregate(const Pat& A, const T* v, const std::vector<std::uint8_t>& mask, std::vector<J>& agg) {
+  const index_t n = A.rows;
   std::vector<std::int64_t> sp(n + 1, 0);
   std::vector<J> sj;
   sj.reserve(A.nnz());
-  const double t2 = theta * theta;
   for (index_t i = 0; i < n; ++i) {
-    const double dii = std::abs(static_cast<double>(diag[i]));
-    for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
-      const J c = A.j[q];
-      if (c == i) continue;
-      const double a = static_cast<double>(v[q]);
-      if (a == 0.0) continue;
-      if (a * a >= t2 * dii * std::abs(static_cast<double>(diag[c]))) sj.push_back(c);
-    }
+    for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+      if (mask[q]) sj.push_back(A.j[q]);
     sp[i + 1] = static_cast<std::int64_t>(sj.size());
   }
   agg.assign(n, -1);
@@ -247,7 +259,8 @@ index_t aggregate(const Pat& A, const T* v, const std::vector<T>& diag, double t
 template <class T>
 class Amg final : public AmgPreconditioner {
  public:
-  Amg(const CsrArrays& a, const AmgOptions& opts, const Amg* reuse) : AmgPreconditioner(scalar_tag<T>::value, a.n_rows) {
+  Amg(const CsrArrays& a, const AmgOptions& opts, const Amg* reuse, bool same_strength_only)
+      : AmgPreconditioner(scalar_tag<T>::value, a.n_rows) {
     const auto t0 = std::chrono::steady_clock::now();
     threads_ = opts.threads;
     auto level0 = std::make_shared<Pat>();
@@ -257,6 +270,12 @@ class Amg final : public AmgPreconditioner {
       const Pat& old = *reuse->sym_->levels[0].A;
       if (old.rows != level0->rows || old.p != level0->p || old.j != level0->j)
         fail(ErrorKind::InvalidArgument, "amg: a values-only setup needs the pattern of the hierarchy it reuses");
+      // The strong connections of the new values decide the aggregates: reuse only when they are unchanged.
+      if (same_strength_only && !reuse->sym_->strong0.empty() &&
+          strong_mask(*level0, v0.data(), reuse->sym_->options.strength) != reuse->sym_->strong0)
+        reuse = nullptr;
+    }
+    if (reuse != nullptr) {
       sym_ = reuse->sym_;
       values_only_ = true;
     } else {
@@ -272,7 +291,7 @@ class Amg final : public AmgPreconditioner {
     options_.max_coarse = sym_->options.max_coarse;
     options_.max_levels = sym_->options.max_levels;
     options_.near_nullspace = nullptr;
-    build(std::move(v0), opts.near_nullspace, reuse == nullptr);
+    build(std::move(v0), opts.near_nullspace, !values_only_);
     setup_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
@@ -409,7 +428,9 @@ class Amg final : public AmgPreconditioner {
       if (full) {
         last = n <= o.max_coarse || l + 1 >= o.max_levels;
         if (!last) {
-          s.n_agg = aggregate(A, L.A.data(), diag, o.strength, s.agg);
+          std::vector<std::uint8_t> mask = strong_mask(A, L.A.data(), o.strength);
+          s.n_agg = aggregate(A, L.A.data(), mask, s.agg);
+          if (l == 0) sym.strong0 = std::move(mask);
           // No coarsening worth a level: solve this one directly.
           if (s.n_agg == 0 || s.n_agg >= n || static_cast<double>(s.n_agg) > 0.9 * static_cast<double>(n)) last = true;
         }
@@ -667,7 +688,7 @@ std::string AmgPreconditioner::describe() const {
 }
 
 std::unique_ptr<AmgPreconditioner> make_amg(const CsrArrays& a, const AmgOptions& options,
-                                            const AmgPreconditioner* reuse) {
+                                            const AmgPreconditioner* reuse, bool same_strength_only) {
   if (a.n_rows != a.n_cols)
     fail(ErrorKind::InvalidArgument, "amg: needs a square matrix, got (", a.n_rows, ", ", a.n_cols, ")");
   if (a.scalar != ScalarType::Float32 && a.scalar != ScalarType::Float64)
@@ -699,7 +720,7 @@ std::unique_ptr<AmgPreconditioner> make_amg(const CsrArrays& a, const AmgOptions
           fail(ErrorKind::InvalidArgument, "A: value ", q, " is not finite");
       const auto* prev = dynamic_cast<const detail::Amg<T>*>(reuse);
       if (reuse != nullptr && prev == nullptr) fail(ErrorKind::InvalidArgument, "amg: reuse is not a hierarchy");
-      return std::make_unique<detail::Amg<T>>(a, options, prev);
+      return std::make_unique<detail::Amg<T>>(a, options, prev, same_strength_only);
     }
   });
 }

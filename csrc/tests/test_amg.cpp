@@ -111,6 +111,10 @@ TEST(Amg, ValuesOnlySetupEqualsFullSetup) {
   MB->apply(r.data(), z1.data(), 1, sla::Op::N);
   MR->apply(r.data(), z2.data(), 1, sla::Op::N);
   for (index_t i = 0; i < A.n; ++i) EXPECT_NEAR(z1[i], z2[i], 1e-12 * (1 + std::abs(z1[i])));
+  // Same pattern, other strong connections: with same_strength_only a full setup is done instead.
+  Aniso2d D(60, 1e-3);
+  EXPECT_FALSE(sla::make_amg(D.arrays(), o, MA.get(), true)->values_only());
+  EXPECT_TRUE(sla::make_amg(B.arrays(), o, MA.get(), true)->values_only());
   Aniso2d C(50, 1.0);  // another pattern
   EXPECT_THROW(sla::make_amg(C.arrays(), o, MA.get()), sla::Error);
 }

@@ -26,7 +26,8 @@ from ._logdet import det, diag_inverse, inverse_entries, logdet, selected_invers
 from ._memory import get_memory_budget, set_memory_budget
 from ._operator import LinearOperator, Operator
 from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends
-from ._solve import factorize, solve, spsolve
+from ._amg import AmgHierarchy
+from ._solve import amg_solve, factorize, solve, spsolve
 from ._sparse_tensor import SparseTensor, as_sparse_tensor
 from .errors import (
     BackendUnavailableError,
@@ -46,6 +47,8 @@ __all__ = [
     "BackendInfo",
     "Choice",
     "solve",
+    "amg_solve",
+    "AmgHierarchy",
     "spsolve",
     "eigs",
     "EigsInfo",

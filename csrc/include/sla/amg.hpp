@@ -78,7 +78,9 @@ class AmgPreconditioner : public Preconditioner {
 // and scalar type; the options of `reuse` then apply, except the near-null space and threads), only the
 // numerical parts are recomputed. Throws InvalidArgument (a complex or non-square matrix, bad options,
 // a pattern that differs from reuse's) and SingularMatrix (a zero diagonal or an empty row).
+// same_strength_only: reuse only when the strong connections of level 0 are those of `reuse` (else a full
+// setup: values_only() tells which was done).
 std::unique_ptr<AmgPreconditioner> make_amg(const CsrArrays& a, const AmgOptions& options,
-                                            const AmgPreconditioner* reuse = nullptr);
+                                            const AmgPreconditioner* reuse = nullptr, bool same_strength_only = false);
 
 }  // namespace sla
