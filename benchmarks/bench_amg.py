@@ -55,7 +55,15 @@ def interleaved(fns: dict, repeats: int) -> dict:
 def amg_cg(A0: sla.SparseTensor, b: torch.Tensor, **kw):
     A = A0.with_values(A0.values.clone())  # new values: a fresh setup, nothing cached
     x, info = sla.solve(
-        A, b, method="cg", backend="core", preconditioner="amg", rtol=RTOL, amg_setup="full", return_info=True, **kw
+        A,
+        b,
+        method="cg",
+        backend="core",
+        preconditioner="amg",
+        rtol=RTOL,
+        amg_setup="full",
+        return_info=True,
+        **kw,
     )
     return x, info
 
@@ -85,8 +93,14 @@ def bench_2d(m: int, repeats: int, with_ic0: bool) -> dict:
     fns = {"amg": lambda: amg_cg(A, b)}
     if with_ic0:
         fns["ic0"] = lambda: sla.solve(
-            A.with_values(A.values.clone()), b, method="cg", backend="core", preconditioner="ic0", rtol=RTOL,
-            return_info=True, maxiter=100000,
+            A.with_values(A.values.clone()),
+            b,
+            method="cg",
+            backend="core",
+            preconditioner="ic0",
+            rtol=RTOL,
+            return_info=True,
+            maxiter=100000,
         )
     if pyamg is not None:
         fns["pyamg"] = lambda: pyamg_cg(S, bn)
@@ -113,12 +127,15 @@ def bench_2d(m: int, repeats: int, with_ic0: bool) -> dict:
         out["ratios"].append(ratio_row("IC(0)-CG / AMG-CG", t_ic0, t_amg, ">= 5", lambda r: r >= 5))
     if pyamg is not None:
         t_py, (xp, itp, ocp) = best["pyamg"]
-        out["pyamg"] = {"total_s": t_py, "iterations": itp, "operator_complexity": ocp, "residual": rel_res(S, xp, bn)}
+        out["pyamg"] = {
+            "total_s": t_py,
+            "iterations": itp,
+            "operator_complexity": ocp,
+            "residual": rel_res(S, xp, bn),
+        }
         out["ratios"].append(ratio_row("PyAMG / AMG-CG", t_py, t_amg, ">= 2", lambda r: r >= 2))
     oc = h.operator_complexity
-    out["ratios"].append(
-        {"case": "operator complexity", "ratio": oc, "target": "<= 1.5", "met": oc <= 1.5}
-    )
+    out["ratios"].append({"case": "operator complexity", "ratio": oc, "target": "<= 1.5", "met": oc <= 1.5})
     return out
 
 
@@ -151,7 +168,12 @@ def bench_3d(m: int, repeats: int, with_direct: bool) -> dict:
             "levels": h.levels,
         },
         "ratios": [
-            {"case": "AMG-CG iterations", "ratio": info.iterations, "target": "<= 25", "met": info.iterations <= 25}
+            {
+                "case": "AMG-CG iterations",
+                "ratio": info.iterations,
+                "target": "<= 25",
+                "met": info.iterations <= 25,
+            }
         ],
     }
     if with_direct:
@@ -160,7 +182,12 @@ def bench_3d(m: int, repeats: int, with_direct: bool) -> dict:
         out["ratios"].append(ratio_row("CHOLMOD / AMG-CG", t_d, t_amg, "(reported)", lambda r: True))
     if pyamg is not None:
         t_py, (xp, itp, ocp) = best["pyamg"]
-        out["pyamg"] = {"total_s": t_py, "iterations": itp, "operator_complexity": ocp, "residual": rel_res(S, xp, bn)}
+        out["pyamg"] = {
+            "total_s": t_py,
+            "iterations": itp,
+            "operator_complexity": ocp,
+            "residual": rel_res(S, xp, bn),
+        }
         out["ratios"].append(ratio_row("PyAMG / AMG-CG", t_py, t_amg, ">= 2", lambda r: r >= 2))
     oc = h.operator_complexity
     out["ratios"].append({"case": "operator complexity", "ratio": oc, "target": "<= 1.5", "met": oc <= 1.5})
@@ -176,7 +203,14 @@ def bench_reuse(m: int, repeats: int) -> dict:
         scale[0] *= 1.01  # new values each time (the same strong connections)
         B = A.with_values(A.values * scale[0])
         return sla.solve(
-            B, b, method="cg", backend="core", preconditioner="amg", amg_setup=mode, rtol=RTOL, return_info=True
+            B,
+            b,
+            method="cg",
+            backend="core",
+            preconditioner="amg",
+            amg_setup=mode,
+            rtol=RTOL,
+            return_info=True,
         )[1]
 
     setup("full")  # the hierarchy a values-only setup reuses
@@ -190,7 +224,14 @@ def bench_reuse(m: int, repeats: int) -> dict:
         "problem": f"2D Poisson {m}^2",
         "full_setup_s": full,
         "values_only_setup_s": vo,
-        "ratios": [{"case": "values-only / full setup", "ratio": vo / full, "target": "<= 0.5", "met": vo / full <= 0.5}],
+        "ratios": [
+            {
+                "case": "values-only / full setup",
+                "ratio": vo / full,
+                "target": "<= 0.5",
+                "met": vo / full <= 0.5,
+            }
+        ],
     }
 
 
@@ -234,7 +275,9 @@ def main() -> None:
                     extra = f", {o['iterations']} iterations" if "iterations" in o else ""
                     print(f"  {other}: {o['total_s']:.3f} s{extra}, residual {o['residual']:.1e}")
         else:
-            print(f"  full setup {r['full_setup_s']:.3f} s, values-only setup {r['values_only_setup_s']:.3f} s")
+            print(
+                f"  full setup {r['full_setup_s']:.3f} s, values-only setup {r['values_only_setup_s']:.3f} s"
+            )
         for row in r["ratios"]:
             print(
                 f"  {row['case']}: {row['ratio']:.3g} (target {row['target']}: {'met' if row['met'] else 'NOT met'})"

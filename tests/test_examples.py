@@ -113,3 +113,15 @@ def test_logdet_benchmark_quick_run(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = json.loads(js.read_text())
     assert len(rows) == 2 and all(row["forward_s"] > 0 and row["selected_inverse_s"] > 0 for row in rows)
+
+
+def test_amg_benchmark_quick_run(tmp_path):
+    js = tmp_path / "amg.json"
+    r = run(["benchmarks/bench_amg.py", "--quick", "--json", str(js)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(js.read_text())
+    for key in ("poisson2d", "poisson3d"):
+        a = data[key]["amg"]
+        assert a["residual"] < 1e-7 and a["iterations"] <= 25 and a["operator_complexity"] < 2
+        assert all(row["ratio"] > 0 for row in data[key]["ratios"])
+    assert data["reuse"]["values_only_setup_s"] > 0

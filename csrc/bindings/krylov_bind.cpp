@@ -321,8 +321,8 @@ void bind_amg(nb::module_& m) {
         nb::gil_scoped_release release;
         return std::shared_ptr<AmgPreconditioner>(make_amg(a, o, reuse.get(), same_strength_only));
       },
-      nb::arg("pattern"), nb::arg("values"), nb::arg("strength") = 0.08, nb::arg("cycle") = "V",
-      nb::arg("smoother") = "jacobi", nb::arg("sweeps") = 1, nb::arg("degree") = 2, nb::arg("max_coarse") = 500,
+      nb::arg("pattern"), nb::arg("values"), nb::arg("strength") = 0.02, nb::arg("cycle") = "V",
+      nb::arg("smoother") = "sgs", nb::arg("sweeps") = 1, nb::arg("degree") = 2, nb::arg("max_coarse") = 500,
       nb::arg("max_levels") = 25, nb::arg("near_nullspace").none() = nb::none(), nb::arg("threads") = 1,
       nb::arg("reuse").none() = nb::none(), nb::arg("same_strength_only") = false,
       "Smoothed-aggregation AMG hierarchy of a square real matrix; with reuse (a hierarchy of the same pattern) "

@@ -9,6 +9,8 @@
 #include <mutex>
 #include <sstream>
 
+#include <Eigen/Dense>
+
 #include "krylov_kernels.hpp"
 #include "sla/direct.hpp"
 #include "sla/errors.hpp"
@@ -150,37 +152,74 @@ struct Level {
   double rho = 1.0;
 };
 
+// rho(D^{-1} A), capped by the Gershgorin bound. Symmetric A with a positive diagonal: Lanczos on the
+// symmetric D^{-1/2} A D^{-1/2} (the largest Ritz value of a few steps, accurate from below); otherwise power
+// iteration on D^{-1} A. Both start from a fixed pseudo-random vector with oscillatory components.
 template <class T>
-double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& dinv, int threads) {
-  // Power iteration on D^{-1} A from a fixed pseudo-random start; capped by the Gershgorin bound.
+double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& dinv, bool symmetric, int threads) {
   const index_t n = A.rows;
   double gersh = 0.0;
+  bool positive = true;
   for (index_t i = 0; i < n; ++i) {
     double s = 0.0;
     for (auto q = A.p[i]; q < A.p[i + 1]; ++q) s += std::abs(static_cast<double>(v[q]));
     gersh = std::max(gersh, s * std::abs(static_cast<double>(dinv[i])));
+    positive = positive && dinv[i] > T(0);
   }
   if (n == 0) return 1.0;
-  std::vector<T> x(n), y(n);
+  std::vector<double> x(n), y(n), prev(n, 0.0), dh(n);
+  std::vector<T> xt(n), yt(n);
   std::uint64_t s = 0x9E3779B97F4A7C15ull;
   for (index_t i = 0; i < n; ++i) {
     s = s * 6364136223846793005ull + 1442695040888963407ull;
-    x[i] = static_cast<T>(static_cast<double>(s >> 11) / 9007199254740992.0 + 0.5);
+    x[i] = 2.0 * static_cast<double>(s >> 11) / 9007199254740992.0 - 1.0;
   }
+  auto normalize = [&](std::vector<double>& u) {
+    double nu = 0.0;
+    for (double e : u) nu += e * e;
+    nu = std::sqrt(nu);
+    if (nu > 0.0)
+      for (double& e : u) e /= nu;
+    return nu;
+  };
+  normalize(x);
+  const int steps = static_cast<int>(std::min<index_t>(15, n));
   double est = 0.0;
-  const int iters = 15;
-  for (int it = 0; it < iters; ++it) {
-    spmv(A, v, x.data(), y.data(), threads);
-    double nx = 0.0, ny = 0.0;
-    for (index_t i = 0; i < n; ++i) {
-      y[i] *= dinv[i];
-      nx += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-      ny += static_cast<double>(y[i]) * static_cast<double>(y[i]);
+  if (symmetric && positive) {
+    for (index_t i = 0; i < n; ++i) dh[i] = std::sqrt(static_cast<double>(dinv[i]));
+    std::vector<double> alpha, beta;
+    double b_prev = 0.0;
+    for (int k = 0; k < steps; ++k) {
+      for (index_t i = 0; i < n; ++i) xt[i] = static_cast<T>(x[i] * dh[i]);
+      spmv(A, v, xt.data(), yt.data(), threads);
+      double a = 0.0;
+      for (index_t i = 0; i < n; ++i) y[i] = static_cast<double>(yt[i]) * dh[i], a += y[i] * x[i];
+      for (index_t i = 0; i < n; ++i) y[i] -= a * x[i] + b_prev * prev[i];
+      alpha.push_back(a);
+      const double b = normalize(y);
+      if (!(b > 1e-12 * std::abs(a))) break;
+      beta.push_back(b);
+      prev.swap(x);
+      x.swap(y);
+      b_prev = b;
     }
-    if (!(ny > 0.0)) break;
-    est = std::sqrt(ny / nx);
-    const T scale = static_cast<T>(1.0 / std::sqrt(ny));
-    for (index_t i = 0; i < n; ++i) x[i] = y[i] * scale;
+    const index_t m = static_cast<index_t>(alpha.size());
+    Eigen::VectorXd dg(m), off(std::max<index_t>(m - 1, 0));
+    for (index_t k = 0; k < m; ++k) dg[k] = alpha[k];
+    for (index_t k = 0; k + 1 < m; ++k) off[k] = beta[k];
+    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es;
+    es.computeFromTridiagonal(dg, off, Eigen::EigenvaluesOnly);
+    est = es.eigenvalues().maxCoeff();
+  } else {
+    for (int it = 0; it < steps; ++it) {
+      for (index_t i = 0; i < n; ++i) xt[i] = static_cast<T>(x[i]);
+      spmv(A, v, xt.data(), yt.data(), threads);
+      for (index_t i = 0; i < n; ++i) y[i] = static_cast<double>(yt[i]) * static_cast<double>(dinv[i]);
+      est = normalize(y);
+      if (!(est > 0.0)) break;
+      x.swap(y);
+    }
+    est *= 1.05;  // power iteration approaches from below, slowly
   }
   if (!(est > 0.0) || !std::isfinite(est)) est = gersh;
   return std::min(est, gersh > 0.0 ? gersh : est);
@@ -423,7 +462,7 @@ class Amg final : public AmgPreconditioner {
         L.AT.resize(A.nnz());
         for (index_t q = 0; q < A.nnz(); ++q) L.AT[q] = L.A[s.at_perm[q]];
       }
-      L.rho = spectral_radius_estimate(A, L.A.data(), L.dinv, th);
+      L.rho = spectral_radius_estimate(A, L.A.data(), L.dinv, sym.symmetric, th);
       bool last;
       if (full) {
         last = n <= o.max_coarse || l + 1 >= o.max_levels;

@@ -9,6 +9,7 @@ sla.explain(A, b)           # what backend="auto" picks, and why
 from __future__ import annotations
 
 from . import errors
+from ._amg import AmgHierarchy
 from ._batch import (
     SparseTensorList,
     solve_batch,
@@ -26,7 +27,6 @@ from ._logdet import det, diag_inverse, inverse_entries, logdet, selected_invers
 from ._memory import get_memory_budget, set_memory_budget
 from ._operator import LinearOperator, Operator
 from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends
-from ._amg import AmgHierarchy
 from ._solve import amg_solve, factorize, solve, spsolve
 from ._sparse_tensor import SparseTensor, as_sparse_tensor
 from .errors import (

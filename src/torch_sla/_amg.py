@@ -100,7 +100,12 @@ class TorchAmgCycle:
                 f"amg_smoother: {o['smoother']!r} runs on the core backend only; the torch backend has "
                 f"{', '.join(TORCH_SMOOTHERS)}"
             )
-        self.smoother, self.cycle, self.sweeps, self.degree = o["smoother"], o["cycle"], o["sweeps"], o["degree"]
+        self.smoother, self.cycle, self.sweeps, self.degree = (
+            o["smoother"],
+            o["cycle"],
+            o["sweeps"],
+            o["degree"],
+        )
         H = h.handle
         self.L = []
         nl = H.num_levels
@@ -125,7 +130,7 @@ class TorchAmgCycle:
 
     def _smooth(self, lvl: dict, b: Tensor, x: Tensor | None) -> Tensor:
         A, dinv, rho = lvl["A"], lvl["dinv"], lvl["rho"]
-        for sweep in range(self.sweeps):
+        for _ in range(self.sweeps):
             zero = x is None
             if self.smoother == "jacobi":
                 w = 4.0 / (3.0 * rho)
@@ -165,13 +170,14 @@ class TorchAmgCycle:
         return self._smooth(lvl, b, x)
 
 
-def amg_options(opts, dtype: torch.dtype) -> dict:
-    """The AMG part of validated KrylovOptions, as the core takes it."""
+def amg_options(opts, dtype: torch.dtype, auto_smoother: str) -> dict:
+    """The AMG part of validated KrylovOptions, as the core takes it (``amg_smoother="auto"`` is
+    ``auto_smoother``, the backend's choice)."""
     return {
         "dtype": dtype,
         "strength": opts.amg_strength,
         "cycle": opts.amg_cycle,
-        "smoother": opts.amg_smoother,
+        "smoother": auto_smoother if opts.amg_smoother == "auto" else opts.amg_smoother,
         "sweeps": opts.amg_sweeps,
         "degree": opts.amg_degree,
         "max_coarse": opts.amg_max_coarse,
@@ -179,12 +185,14 @@ def amg_options(opts, dtype: torch.dtype) -> dict:
     }
 
 
-def build_amg(pattern, values: Tensor, opts, *, near_nullspace=None) -> AmgHierarchy:
+def build_amg(
+    pattern, values: Tensor, opts, *, near_nullspace=None, auto_smoother: str = "sgs"
+) -> AmgHierarchy:
     """The hierarchy of the matrix (pattern, values (nnz,)): set up on the CPU by the core, reusing the
     aggregates of the hierarchy kept on the pattern as ``amg_setup`` says (see the module docstring)."""
     if values.is_complex():
         raise InvalidArgumentError(f"preconditioner: 'amg' needs a real matrix, got dtype {values.dtype}")
-    o = amg_options(opts, values.dtype)
+    o = amg_options(opts, values.dtype, auto_smoother)
     key = ("amg", values.dtype, o["strength"], o["max_coarse"])
     prev = pattern._cache.get(key) if o["setup"] != "full" else None
     if o["setup"] == "values-only" and prev is None:

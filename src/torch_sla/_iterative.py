@@ -234,13 +234,19 @@ class TorchKrylovBackend(KrylovBackend):
                 f"preconditioner: {name!r} needs every diagonal entry of A to be stored"
             )
         if name == "amg":  # set up by the core on the CPU; the cycle runs with torch ops on A's device
-            if solver.opts.amg_smoother not in ("jacobi", "chebyshev"):
+            if solver.opts.amg_smoother not in ("auto", "jacobi", "chebyshev"):
                 raise InvalidArgumentError(
                     f"amg_smoother: {solver.opts.amg_smoother!r} runs on the core backend only; the torch "
                     "backend has 'jacobi' and 'chebyshev'"
                 )
             return [
-                build_amg(solver.pattern, v, solver.opts, near_nullspace=solver.opts.amg_near_nullspace)
+                build_amg(
+                    solver.pattern,
+                    v,
+                    solver.opts,
+                    near_nullspace=solver.opts.amg_near_nullspace,
+                    auto_smoother="chebyshev",  # parallel: the symmetric Gauss-Seidel sweeps are sequential
+                )
                 for v in solver.values
             ]
         return name  # built per member and operator in solve_member (cheap, and Chebyshev needs op(A))
@@ -312,7 +318,7 @@ class KrylovSolver:
         spec = opts.preconditioner
         if isinstance(spec, str) and spec == "auto":
             spec = choice.preconditioner if choice.preconditioner is not None else "none"
-        if cache and isinstance(spec, str):
+        if cache and isinstance(spec, str) and not (spec == "amg" and opts.amg_near_nullspace is not None):
             # A named preconditioner is built once per values of A (kept on A until they change in place
             # or are replaced) and shared by later solves: repeated solves skip its setup.
             key = ("preconditioner", self.backend.name, spec, opts.omega, opts.degree)
@@ -325,7 +331,6 @@ class KrylovSolver:
                     opts.amg_degree,
                     opts.amg_max_coarse,
                     opts.amg_setup,
-                    None if opts.amg_near_nullspace is None else id(opts.amg_near_nullspace),
                 )
             t0 = time.perf_counter()
             self.preconditioner_name, self.precond = A.values_cached(key, lambda: self._preconditioner(spec))

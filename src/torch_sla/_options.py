@@ -34,8 +34,8 @@ class KrylovOptions:
     omega: float = 1.0
     degree: int = 4
     amg_cycle: str = "V"
-    amg_smoother: str = "jacobi"
-    amg_strength: float = 0.08
+    amg_smoother: str = "auto"
+    amg_strength: float = 0.02
     amg_sweeps: int = 1
     amg_degree: int = 2
     amg_max_coarse: int = 500
@@ -109,9 +109,9 @@ class KrylovOptions:
         o.return_info = bool(o.return_info)
         if o.amg_cycle not in ("V", "W"):
             raise InvalidArgumentError(f"amg_cycle: expected 'V' or 'W', got {o.amg_cycle!r}")
-        if o.amg_smoother not in ("jacobi", "chebyshev", "sgs"):
+        if o.amg_smoother not in ("auto", "jacobi", "chebyshev", "sgs"):
             raise InvalidArgumentError(
-                f"amg_smoother: expected 'jacobi', 'chebyshev' or 'sgs', got {o.amg_smoother!r}"
+                f"amg_smoother: expected 'auto', 'jacobi', 'chebyshev' or 'sgs', got {o.amg_smoother!r}"
             )
         o.amg_strength = as_float(o.amg_strength, "amg_strength", lo=0.0, hi=1.0, open_hi=True)
         o.amg_sweeps = as_int(o.amg_sweeps, "amg_sweeps", lo=1, hi=100)

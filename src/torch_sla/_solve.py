@@ -139,8 +139,10 @@ def amg_solve(A, b: torch.Tensor, *, accel: str = "cg", backend: str = "core", *
     the default; "minres", "gmres" or "bicgstab" otherwise). ``backend``: "core" (C++ cycle, CPU) or
     "torch" (the hierarchy exported to A's device, cycled with torch ops; setup stays on the CPU).
     ``options``: those of :func:`solve` for iterative methods, among them ``amg_cycle`` ("V" or "W"),
-    ``amg_smoother`` ("jacobi", "chebyshev", or "sgs" on the core backend), ``amg_strength``
-    (strength-of-connection threshold, 0.08), ``amg_sweeps`` (1), ``amg_degree`` (Chebyshev, 2),
+    ``amg_smoother`` ("auto": symmetric Gauss-Seidel "sgs" on the core backend, "chebyshev" on
+    torch; "jacobi", "chebyshev", or "sgs" on the core backend only), ``amg_strength``
+    (strength-of-connection threshold: j is a strong neighbour of i when
+    ``|a_ij| >= amg_strength * sqrt(|a_ii a_jj|)``, 0.02), ``amg_sweeps`` (1), ``amg_degree`` (Chebyshev, 2),
     ``amg_max_coarse`` (direct solve at or below this size, 500), ``amg_near_nullspace`` (a vector, the
     constant by default) and ``amg_setup`` ("auto": reuse the aggregates of the last hierarchy of A's
     pattern when its strong connections are unchanged; "values-only"; "full"). Differentiable like

@@ -29,9 +29,9 @@ enum class AmgCycle { V, W };
 enum class AmgSmoother { Jacobi, Chebyshev, SGS };
 
 struct AmgOptions {
-  double strength = 0.08;                  // theta in [0, 1)
+  double strength = 0.02;                  // theta in [0, 1)
   AmgCycle cycle = AmgCycle::V;
-  AmgSmoother smoother = AmgSmoother::Jacobi;
+  AmgSmoother smoother = AmgSmoother::SGS;
   int sweeps = 1;                          // pre- and post-smoothing sweeps (>= 1)
   int degree = 2;                          // Chebyshev polynomial degree (>= 1)
   index_t max_coarse = 500;                // direct solve at or below this many rows (>= 1)
