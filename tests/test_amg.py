@@ -103,8 +103,9 @@ def test_jumping_coefficients():
 
 
 def test_grid_independence():
-    small = amg_cg(poisson2d(60), amg_max_coarse=40, amg_setup="full")
-    large = amg_cg(poisson2d(240), amg_max_coarse=40, amg_setup="full")
+    # n = 250^2 against 1000^2 (a few seconds: the large matrix is built from its stencil directly)
+    small = amg_cg(poisson2d(250), amg_setup="full")
+    large = amg_cg(poisson2d(1000), amg_setup="full")
     assert large.iterations <= 1.5 * small.iterations, (small.iterations, large.iterations)
     assert len(large.hierarchy.levels) > len(small.hierarchy.levels)
 
@@ -123,38 +124,21 @@ def test_other_krylov_methods(method):
 @pytest.mark.parametrize("smoother", ["jacobi", "chebyshev"])
 @pytest.mark.parametrize("cycle", ["V", "W"])
 def test_torch_cycle_equals_core_cycle(smoother, cycle):
-    A = poisson2d(40)
-    x0, info = sla.solve(
-        A,
-        torch.ones(1600, dtype=F64),
-        method="cg",
-        backend="core",
-        preconditioner="amg",
-        amg_smoother=smoother,
-        amg_cycle=cycle,
-        amg_max_coarse=30,
-        return_info=True,
-    )
+    A = poisson2d(24)
+    n = A.shape[0]
+    kw = dict(method="cg", preconditioner="amg", amg_smoother=smoother, amg_cycle=cycle, amg_max_coarse=20)
+    x0, info = sla.solve(A, torch.ones(n, dtype=F64), backend="core", return_info=True, **kw)
     h = info.hierarchy
-    r = torch.randn(1600, 3, dtype=F64)
+    assert len(h.levels) >= 3
+    r = torch.randn(n, 3, dtype=F64)
     z = torch.empty_like(r)
     h.handle.apply(r, z, "N")
     zt = h.torch_cycle("cpu", False)(r)
     torch.testing.assert_close(zt, z, rtol=1e-12, atol=1e-12)
-    # and through the torch backend's solve
-    x1, i1 = sla.solve(
-        A,
-        torch.ones(1600, dtype=F64),
-        method="cg",
-        backend="torch",
-        preconditioner="amg",
-        amg_smoother=smoother,
-        amg_cycle=cycle,
-        amg_max_coarse=30,
-        return_info=True,
-    )
-    assert i1.converged and abs(i1.iterations - info.iterations) <= 1
-    torch.testing.assert_close(x1, x0, rtol=1e-6, atol=1e-8)
+    if cycle == "V":  # and through the torch backend's solve
+        x1, i1 = sla.solve(A, torch.ones(n, dtype=F64), backend="torch", return_info=True, **kw)
+        assert i1.converged and abs(i1.iterations - info.iterations) <= 1
+        torch.testing.assert_close(x1, x0, rtol=1e-6, atol=1e-8)
 
 
 def test_transposed_cycle_on_a_nonsymmetric_matrix():
@@ -223,6 +207,7 @@ def test_values_only_reuse_and_report():
     one = torch.ones(60, 60, dtype=F64)
     C = grid2d(60, 1e-3 * one, one)
     assert not amg_cg(C, amg_max_coarse=40).hierarchy.values_only
+    assert any("hierarchy of this pattern is kept" in r for r in sla.explain(A, method="cg").reasons)
     text = str(full.hierarchy)
     assert "operator complexity" in text and "grid complexity" in text and "(direct)" in text
     assert full.solve_time > 0

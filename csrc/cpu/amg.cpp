@@ -176,24 +176,34 @@ double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& 
   }
   auto normalize = [&](std::vector<double>& u) {
     double nu = 0.0;
-    for (double e : u) nu += e * e;
+#pragma omp parallel for schedule(static) reduction(+ : nu) num_threads(clamp_threads(threads)) if (n > 20000)
+    for (index_t i = 0; i < n; ++i) nu += u[i] * u[i];
     nu = std::sqrt(nu);
-    if (nu > 0.0)
-      for (double& e : u) e /= nu;
+    if (nu > 0.0) {
+      const double inv = 1.0 / nu;
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
+      for (index_t i = 0; i < n; ++i) u[i] *= inv;
+    }
     return nu;
   };
   normalize(x);
-  const int steps = static_cast<int>(std::min<index_t>(15, n));
+  const int steps = static_cast<int>(std::min<index_t>(12, n));
   double est = 0.0;
   if (symmetric && positive) {
     for (index_t i = 0; i < n; ++i) dh[i] = std::sqrt(static_cast<double>(dinv[i]));
     std::vector<double> alpha, beta;
     double b_prev = 0.0;
     for (int k = 0; k < steps; ++k) {
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
       for (index_t i = 0; i < n; ++i) xt[i] = static_cast<T>(x[i] * dh[i]);
       spmv(A, v, xt.data(), yt.data(), threads);
       double a = 0.0;
-      for (index_t i = 0; i < n; ++i) y[i] = static_cast<double>(yt[i]) * dh[i], a += y[i] * x[i];
+#pragma omp parallel for schedule(static) reduction(+ : a) num_threads(clamp_threads(threads)) if (n > 20000)
+      for (index_t i = 0; i < n; ++i) {
+        y[i] = static_cast<double>(yt[i]) * dh[i];
+        a += y[i] * x[i];
+      }
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
       for (index_t i = 0; i < n; ++i) y[i] -= a * x[i] + b_prev * prev[i];
       alpha.push_back(a);
       const double b = normalize(y);
@@ -444,14 +454,15 @@ class Amg final : public AmgPreconditioner {
       // Inverse diagonal (every diagonal entry stored and nonzero).
       L.dinv.assign(n, T(0));
       std::vector<T> diag(n, T(0));
-      for (index_t i = 0; i < n; ++i) {
-        bool found = false;
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+      for (index_t i = 0; i < n; ++i)
         for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
-          if (A.j[q] == i) diag[i] = L.A[q], found = true;
-        if (!found || diag[i] == T(0) || !std::isfinite(static_cast<double>(diag[i]))) {
+          if (A.j[q] == i) diag[i] = L.A[q];
+      for (index_t i = 0; i < n; ++i) {
+        if (diag[i] == T(0) || !std::isfinite(static_cast<double>(diag[i]))) {
           if (l == 0)
-            fail(ErrorKind::SingularMatrix, "amg: needs a nonzero diagonal; A[", i, ", ", i, "] is ",
-                 found ? "0 or not finite" : "not stored");
+            fail(ErrorKind::SingularMatrix, "amg: needs a nonzero finite diagonal; A[", i, ", ", i,
+                 "] is 0, not finite or not stored");
           fail(ErrorKind::SingularMatrix, "amg: the coarse operator of level ", l, " has a zero diagonal at row ", i,
                " (is A positive definite, or the near-null space right?)");
         }
