@@ -414,15 +414,31 @@ class Amg final : public AmgPreconditioner {
     });
   }
 
-  static bool numerically_symmetric(const Pat& A, const std::vector<T>& v) {
-    std::vector<std::int64_t> perm;
-    PatPtr t = transpose_pattern(A, perm);
-    if (t->p != A.p || t->j != A.j) return false;
-    for (index_t q = 0; q < A.nnz(); ++q) {
-      const double x = static_cast<double>(v[q]), y = static_cast<double>(v[perm[q]]);
-      if (std::abs(x - y) > 1e-12 * std::max(std::abs(x), std::abs(y))) return false;
+  // A == A^T (pattern and values, to a relative 1e-12): each entry above the diagonal is looked up in the
+  // sorted row of its column, in parallel, without building the transpose.
+  bool numerically_symmetric(const Pat& A, const std::vector<T>& v) const {
+    bool sym = true;
+#pragma omp parallel for schedule(static) reduction(&& : sym) num_threads(clamp_threads(threads_)) if (A.rows > 20000)
+    for (index_t i = 0; i < A.rows; ++i) {
+      if (!sym) continue;
+      for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+        const J c = A.j[q];
+        if (c == i) continue;
+        const J* beg = A.j.data() + A.p[c];
+        const J* end = A.j.data() + A.p[c + 1];
+        const J* hit = std::lower_bound(beg, end, static_cast<J>(i));
+        if (hit == end || *hit != i) {
+          sym = false;
+          break;
+        }
+        const double x = static_cast<double>(v[q]), y = static_cast<double>(v[hit - A.j.data()]);
+        if (std::abs(x - y) > 1e-12 * std::max(std::abs(x), std::abs(y))) {
+          sym = false;
+          break;
+        }
+      }
     }
-    return true;
+    return sym;
   }
 
   void build(std::vector<T> v0, const void* near_nullspace, bool full) {
