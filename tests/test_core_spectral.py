@@ -97,9 +97,7 @@ def test_allow_singular(dtype):
         idx = np.zeros(1, dtype=np.int64)
         with pytest.raises(errors.SingularMatrixError, match="zero pivot"):
             num.inverse_entries(idx, idx, np.empty(1, dtype=dtype))
-        batch = _C.factorize_batch(
-            sym, np.stack([values, 2 * values + np.array([1, 0, 0, 1])]), allow_singular=True
-        )
+        batch = _C.factorize_batch(sym, np.stack([values, 2 * values + np.array([1, 0, 0, 1])]), allow_singular=True)
         assert batch[0].slogdet()[1] == -math.inf and batch[1].slogdet()[1] == pytest.approx(math.log(5.0))
     sym = _C.analyze("suitesparse", "cholesky", dtype, 2, 2, crow, col)
     with pytest.raises(errors.NotPositiveDefiniteError):
