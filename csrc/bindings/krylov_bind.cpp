@@ -2,13 +2,18 @@
 #include <nanobind/stl/function.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <optional>
 
 #include <memory>
 #include <string>
 #include <type_traits>
 
 #include "common.hpp"
+#include "sla/amg.hpp"
 #include "sla/krylov.hpp"
 
 namespace sla::bind {
@@ -224,6 +229,106 @@ nb::list krylov_solve_batch_py(const std::string& method, const CsrPattern& patt
   return out;
 }
 
+AmgCycle parse_cycle(const std::string& s) {
+  if (s == "V") return AmgCycle::V;
+  if (s == "W") return AmgCycle::W;
+  fail(ErrorKind::InvalidArgument, "amg_cycle: expected 'V' or 'W', got '", s, "'");
+}
+
+AmgSmoother parse_smoother(const std::string& s) {
+  if (s == "jacobi") return AmgSmoother::Jacobi;
+  if (s == "chebyshev") return AmgSmoother::Chebyshev;
+  if (s == "sgs") return AmgSmoother::SGS;
+  fail(ErrorKind::InvalidArgument, "amg_smoother: expected 'jacobi', 'chebyshev' or 'sgs', got '", s, "'");
+}
+
+// Copy a matrix of the hierarchy into caller-allocated arrays (int64 indptr, int32 indices, values).
+void export_matrix(const AmgPreconditioner& M, int level, const std::string& which, OutArray& indptr, OutArray& indices,
+                   OutArray& values) {
+  if (which.size() != 1) fail(ErrorKind::InvalidArgument, "which: expected 'A', 'T', 'P' or 'R'");
+  const AmgCsr a = M.matrix(level, which[0]);
+  check_output(indptr, "indptr", 1);
+  check_output(indices, "indices", 1);
+  check_output(values, "values", 1);
+  if (static_cast<index_t>(indptr.shape(0)) != a.n_rows + 1 || static_cast<index_t>(indices.shape(0)) != a.nnz() ||
+      static_cast<index_t>(values.shape(0)) != a.nnz())
+    fail(ErrorKind::InvalidArgument, "indptr: sizes do not match the matrix (", a.n_rows + 1, ", ", a.nnz(), ")");
+  if (indptr.dtype() != nb::dtype<std::int64_t>() || indices.dtype() != nb::dtype<std::int32_t>() ||
+      scalar_of(values, "values") != M.scalar())
+    fail(ErrorKind::InvalidArgument, "indptr: expected int64 indptr, int32 indices and values of dtype ",
+         scalar_name(M.scalar()));
+  std::memcpy(indptr.data(), a.indptr, sizeof(std::int64_t) * (a.n_rows + 1));
+  std::memcpy(indices.data(), a.indices, sizeof(std::int32_t) * a.nnz());
+  std::memcpy(values.data(), a.values, (M.scalar() == ScalarType::Float32 ? 4 : 8) * a.nnz());
+}
+
+void bind_amg(nb::module_& m) {
+  nb::class_<AmgPreconditioner, Preconditioner>(m, "AmgPreconditioner",
+                                                "A smoothed-aggregation AMG hierarchy (a Preconditioner).")
+      .def_prop_ro("num_levels", &AmgPreconditioner::num_levels)
+      .def_prop_ro("operator_complexity", &AmgPreconditioner::operator_complexity)
+      .def_prop_ro("grid_complexity", &AmgPreconditioner::grid_complexity)
+      .def_prop_ro("setup_seconds", &AmgPreconditioner::setup_seconds)
+      .def_prop_ro("values_only", &AmgPreconditioner::values_only)
+      .def_prop_ro("symmetric", &AmgPreconditioner::symmetric)
+      .def("describe", &AmgPreconditioner::describe)
+      .def("spectral_radius", &AmgPreconditioner::spectral_radius, nb::arg("level"))
+      .def(
+          "level_shape",
+          [](const AmgPreconditioner& M, int level, const std::string& which) {
+            if (which.size() != 1) fail(ErrorKind::InvalidArgument, "which: expected 'A', 'T', 'P' or 'R'");
+            const AmgCsr a = M.matrix(level, which[0]);
+            return nb::make_tuple(a.n_rows, a.n_cols, a.nnz());
+          },
+          nb::arg("level"), nb::arg("which"))
+      .def("export_matrix", &export_matrix, nb::arg("level"), nb::arg("which"), nb::arg("indptr"), nb::arg("indices"),
+           nb::arg("values"))
+      .def(
+          "export_inv_diag",
+          [](const AmgPreconditioner& M, int level, OutArray& out) {
+            check_output(out, "out", 1);
+            const index_t n = M.matrix(level, 'A').n_rows;
+            if (static_cast<index_t>(out.shape(0)) != n || scalar_of(out, "out") != M.scalar())
+              fail(ErrorKind::InvalidArgument, "out: expected ", n, " values of dtype ", scalar_name(M.scalar()));
+            std::memcpy(out.data(), M.inv_diag(level), (M.scalar() == ScalarType::Float32 ? 4 : 8) * n);
+          },
+          nb::arg("level"), nb::arg("out"));
+
+  m.def(
+      "make_amg",
+      [](const CsrPattern& pattern, const Array& values, double strength, const std::string& cycle,
+         const std::string& smoother, int sweeps, int degree, index_t max_coarse, int max_levels,
+         const std::optional<Array>& near_nullspace, int threads,
+         const std::shared_ptr<AmgPreconditioner>& reuse, bool same_strength_only) -> std::shared_ptr<AmgPreconditioner> {
+        const CsrArrays a = csr_from(pattern, values);
+        AmgOptions o;
+        o.strength = strength;
+        o.cycle = parse_cycle(cycle);
+        o.smoother = parse_smoother(smoother);
+        o.sweeps = sweeps;
+        o.degree = degree;
+        o.max_coarse = max_coarse;
+        o.max_levels = max_levels;
+        o.threads = threads;
+        if (near_nullspace) {
+          check_array(*near_nullspace, "near_nullspace", 1);
+          if (static_cast<index_t>(near_nullspace->shape(0)) != a.n_rows ||
+              scalar_of(*near_nullspace, "near_nullspace") != a.scalar)
+            fail(ErrorKind::InvalidArgument, "near_nullspace: expected ", a.n_rows, " values of dtype ",
+                 scalar_name(a.scalar));
+          o.near_nullspace = near_nullspace->data();
+        }
+        nb::gil_scoped_release release;
+        return std::shared_ptr<AmgPreconditioner>(make_amg(a, o, reuse.get(), same_strength_only));
+      },
+      nb::arg("pattern"), nb::arg("values"), nb::arg("strength") = 0.02, nb::arg("cycle") = "V",
+      nb::arg("smoother") = "sgs", nb::arg("sweeps") = 1, nb::arg("degree") = 2, nb::arg("max_coarse") = 500,
+      nb::arg("max_levels") = 25, nb::arg("near_nullspace").none() = nb::none(), nb::arg("threads") = 1,
+      nb::arg("reuse").none() = nb::none(), nb::arg("same_strength_only") = false,
+      "Smoothed-aggregation AMG hierarchy of a square real matrix; with reuse (a hierarchy of the same pattern) "
+      "a values-only setup that keeps its aggregates and patterns.");
+}
+
 }  // namespace
 
 void bind_krylov(nb::module_& m) {
@@ -325,6 +430,7 @@ void bind_krylov(nb::module_& m) {
       "thread; otherwise one after the other on `threads` threads. preconds: None, or one Preconditioner (or "
       "None) per member. No progress callback: members report at the end, as a list of B dicts like "
       "krylov_solve's. Errors name the first member that failed: 'batch member i: ...'.");
+  bind_amg(m);
 }
 
 }  // namespace sla::bind

@@ -9,6 +9,7 @@ sla.explain(A, b)           # what backend="auto" picks, and why
 from __future__ import annotations
 
 from . import errors
+from ._amg import AmgHierarchy
 from ._batch import (
     SparseTensorList,
     solve_batch,
@@ -29,7 +30,7 @@ from ._memory import get_memory_budget, set_memory_budget
 from ._nonlinear import NonlinearInfo, nonlinear_solve
 from ._operator import LinearOperator, Operator
 from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends
-from ._solve import factorize, solve, spsolve
+from ._solve import amg_solve, factorize, solve, spsolve
 from ._sparse_tensor import SparseTensor, as_sparse_tensor
 from .errors import (
     BackendUnavailableError,
@@ -49,6 +50,8 @@ __all__ = [
     "BackendInfo",
     "Choice",
     "solve",
+    "amg_solve",
+    "AmgHierarchy",
     "spsolve",
     "eigs",
     "EigsInfo",

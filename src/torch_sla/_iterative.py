@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 from typing import Any
 
 import torch
 
 from . import _krylov_torch as kt
+from ._amg import AmgHierarchy, build_amg
 from ._autograd import LinearSolve, pattern_jvp, pattern_vjp, solve_through
 from ._checks import core_array, dtype_name, is_wrapped, plain, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
@@ -37,6 +39,9 @@ class SolveInfo:
     reason: str = "converged"
     residual_history: list[float] = dataclasses.field(default_factory=list)
     adjoint: SolveInfo | None = None
+    setup_time: float = 0.0  # seconds building the preconditioner for this solve (0: reused)
+    solve_time: float = 0.0  # seconds in the Krylov iterations
+    hierarchy: AmgHierarchy | None = None  # preconditioner="amg": the hierarchy (of the first member)
 
     def _merge(self, d: dict) -> None:
         """Fold one batch member's result into this summary (worst case wins)."""
@@ -114,7 +119,7 @@ class CoreKrylovBackend(KrylovBackend):
 
     name = "core"
     devices = ("cpu",)
-    preconditioners = ("jacobi", "ssor", "ic0", "ilu0")
+    preconditioners = ("jacobi", "ssor", "ic0", "ilu0", "amg")
     general_preconditioner = "ilu0"
     priority = {"cpu": 0}
 
@@ -123,10 +128,16 @@ class CoreKrylovBackend(KrylovBackend):
             return False, f"the C++ core failed to import: {IMPORT_ERROR}"
         return (
             True,
-            "C++ Krylov solvers (OpenMP, fused kernels, int32 indices); jacobi/ssor/ic0/ilu0 preconditioners",
+            "C++ Krylov solvers (OpenMP, fused kernels, int32 indices); jacobi/ssor/ic0/ilu0/amg "
+            "preconditioners",
         )
 
     def build_preconditioners(self, solver: KrylovSolver, name: str) -> Any:
+        if name == "amg":
+            return [
+                build_amg(solver.pattern, v, solver.opts, near_nullspace=solver.opts.amg_near_nullspace)
+                for v in solver.values
+            ]
         handle = solver.pattern.core_handle()
         threads = torch.get_num_threads()
         C = core()
@@ -151,7 +162,7 @@ class CoreKrylovBackend(KrylovBackend):
             core_array(values),
             core_array(b),
             core_array(x),
-            list(pre) if kind == "named" else None,
+            [_core_precond(p) for p in pre] if kind == "named" else None,
             op,
             o.rtol,
             o.atol,
@@ -173,7 +184,7 @@ class CoreKrylovBackend(KrylovBackend):
         kind, pre = solver.precond
         M = None
         if kind == "named":
-            M = pre[i]
+            M = _core_precond(pre[i])
         elif kind == "callable":
             M = C.callable_preconditioner(pre, dtype_name(b.dtype), solver.n)
         o = solver.opts
@@ -198,18 +209,23 @@ class CoreKrylovBackend(KrylovBackend):
         return x, d
 
 
+def _core_precond(p):
+    return p.handle if isinstance(p, AmgHierarchy) else p
+
+
 class TorchKrylovBackend(KrylovBackend):
     """Krylov solvers written with torch ops (any device), on the operator protocol."""
 
     name = "torch"
     devices = ("cpu", "cuda", "mps", "xpu")
-    preconditioners = ("jacobi", "chebyshev")
+    preconditioners = ("jacobi", "chebyshev", "amg")
     priority = {"cpu": 1, "cuda": 0, "mps": 0, "xpu": 0}
 
     def availability(self) -> tuple[bool, str]:
         return (
             True,
-            "PyTorch-native Krylov solvers on any device; jacobi/chebyshev preconditioners; matrix-free",
+            "PyTorch-native Krylov solvers on any device; jacobi/chebyshev/amg preconditioners (amg: set up "
+            "on the CPU, cycled on the device); matrix-free",
         )
 
     def build_preconditioners(self, solver: KrylovSolver, name: str) -> Any:
@@ -217,6 +233,22 @@ class TorchKrylovBackend(KrylovBackend):
             raise InvalidArgumentError(
                 f"preconditioner: {name!r} needs every diagonal entry of A to be stored"
             )
+        if name == "amg":  # set up by the core on the CPU; the cycle runs with torch ops on A's device
+            if solver.opts.amg_smoother not in ("auto", "jacobi", "chebyshev"):
+                raise InvalidArgumentError(
+                    f"amg_smoother: {solver.opts.amg_smoother!r} runs on the core backend only; the torch "
+                    "backend has 'jacobi' and 'chebyshev'"
+                )
+            return [
+                build_amg(
+                    solver.pattern,
+                    v,
+                    solver.opts,
+                    near_nullspace=solver.opts.amg_near_nullspace,
+                    auto_smoother="chebyshev",  # parallel: the symmetric Gauss-Seidel sweeps are sequential
+                )
+                for v in solver.values
+            ]
         return name  # built per member and operator in solve_member (cheap, and Chebyshev needs op(A))
 
     def _preconditioner(self, solver: KrylovSolver, i: int, A_op, op: str):
@@ -225,6 +257,8 @@ class TorchKrylovBackend(KrylovBackend):
             return None
         if kind == "callable":
             return pre
+        if not isinstance(pre, str):  # AMG hierarchies, one per member
+            return pre[i].torch_cycle(solver.values.device, op == "H")
         diag = solver.values[i][solver.pattern.diag_positions]
         jac = kt.JacobiPreconditioner(diag.conj() if op == "H" else diag)
         if pre == "jacobi":
@@ -288,16 +322,29 @@ class KrylovSolver:
         spec = opts.preconditioner
         if isinstance(spec, str) and spec == "auto":
             spec = choice.preconditioner if choice.preconditioner is not None else "none"
-        if cache and isinstance(spec, str):
+        if cache and isinstance(spec, str) and not (spec == "amg" and opts.amg_near_nullspace is not None):
             # A named preconditioner is built once per values of A (kept on A until they change in place
             # or are replaced) and shared by later solves: repeated solves skip its setup.
             key = ("preconditioner", self.backend.name, spec, opts.omega, opts.degree)
+            if spec == "amg":
+                key += (
+                    opts.amg_cycle,
+                    opts.amg_smoother,
+                    opts.amg_strength,
+                    opts.amg_sweeps,
+                    opts.amg_degree,
+                    opts.amg_max_coarse,
+                    opts.amg_setup,
+                )
+            t0 = time.perf_counter()
             self.preconditioner_name, self.precond = A.values_cached(key, lambda: self._preconditioner(spec))
         else:
+            t0 = time.perf_counter()
             self.preconditioner_name, self.precond = self._preconditioner(spec)
-        self.info = SolveInfo(self.method, self.backend.name, self.preconditioner_name)
-        self._adjoint_values = None
+        self.setup_time = time.perf_counter() - t0
         self._forward_done = False
+        self.info = self._new_info()
+        self._adjoint_values = None
 
     def _preconditioner(self, spec) -> tuple[str, tuple[str, Any]]:
         if (
@@ -331,6 +378,15 @@ class KrylovSolver:
             )
         return spec, ("named", self.backend.build_preconditioners(self, spec))
 
+    def _new_info(self) -> SolveInfo:
+        info = SolveInfo(self.method, self.backend.name, self.preconditioner_name)
+        kind, pre = self.precond
+        if kind == "named" and isinstance(pre, list) and pre and isinstance(pre[0], AmgHierarchy):
+            info.hierarchy = pre[0]
+        if not self._forward_done:
+            info.setup_time = self.setup_time
+        return info
+
     def operator_values(self, op: str) -> tuple[Any, torch.Tensor]:
         """Pattern and (B, nnz) values of op(A)."""
         if op == "N" or self.method in HERMITIAN_KRYLOV:  # Hermitian methods: A^H = A (checked by choose)
@@ -343,11 +399,8 @@ class KrylovSolver:
 
     def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
         # The forward solve fills the info made in __init__, every later (adjoint) solve a new one.
-        info = (
-            SolveInfo(self.method, self.backend.name, self.preconditioner_name)
-            if self._forward_done
-            else self.info
-        )
+        info = self._new_info() if self._forward_done else self.info
+        t0 = time.perf_counter()
         if self.n == 0 or b.shape[0] == 0 or b.shape[-1] == 0:  # empty: nothing to iterate on
             out = torch.zeros_like(b)
         else:
@@ -368,6 +421,7 @@ class KrylovSolver:
                 for i in range(b.shape[0]):
                     out[i], d = self.backend.solve_member(self, i, b[i], None if x0 is None else x0[i], op)
                     info._merge(d)
+        info.solve_time = time.perf_counter() - t0
         if not self._forward_done:  # the first call is the forward solve, later ones are backward's
             self.info, self._forward_done = info, True
             _report(info, self.opts.on_fail, "solve")

@@ -33,6 +33,14 @@ class KrylovOptions:
     check_every: int = 10
     omega: float = 1.0
     degree: int = 4
+    amg_cycle: str = "V"
+    amg_smoother: str = "auto"
+    amg_strength: float = 0.02
+    amg_sweeps: int = 1
+    amg_degree: int = 2
+    amg_max_coarse: int = 500
+    amg_setup: str = "auto"
+    amg_near_nullspace: Any = None
 
     FIELDS = (
         "rtol",
@@ -47,6 +55,14 @@ class KrylovOptions:
         "check_every",
         "omega",
         "degree",
+        "amg_cycle",
+        "amg_smoother",
+        "amg_strength",
+        "amg_sweeps",
+        "amg_degree",
+        "amg_max_coarse",
+        "amg_setup",
+        "amg_near_nullspace",
     )
 
     @classmethod
@@ -91,6 +107,27 @@ class KrylovOptions:
                 f"callback: expected a callable (iteration, residual) or None, got {o.callback!r}"
             )
         o.return_info = bool(o.return_info)
+        if o.amg_cycle not in ("V", "W"):
+            raise InvalidArgumentError(f"amg_cycle: expected 'V' or 'W', got {o.amg_cycle!r}")
+        if o.amg_smoother not in ("auto", "jacobi", "chebyshev", "sgs"):
+            raise InvalidArgumentError(
+                f"amg_smoother: expected 'auto', 'jacobi', 'chebyshev' or 'sgs', got {o.amg_smoother!r}"
+            )
+        o.amg_strength = as_float(o.amg_strength, "amg_strength", lo=0.0, hi=1.0, open_hi=True)
+        o.amg_sweeps = as_int(o.amg_sweeps, "amg_sweeps", lo=1, hi=100)
+        o.amg_degree = as_int(o.amg_degree, "amg_degree", lo=1, hi=100)
+        o.amg_max_coarse = as_int(o.amg_max_coarse, "amg_max_coarse", lo=1, hi=100000)
+        if o.amg_setup not in ("auto", "full", "values-only"):
+            raise InvalidArgumentError(
+                f"amg_setup: expected 'auto', 'full' or 'values-only', got {o.amg_setup!r}"
+            )
+        if o.amg_near_nullspace is not None:
+            ns = torch.as_tensor(o.amg_near_nullspace)
+            if ns.dim() != 1 or ns.is_complex() or not bool(torch.isfinite(ns).all()):
+                raise InvalidArgumentError(
+                    "amg_near_nullspace: expected a real finite vector with one value per row of A"
+                )
+            o.amg_near_nullspace = ns
         return o
 
     def max_iterations(self, n: int) -> int:

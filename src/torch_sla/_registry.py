@@ -430,4 +430,12 @@ def explain(
     )
     if b is not None:
         c.reasons.insert(1, f"b: shape {tuple(b.shape)}, dtype {dtype_name(b.dtype)}")
+    for key, h in list(A.pattern._cache.items()):  # AMG hierarchies kept on the pattern (see _amg)
+        if isinstance(key, tuple) and key and key[0] == "amg":
+            c.reasons.append(
+                f"preconditioner='amg': a hierarchy of this pattern is kept ({len(h.levels)} levels, operator "
+                f"complexity {h.operator_complexity:.2f}, {'values-only' if h.values_only else 'full'} setup "
+                f"{h.setup_time:.3g} s); amg_setup='auto' reuses its aggregates for new values whose strong "
+                "connections are unchanged"
+            )
     return c

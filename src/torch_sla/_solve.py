@@ -17,7 +17,7 @@ from ._iterative import iterative_solve, matrix_free_solve
 from ._memory import get_memory_budget
 from ._operator import LinearOperator
 from ._options import KrylovOptions
-from ._registry import choose, generation, plan
+from ._registry import ITERATIVE_METHODS, choose, generation, plan
 from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_rhs, check_values_finite, normalize_rhs
 from .errors import InvalidArgumentError
 
@@ -60,7 +60,7 @@ def solve(
     **iterative
         For iterative methods: ``rtol`` (1e-8), ``atol`` (0), ``maxiter`` (10 n), ``x0``, ``restart`` (30,
         GMRES), ``preconditioner`` ("auto", "none", "jacobi", "ssor", "ic0", "ilu0" on core;
-        "jacobi", "chebyshev" on torch; a callable ``r -> M^{-1} r`` or a SparseTensor approximating
+        "jacobi", "chebyshev" on torch; "amg" on both, see :func:`amg_solve` for its options; a callable ``r -> M^{-1} r`` or a SparseTensor approximating
         ``A^{-1}`` on both), ``callback(iteration, residual)``, ``return_info`` (return ``(x, SolveInfo)``),
         ``on_fail`` ("warn" or "raise" :class:`ConvergenceError`), ``check_every`` (torch backend: test
         convergence every few iterations, 10), ``omega`` (SSOR, 1.0), ``degree`` (Chebyshev, 4).
@@ -129,6 +129,33 @@ def solve(
     values = A.values.reshape(A.batch_size, A.nnz)
     source = FactorSource(A, choice, None if is_wrapped(A.values) else values)
     return restore(solve_through(source, "N", bb, values))
+
+
+def amg_solve(A, b: torch.Tensor, *, accel: str = "cg", backend: str = "core", **options) -> torch.Tensor:
+    """Solve ``A x = b`` with smoothed-aggregation algebraic multigrid accelerated by a Krylov method.
+
+    The same as ``solve(A, b, method=accel, backend=backend, preconditioner="amg", **options)``: one
+    multigrid cycle preconditions each iteration of ``accel`` ("cg" for symmetric positive definite A,
+    the default; "minres", "gmres" or "bicgstab" otherwise). ``backend``: "core" (C++ cycle, CPU) or
+    "torch" (the hierarchy exported to A's device, cycled with torch ops; setup stays on the CPU).
+    ``options``: those of :func:`solve` for iterative methods, among them ``amg_cycle`` ("V" or "W"),
+    ``amg_smoother`` ("auto": symmetric Gauss-Seidel "sgs" on the core backend, "chebyshev" on
+    torch; "jacobi", "chebyshev", or "sgs" on the core backend only), ``amg_strength``
+    (strength-of-connection threshold: j is a strong neighbour of i when
+    ``|a_ij| >= amg_strength * sqrt(|a_ii a_jj|)``, 0.02), ``amg_sweeps`` (1), ``amg_degree`` (Chebyshev, 2),
+    ``amg_max_coarse`` (direct solve at or below this size, 500), ``amg_near_nullspace`` (a vector, the
+    constant by default) and ``amg_setup`` ("auto": reuse the aggregates of the last hierarchy of A's
+    pattern when its strong connections are unchanged; "values-only"; "full"). Differentiable like
+    :func:`solve`: the adjoint solve uses the same hierarchy. With ``return_info=True`` the
+    :class:`SolveInfo` carries the hierarchy (``info.hierarchy``, printable), ``setup_time`` and
+    ``solve_time``.
+    """
+    if accel not in ITERATIVE_METHODS:
+        raise InvalidArgumentError(f"accel: expected one of {ITERATIVE_METHODS}, got {accel!r}")
+    pre = options.pop("preconditioner", "amg")
+    if not (isinstance(pre, str) and pre == "amg"):
+        raise InvalidArgumentError(f"preconditioner: amg_solve uses 'amg', got {pre!r}")
+    return solve(A, b, backend=backend, method=accel, preconditioner="amg", **options)
 
 
 def spsolve(

@@ -1,0 +1,794 @@
+// Smoothed-aggregation AMG: setup (strength, aggregation, smoothed prolongator, Galerkin products), the
+// values-only re-setup, and the V/W cycle with Jacobi, Chebyshev and symmetric Gauss-Seidel smoothers.
+#include "sla/amg.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <mutex>
+#include <sstream>
+
+#include <Eigen/Dense>
+
+#include "krylov_kernels.hpp"
+#include "sla/direct.hpp"
+#include "sla/errors.hpp"
+#include "sla/interrupt.hpp"
+
+namespace sla::detail {
+namespace {
+
+using J = std::int32_t;
+
+// A CSR pattern owned by the hierarchy (int64 row pointers, int32 sorted columns).
+struct Pat {
+  index_t rows = 0, cols = 0;
+  std::vector<std::int64_t> p{0};
+  std::vector<J> j;
+  index_t nnz() const { return p.back(); }
+};
+using PatPtr = std::shared_ptr<const Pat>;
+
+// C = A B: the pattern, rows in parallel, each row's columns sorted.
+PatPtr spgemm_pattern(const Pat& A, const Pat& B, int threads) {
+  auto C = std::make_shared<Pat>();
+  C->rows = A.rows;
+  C->cols = B.cols;
+  C->p.assign(A.rows + 1, 0);
+#pragma omp parallel num_threads(clamp_threads(threads)) if (A.rows > 5000)
+  {
+    std::vector<index_t> mark(B.cols, -1);
+#pragma omp for schedule(dynamic, 512)
+    for (index_t i = 0; i < A.rows; ++i) {
+      index_t count = 0;
+      for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+        const J k = A.j[q];
+        for (auto t = B.p[k]; t < B.p[k + 1]; ++t)
+          if (mark[B.j[t]] != i) mark[B.j[t]] = i, ++count;
+      }
+      C->p[i + 1] = count;
+    }
+  }
+  for (index_t i = 0; i < A.rows; ++i) C->p[i + 1] += C->p[i];
+  C->j.resize(C->p[A.rows]);
+#pragma omp parallel num_threads(clamp_threads(threads)) if (A.rows > 5000)
+  {
+    std::vector<index_t> mark(B.cols, -1);
+#pragma omp for schedule(dynamic, 512)
+    for (index_t i = 0; i < A.rows; ++i) {
+      auto out = C->p[i];
+      for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+        const J k = A.j[q];
+        for (auto t = B.p[k]; t < B.p[k + 1]; ++t)
+          if (mark[B.j[t]] != i) mark[B.j[t]] = i, C->j[out++] = B.j[t];
+      }
+      std::sort(C->j.begin() + C->p[i], C->j.begin() + C->p[i + 1]);
+    }
+  }
+  return C;
+}
+
+// Values of C = A B on C's known pattern.
+template <class T>
+void spgemm_values(const Pat& A, const T* av, const Pat& B, const T* bv, const Pat& C, T* cv, int threads) {
+#pragma omp parallel num_threads(clamp_threads(threads)) if (A.rows > 5000)
+  {
+    std::vector<index_t> pos(C.cols, -1);
+#pragma omp for schedule(dynamic, 512)
+    for (index_t i = 0; i < A.rows; ++i) {
+      for (auto q = C.p[i]; q < C.p[i + 1]; ++q) pos[C.j[q]] = q, cv[q] = T(0);
+      for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+        const T a = av[q];
+        const J k = A.j[q];
+        for (auto t = B.p[k]; t < B.p[k + 1]; ++t) cv[pos[B.j[t]]] += a * bv[t];
+      }
+      for (auto q = C.p[i]; q < C.p[i + 1]; ++q) pos[C.j[q]] = -1;
+    }
+  }
+}
+
+// The transpose's pattern, and perm with transpose_values[q] = values[perm[q]].
+PatPtr transpose_pattern(const Pat& A, std::vector<std::int64_t>& perm) {
+  auto T = std::make_shared<Pat>();
+  T->rows = A.cols;
+  T->cols = A.rows;
+  T->p.assign(A.cols + 1, 0);
+  for (index_t q = 0; q < A.nnz(); ++q) ++T->p[A.j[q] + 1];
+  for (index_t c = 0; c < A.cols; ++c) T->p[c + 1] += T->p[c];
+  T->j.resize(A.nnz());
+  perm.resize(A.nnz());
+  std::vector<std::int64_t> next(T->p.begin(), T->p.end() - 1);
+  for (index_t i = 0; i < A.rows; ++i)
+    for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+      const auto dst = next[A.j[q]]++;
+      T->j[dst] = static_cast<J>(i);
+      perm[dst] = q;
+    }
+  return T;
+}
+
+template <class T>
+void spmv(const Pat& A, const T* v, const T* x, T* y, int threads) {
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (A.rows > 20000)
+  for (index_t i = 0; i < A.rows; ++i) {
+    T s{};
+    for (auto q = A.p[i]; q < A.p[i + 1]; ++q) s += v[q] * x[A.j[q]];
+    y[i] = s;
+  }
+}
+
+// r = b - A x
+template <class T>
+void residual(const Pat& A, const T* v, const T* x, const T* b, T* r, int threads) {
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (A.rows > 20000)
+  for (index_t i = 0; i < A.rows; ++i) {
+    T s = b[i];
+    for (auto q = A.p[i]; q < A.p[i + 1]; ++q) s -= v[q] * x[A.j[q]];
+    r[i] = s;
+  }
+}
+
+// The structural pieces of one level, shared by every values-only re-setup.
+struct LevelSym {
+  PatPtr A, AT, P, R, AP, Tent;  // AT: only for a non-symmetric hierarchy; P, R, AP, Tent: not on the last
+  std::vector<std::int64_t> at_perm, r_perm;
+  std::vector<J> agg;  // aggregate of each row (-1: isolated, in no aggregate)
+  index_t n_agg = 0;
+};
+
+struct HierSym {
+  std::vector<LevelSym> levels;
+  std::shared_ptr<const Symbolic> coarse;
+  std::vector<std::int64_t> coarse_p, coarse_j;  // the last level's pattern with int64 indices
+  AmgOptions options;
+  bool symmetric = true;
+  std::vector<std::uint8_t> strong0;  // level 0's strong connections (for the same-strength reuse test)
+};
+
+template <class T>
+struct Level {
+  std::vector<T> A, AT, P, R, AP, dinv;
+  double rho = 1.0;
+};
+
+// rho(D^{-1} A), capped by the Gershgorin bound. Symmetric A with a positive diagonal: Lanczos on the
+// symmetric D^{-1/2} A D^{-1/2} (the largest Ritz value of a few steps, accurate from below); otherwise power
+// iteration on D^{-1} A. Both start from a fixed pseudo-random vector with oscillatory components.
+template <class T>
+double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& dinv, bool symmetric, int threads) {
+  const index_t n = A.rows;
+  double gersh = 0.0;
+  bool positive = true;
+  for (index_t i = 0; i < n; ++i) {
+    double s = 0.0;
+    for (auto q = A.p[i]; q < A.p[i + 1]; ++q) s += std::abs(static_cast<double>(v[q]));
+    gersh = std::max(gersh, s * std::abs(static_cast<double>(dinv[i])));
+    positive = positive && dinv[i] > T(0);
+  }
+  if (n == 0) return 1.0;
+  std::vector<double> x(n), y(n), prev(n, 0.0), dh(n);
+  std::vector<T> xt(n), yt(n);
+  std::uint64_t s = 0x9E3779B97F4A7C15ull;
+  for (index_t i = 0; i < n; ++i) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    x[i] = 2.0 * static_cast<double>(s >> 11) / 9007199254740992.0 - 1.0;
+  }
+  auto normalize = [&](std::vector<double>& u) {
+    double nu = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : nu) num_threads(clamp_threads(threads)) if (n > 20000)
+    for (index_t i = 0; i < n; ++i) nu += u[i] * u[i];
+    nu = std::sqrt(nu);
+    if (nu > 0.0) {
+      const double inv = 1.0 / nu;
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
+      for (index_t i = 0; i < n; ++i) u[i] *= inv;
+    }
+    return nu;
+  };
+  normalize(x);
+  const int steps = static_cast<int>(std::min<index_t>(12, n));
+  double est = 0.0;
+  if (symmetric && positive) {
+    for (index_t i = 0; i < n; ++i) dh[i] = std::sqrt(static_cast<double>(dinv[i]));
+    std::vector<double> alpha, beta;
+    double b_prev = 0.0;
+    for (int k = 0; k < steps; ++k) {
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
+      for (index_t i = 0; i < n; ++i) xt[i] = static_cast<T>(x[i] * dh[i]);
+      spmv(A, v, xt.data(), yt.data(), threads);
+      double a = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : a) num_threads(clamp_threads(threads)) if (n > 20000)
+      for (index_t i = 0; i < n; ++i) {
+        y[i] = static_cast<double>(yt[i]) * dh[i];
+        a += y[i] * x[i];
+      }
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
+      for (index_t i = 0; i < n; ++i) y[i] -= a * x[i] + b_prev * prev[i];
+      alpha.push_back(a);
+      const double b = normalize(y);
+      if (!(b > 1e-12 * std::abs(a))) break;
+      beta.push_back(b);
+      prev.swap(x);
+      x.swap(y);
+      b_prev = b;
+    }
+    const index_t m = static_cast<index_t>(alpha.size());
+    Eigen::VectorXd dg(m), off(std::max<index_t>(m - 1, 0));
+    for (index_t k = 0; k < m; ++k) dg[k] = alpha[k];
+    for (index_t k = 0; k + 1 < m; ++k) off[k] = beta[k];
+    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es;
+    es.computeFromTridiagonal(dg, off, Eigen::EigenvaluesOnly);
+    est = es.eigenvalues().maxCoeff();
+  } else {
+    for (int it = 0; it < steps; ++it) {
+      for (index_t i = 0; i < n; ++i) xt[i] = static_cast<T>(x[i]);
+      spmv(A, v, xt.data(), yt.data(), threads);
+      for (index_t i = 0; i < n; ++i) y[i] = static_cast<double>(yt[i]) * static_cast<double>(dinv[i]);
+      est = normalize(y);
+      if (!(est > 0.0)) break;
+      x.swap(y);
+    }
+    est *= 1.05;  // power iteration approaches from below, slowly
+  }
+  if (!(est > 0.0) || !std::isfinite(est)) est = gersh;
+  return std::min(est, gersh > 0.0 ? gersh : est);
+}
+
+// Strong connections: mask[q] = 1 when entry q (off the diagonal) is strong, |a_ij| >= theta sqrt(|a_ii a_jj|).
+template <class T>
+std::vector<std::uint8_t> strong_mask(const Pat& A, const T* v, double theta) {
+  const index_t n = A.rows;
+  std::vector<double> d(n, 0.0);
+  for (index_t i = 0; i < n; ++i)
+    for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+      if (A.j[q] == i) d[i] = std::abs(static_cast<double>(v[q]));
+  std::vector<std::uint8_t> mask(A.nnz(), 0);
+  const double t2 = theta * theta;
+  for (index_t i = 0; i < n; ++i)
+    for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+      const J c = A.j[q];
+      const double a = static_cast<double>(v[q]);
+      mask[q] = c != i && a != 0.0 && a * a >= t2 * d[i] * d[c];
+    }
+  return mask;
+}
+
+// Greedy aggregation of the strong graph (three passes). Returns the number of aggregates.
+template <class T>
+index_t aggregate(const Pat& A, const T* v, const std::vector<std::uint8_t>& mask, std::vector<J>& agg) {
+  const index_t n = A.rows;
+  std::vector<std::int64_t> sp(n + 1, 0);
+  std::vector<J> sj;
+  sj.reserve(A.nnz());
+  for (index_t i = 0; i < n; ++i) {
+    for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+      if (mask[q]) sj.push_back(A.j[q]);
+    sp[i + 1] = static_cast<std::int64_t>(sj.size());
+  }
+  agg.assign(n, -1);
+  index_t na = 0;
+  // Pass 1: a node whose strong neighbours are all free starts an aggregate with them.
+  for (index_t i = 0; i < n; ++i) {
+    if (agg[i] >= 0 || sp[i + 1] == sp[i]) continue;
+    bool free = true;
+    for (auto q = sp[i]; q < sp[i + 1] && free; ++q) free = agg[sj[q]] < 0;
+    if (!free) continue;
+    agg[i] = static_cast<J>(na);
+    for (auto q = sp[i]; q < sp[i + 1]; ++q) agg[sj[q]] = static_cast<J>(na);
+    ++na;
+  }
+  // Pass 2: a free node joins the aggregate of a strong neighbour from pass 1 (the strongest).
+  std::vector<J> first(agg);
+  for (index_t i = 0; i < n; ++i) {
+    if (agg[i] >= 0 || sp[i + 1] == sp[i]) continue;
+    double best = -1.0;
+    J pick = -1;
+    for (auto q = sp[i]; q < sp[i + 1]; ++q) {
+      const J c = sj[q];
+      if (first[c] < 0) continue;
+      double w = 0.0;
+      for (auto t = A.p[i]; t < A.p[i + 1]; ++t)
+        if (A.j[t] == c) w = std::abs(static_cast<double>(v[t]));
+      if (w > best) best = w, pick = first[c];
+    }
+    if (pick >= 0) agg[i] = pick;
+  }
+  // Pass 3: what is left forms aggregates with its free strong neighbours.
+  for (index_t i = 0; i < n; ++i) {
+    if (agg[i] >= 0 || sp[i + 1] == sp[i]) continue;
+    agg[i] = static_cast<J>(na);
+    for (auto q = sp[i]; q < sp[i + 1]; ++q)
+      if (agg[sj[q]] < 0) agg[sj[q]] = static_cast<J>(na);
+    ++na;
+  }
+  return na;
+}
+
+template <class T>
+class Amg final : public AmgPreconditioner {
+ public:
+  Amg(const CsrArrays& a, const AmgOptions& opts, const Amg* reuse, bool same_strength_only)
+      : AmgPreconditioner(scalar_tag<T>::value, a.n_rows) {
+    const auto t0 = std::chrono::steady_clock::now();
+    threads_ = opts.threads;
+    auto level0 = std::make_shared<Pat>();
+    std::vector<T> v0;
+    copy_input(a, *level0, v0);
+    if (reuse != nullptr) {
+      const Pat& old = *reuse->sym_->levels[0].A;
+      if (old.rows != level0->rows || old.p != level0->p || old.j != level0->j)
+        fail(ErrorKind::InvalidArgument, "amg: a values-only setup needs the pattern of the hierarchy it reuses");
+      // The strong connections of the new values decide the aggregates: reuse only when they are unchanged.
+      if (same_strength_only && !reuse->sym_->strong0.empty() &&
+          strong_mask(*level0, v0.data(), reuse->sym_->options.strength) != reuse->sym_->strong0)
+        reuse = nullptr;
+    }
+    if (reuse != nullptr) {
+      sym_ = reuse->sym_;
+      values_only_ = true;
+    } else {
+      auto sym = std::make_shared<HierSym>();
+      sym->options = opts;
+      sym->symmetric = numerically_symmetric(*level0, v0);
+      sym->levels.emplace_back();
+      sym->levels[0].A = level0;
+      sym_ = sym;
+    }
+    options_ = opts;  // the structural options are those of the hierarchy whose patterns are used
+    options_.strength = sym_->options.strength;
+    options_.max_coarse = sym_->options.max_coarse;
+    options_.max_levels = sym_->options.max_levels;
+    options_.near_nullspace = nullptr;
+    build(std::move(v0), opts.near_nullspace, !values_only_);
+    setup_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
+  int num_levels() const override { return static_cast<int>(lv_.size()); }
+  AmgCsr matrix(int l, char which) const override {
+    check_level(l);
+    const LevelSym& s = sym_->levels[l];
+    const Level<T>& n = lv_[l];
+    const bool last = l + 1 == num_levels();
+    switch (which) {
+      case 'A': return view(*s.A, n.A.data());
+      case 'T': return sym_->symmetric ? AmgCsr{} : view(*s.AT, n.AT.data());
+      case 'P':
+        if (!last) return view(*s.P, n.P.data());
+        break;
+      case 'R':
+        if (!last) return view(*s.R, n.R.data());
+        break;
+    }
+    fail(ErrorKind::InvalidArgument, "amg: level ", l, " has no matrix '", which, "'");
+  }
+  const void* inv_diag(int l) const override { return check_level(l), lv_[l].dinv.data(); }
+  double spectral_radius(int l) const override { return check_level(l), lv_[l].rho; }
+  const AmgOptions& options() const override { return options_; }
+  bool symmetric() const override { return sym_->symmetric; }
+  double setup_seconds() const override { return setup_s_; }
+  bool values_only() const override { return values_only_; }
+  std::string name() const override { return "amg"; }
+
+  void apply(const void* r, void* z, index_t k, Op op) const override {
+    std::lock_guard<std::mutex> lock(mutex_);  // the work vectors are shared
+    const T* rr = static_cast<const T*>(r);
+    T* zz = static_cast<T*>(z);
+    const bool tr = op == Op::H && !sym_->symmetric;
+    if (k == 1) {
+      cycle(0, rr, zz, true, tr);
+      return;
+    }
+    std::vector<T> bc(n_), xc(n_);
+    for (index_t c = 0; c < k; ++c) {
+      for (index_t i = 0; i < n_; ++i) bc[i] = rr[i * k + c];
+      cycle(0, bc.data(), xc.data(), true, tr);
+      for (index_t i = 0; i < n_; ++i) zz[i * k + c] = xc[i];
+    }
+  }
+
+ private:
+  static AmgCsr view(const Pat& p, const T* v) { return {p.rows, p.cols, p.p.data(), p.j.data(), v}; }
+  void check_level(int l) const {
+    if (l < 0 || l >= num_levels())
+      fail(ErrorKind::InvalidArgument, "amg: level ", l, " out of range (", num_levels(), " levels)");
+  }
+
+  static void copy_input(const CsrArrays& a, Pat& p, std::vector<T>& v) {
+    visit_csr(a, [&](auto t, auto ix) {
+      using S = decltype(t);
+      using I = decltype(ix);
+      if constexpr (!std::is_same_v<S, T>) {
+        fail(ErrorKind::Internal, "amg: scalar type mismatch");
+      } else {
+        const Csr<S, I> A = typed<S, I>(a);
+        p.rows = p.cols = a.n_rows;
+        p.p.resize(a.n_rows + 1);
+        p.p[0] = 0;
+        for (index_t i = 0; i < a.n_rows; ++i) p.p[i + 1] = static_cast<std::int64_t>(A.p[i + 1]);
+        const index_t nnz = a.n_rows == 0 ? 0 : static_cast<index_t>(A.p[a.n_rows]);
+        p.j.resize(nnz);
+        for (index_t q = 0; q < nnz; ++q) p.j[q] = static_cast<J>(A.j[q]);
+        v.assign(A.v, A.v + nnz);
+      }
+    });
+  }
+
+  // A == A^T (pattern and values, to a relative 1e-12): each entry above the diagonal is looked up in the
+  // sorted row of its column, in parallel, without building the transpose.
+  bool numerically_symmetric(const Pat& A, const std::vector<T>& v) const {
+    bool sym = true;
+#pragma omp parallel for schedule(static) reduction(&& : sym) num_threads(clamp_threads(threads_)) if (A.rows > 20000)
+    for (index_t i = 0; i < A.rows; ++i) {
+      if (!sym) continue;
+      for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+        const J c = A.j[q];
+        if (c == i) continue;
+        const J* beg = A.j.data() + A.p[c];
+        const J* end = A.j.data() + A.p[c + 1];
+        const J* hit = std::lower_bound(beg, end, static_cast<J>(i));
+        if (hit == end || *hit != i) {
+          sym = false;
+          break;
+        }
+        const double x = static_cast<double>(v[q]), y = static_cast<double>(v[hit - A.j.data()]);
+        if (std::abs(x - y) > 1e-12 * std::max(std::abs(x), std::abs(y))) {
+          sym = false;
+          break;
+        }
+      }
+    }
+    return sym;
+  }
+
+  void build(std::vector<T> v0, const void* near_nullspace, bool full) {
+    HierSym& sym = const_cast<HierSym&>(*sym_);  // written only while this object builds it (full setup)
+    const AmgOptions& o = options_;
+    const int th = threads_;
+    // The near-null-space vector of the current level.
+    std::vector<T> B(n_, T(1));
+    if (near_nullspace != nullptr) {
+      const T* b = static_cast<const T*>(near_nullspace);
+      B.assign(b, b + n_);
+      for (index_t i = 0; i < n_; ++i)
+        if (!std::isfinite(static_cast<double>(B[i])))
+          fail(ErrorKind::InvalidArgument, "near_nullspace: entry ", i, " is not finite");
+    }
+    lv_.clear();
+    // References into these vectors are held across emplace_back: no reallocation.
+    lv_.reserve(o.max_levels + 1);
+    if (full) sym.levels.reserve(o.max_levels + 1);
+    lv_.emplace_back();
+    lv_[0].A = std::move(v0);
+    for (int l = 0;; ++l) {
+      poll_interrupt();
+      if (full && static_cast<int>(sym.levels.size()) <= l) sym.levels.emplace_back();
+      LevelSym& s = sym.levels[l];
+      Level<T>& L = lv_[l];
+      const Pat& A = *s.A;
+      const index_t n = A.rows;
+      // Inverse diagonal (every diagonal entry stored and nonzero).
+      L.dinv.assign(n, T(0));
+      std::vector<T> diag(n, T(0));
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+      for (index_t i = 0; i < n; ++i)
+        for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+          if (A.j[q] == i) diag[i] = L.A[q];
+      for (index_t i = 0; i < n; ++i) {
+        if (diag[i] == T(0) || !std::isfinite(static_cast<double>(diag[i]))) {
+          if (l == 0)
+            fail(ErrorKind::SingularMatrix, "amg: needs a nonzero finite diagonal; A[", i, ", ", i,
+                 "] is 0, not finite or not stored");
+          fail(ErrorKind::SingularMatrix, "amg: the coarse operator of level ", l, " has a zero diagonal at row ", i,
+               " (is A positive definite, or the near-null space right?)");
+        }
+        L.dinv[i] = T(1) / diag[i];
+      }
+      if (!sym.symmetric) {
+        if (full) s.AT = transpose_pattern(A, s.at_perm);
+        L.AT.resize(A.nnz());
+        for (index_t q = 0; q < A.nnz(); ++q) L.AT[q] = L.A[s.at_perm[q]];
+      }
+      L.rho = spectral_radius_estimate(A, L.A.data(), L.dinv, sym.symmetric, th);
+      bool last;
+      if (full) {
+        last = n <= o.max_coarse || l + 1 >= o.max_levels;
+        if (!last) {
+          std::vector<std::uint8_t> mask = strong_mask(A, L.A.data(), o.strength);
+          s.n_agg = aggregate(A, L.A.data(), mask, s.agg);
+          if (l == 0) sym.strong0 = std::move(mask);
+          // No coarsening worth a level: solve this one directly.
+          if (s.n_agg == 0 || s.n_agg >= n || static_cast<double>(s.n_agg) > 0.9 * static_cast<double>(n)) last = true;
+        }
+        if (!last) {
+          auto tent = std::make_shared<Pat>();
+          tent->rows = n;
+          tent->cols = s.n_agg;
+          tent->p.assign(n + 1, 0);
+          for (index_t i = 0; i < n; ++i) tent->p[i + 1] = tent->p[i] + (s.agg[i] >= 0 ? 1 : 0);
+          tent->j.reserve(tent->p[n]);
+          for (index_t i = 0; i < n; ++i)
+            if (s.agg[i] >= 0) tent->j.push_back(s.agg[i]);
+          s.Tent = tent;
+          s.P = spgemm_pattern(A, *tent, th);  // the pattern of A T contains T's (the diagonal is stored)
+          s.R = transpose_pattern(*s.P, s.r_perm);
+          s.AP = spgemm_pattern(A, *s.P, th);
+          sym.levels.emplace_back();
+          sym.levels[l + 1].A = spgemm_pattern(*s.R, *s.AP, th);
+        } else {
+          sym.levels.resize(l + 1);
+        }
+      } else {
+        last = l + 1 == static_cast<int>(sym.levels.size());
+      }
+      if (last) break;
+      // Tentative prolongator: B restricted to each aggregate, normalized; the coarse B is the norms.
+      const index_t nc = s.n_agg;
+      std::vector<double> norm2(nc, 0.0);
+      for (index_t i = 0; i < n; ++i)
+        if (s.agg[i] >= 0) norm2[s.agg[i]] += static_cast<double>(B[i]) * static_cast<double>(B[i]);
+      for (index_t c = 0; c < nc; ++c)
+        if (!(norm2[c] > 0.0))
+          fail(ErrorKind::InvalidArgument, "near_nullspace: zero on every row of aggregate ", c, " of level ", l,
+               "; it must not vanish on a whole neighbourhood");
+      const Pat& Tp = *s.Tent;
+      std::vector<T> tv(Tp.nnz());
+      for (index_t i = 0; i < n; ++i)
+        if (s.agg[i] >= 0) tv[Tp.p[i]] = static_cast<T>(static_cast<double>(B[i]) / std::sqrt(norm2[s.agg[i]]));
+      // P = (I - omega D^{-1} A) T.
+      const Pat& P = *s.P;
+      L.P.resize(P.nnz());
+      spgemm_values(A, L.A.data(), Tp, tv.data(), P, L.P.data(), th);
+      const T omega = static_cast<T>(4.0 / (3.0 * L.rho));
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+      for (index_t i = 0; i < n; ++i) {
+        const T w = omega * L.dinv[i];
+        for (auto q = P.p[i]; q < P.p[i + 1]; ++q) {
+          T t = T(0);
+          if (s.agg[i] >= 0 && P.j[q] == s.agg[i]) t = tv[Tp.p[i]];
+          L.P[q] = t - w * L.P[q];
+        }
+      }
+      L.R.resize(P.nnz());
+      for (index_t q = 0; q < P.nnz(); ++q) L.R[q] = L.P[s.r_perm[q]];
+      L.AP.resize(s.AP->nnz());
+      spgemm_values(A, L.A.data(), P, L.P.data(), *s.AP, L.AP.data(), th);
+      std::vector<T> next(sym.levels[l + 1].A->nnz());
+      spgemm_values(*s.R, L.R.data(), *s.AP, L.AP.data(), *sym.levels[l + 1].A, next.data(), th);
+      std::vector<T>().swap(L.AP);  // needed only for the product
+      lv_.emplace_back();
+      lv_[l + 1].A = std::move(next);
+      std::vector<T> Bc(nc);
+      for (index_t c = 0; c < nc; ++c) Bc[c] = static_cast<T>(std::sqrt(norm2[c]));
+      B = std::move(Bc);
+    }
+    // The direct solve of the last level.
+    const LevelSym& s = sym.levels.back();
+    if (full) {
+      sym.coarse_p.assign(s.A->p.begin(), s.A->p.end());
+      sym.coarse_j.assign(s.A->j.begin(), s.A->j.end());
+      const CsrView<std::int64_t> view{s.A->rows, s.A->cols, sym.coarse_p.data(), sym.coarse_j.data()};
+      const CsrPattern pat = CsrPattern::copy_of(view, s.A->rows + 1, s.A->nnz(), "amg coarse level");
+      const Backend be = backend_available(Backend::SuiteSparse) ? Backend::SuiteSparse : Backend::Eigen;
+      sym.coarse = analyze(be, Method::LU, scalar_, pat);
+    }
+    coarse_ = factorize(sym.coarse, lv_.back().A.data());
+    // Work vectors.
+    work_.resize(lv_.size());
+    for (size_t l = 0; l < lv_.size(); ++l) {
+      const index_t n = sym.levels[l].A->rows;
+      work_[l].r.assign(n, T(0));
+      work_[l].b.assign(n, T(0));
+      work_[l].x.assign(n, T(0));
+      work_[l].d.assign(n, T(0));
+    }
+  }
+
+  // One smoothing step set on level l (A x = b, x in place). first: x is zero on entry.
+  void smooth(int l, const T* b, T* x, bool first, bool tr) const {
+    const LevelSym& s = sym_->levels[l];
+    const Level<T>& L = lv_[l];
+    const Pat& A = tr ? *s.AT : *s.A;
+    const T* v = tr ? L.AT.data() : L.A.data();
+    const index_t n = A.rows;
+    const int th = threads_;
+    T* r = work_[l].r.data();
+    for (int sweep = 0; sweep < options_.sweeps; ++sweep) {
+      switch (options_.smoother) {
+        case AmgSmoother::Jacobi: {
+          const T w = static_cast<T>(4.0 / (3.0 * L.rho));
+          if (first && sweep == 0) {
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+            for (index_t i = 0; i < n; ++i) x[i] = w * L.dinv[i] * b[i];
+          } else {
+            residual(A, v, x, b, r, th);
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+            for (index_t i = 0; i < n; ++i) x[i] += w * L.dinv[i] * r[i];
+          }
+          break;
+        }
+        case AmgSmoother::SGS: {
+          if (first && sweep == 0) std::fill(x, x + n, T(0));
+          for (index_t i = 0; i < n; ++i) {  // forward
+            T acc = b[i];
+            for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+              if (A.j[q] != i) acc -= v[q] * x[A.j[q]];
+            x[i] = acc * L.dinv[i];
+          }
+          for (index_t i = n - 1; i >= 0; --i) {  // backward
+            T acc = b[i];
+            for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+              if (A.j[q] != i) acc -= v[q] * x[A.j[q]];
+            x[i] = acc * L.dinv[i];
+          }
+          break;
+        }
+        case AmgSmoother::Chebyshev: {
+          // Chebyshev iteration for D^{-1} A on [hi / 30, hi], hi = 1.1 rho.
+          const double hi = 1.1 * L.rho, lo = hi / 30.0;
+          const double theta = 0.5 * (hi + lo), delta = 0.5 * (hi - lo), sigma = theta / delta;
+          double rho_k = 1.0 / sigma;
+          T* d = work_[l].d.data();
+          if (first && sweep == 0) {
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+            for (index_t i = 0; i < n; ++i) {
+              x[i] = T(0);
+              r[i] = L.dinv[i] * b[i];
+            }
+          } else {
+            residual(A, v, x, b, r, th);
+            for (index_t i = 0; i < n; ++i) r[i] *= L.dinv[i];
+          }
+          const T inv_theta = static_cast<T>(1.0 / theta);
+          for (index_t i = 0; i < n; ++i) d[i] = r[i] * inv_theta;
+          for (int k = 1;; ++k) {
+            for (index_t i = 0; i < n; ++i) x[i] += d[i];
+            if (k >= options_.degree) break;
+            residual(A, v, x, b, r, th);
+            const double rho_n = 1.0 / (2.0 * sigma - rho_k);
+            const T c1 = static_cast<T>(rho_n * rho_k), c2 = static_cast<T>(2.0 * rho_n / delta);
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+            for (index_t i = 0; i < n; ++i) d[i] = c1 * d[i] + c2 * L.dinv[i] * r[i];
+            rho_k = rho_n;
+          }
+          break;
+        }
+      }
+    }
+  }
+
+  // x = cycle(b) on level l; zero: x is zero on entry (else the cycle improves x).
+  void cycle(int l, const T* b, T* x, bool zero, bool tr) const {
+    const LevelSym& s = sym_->levels[l];
+    const Level<T>& L = lv_[l];
+    const int th = threads_;
+    if (l + 1 == num_levels()) {
+      if (zero) {
+        coarse_->solve(b, x, 1, tr ? Op::H : Op::N);
+      } else {  // x += A^{-1} (b - A x)
+        const Pat& A = tr ? *s.AT : *s.A;
+        T* r = work_[l].r.data();
+        T* d = work_[l].d.data();
+        residual(A, tr ? L.AT.data() : L.A.data(), x, b, r, th);
+        coarse_->solve(r, d, 1, tr ? Op::H : Op::N);
+        for (index_t i = 0; i < A.rows; ++i) x[i] += d[i];
+      }
+      return;
+    }
+    const Pat& A = tr ? *s.AT : *s.A;
+    const T* v = tr ? L.AT.data() : L.A.data();
+    smooth(l, b, x, zero, tr);
+    T* r = work_[l].r.data();
+    residual(A, v, x, b, r, th);
+    T* bc = work_[l + 1].b.data();
+    T* xc = work_[l + 1].x.data();
+    spmv(*s.R, L.R.data(), r, bc, th);
+    const int visits = options_.cycle == AmgCycle::W && l + 2 < num_levels() ? 2 : 1;
+    for (int t = 0; t < visits; ++t) cycle(l + 1, bc, xc, t == 0, tr);
+    // x += P xc
+    const Pat& P = *s.P;
+    const T* pv = L.P.data();
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (P.rows > 20000)
+    for (index_t i = 0; i < P.rows; ++i) {
+      T acc{};
+      for (auto q = P.p[i]; q < P.p[i + 1]; ++q) acc += pv[q] * xc[P.j[q]];
+      x[i] += acc;
+    }
+    smooth(l, b, x, false, tr);
+  }
+
+  struct Work {
+    std::vector<T> r, b, x, d;
+  };
+
+  std::shared_ptr<const HierSym> sym_;
+  std::vector<Level<T>> lv_;
+  std::unique_ptr<Numeric> coarse_;
+  mutable std::vector<Work> work_;
+  mutable std::mutex mutex_;
+  AmgOptions options_;
+  int threads_ = 1;
+  double setup_s_ = 0.0;
+  bool values_only_ = false;
+};
+
+}  // namespace
+}  // namespace sla::detail
+
+namespace sla {
+
+double AmgPreconditioner::operator_complexity() const {
+  double total = 0.0;
+  for (int l = 0; l < num_levels(); ++l) total += static_cast<double>(matrix(l, 'A').nnz());
+  const double first = static_cast<double>(matrix(0, 'A').nnz());
+  return first > 0 ? total / first : 1.0;
+}
+
+double AmgPreconditioner::grid_complexity() const {
+  double total = 0.0;
+  for (int l = 0; l < num_levels(); ++l) total += static_cast<double>(matrix(l, 'A').n_rows);
+  const double first = static_cast<double>(matrix(0, 'A').n_rows);
+  return first > 0 ? total / first : 1.0;
+}
+
+std::string AmgPreconditioner::describe() const {
+  std::ostringstream os;
+  const AmgOptions& o = options();
+  const char* sm = o.smoother == AmgSmoother::Jacobi ? "jacobi" : o.smoother == AmgSmoother::SGS ? "sgs" : "chebyshev";
+  os << "smoothed-aggregation AMG: " << num_levels() << " levels, " << (o.cycle == AmgCycle::V ? "V" : "W")
+     << "-cycle, " << sm << " smoother, strength " << o.strength << (values_only() ? ", values-only setup" : "")
+     << "\n level        rows          nnz   nnz/row\n";
+  for (int l = 0; l < num_levels(); ++l) {
+    const AmgCsr a = matrix(l, 'A');
+    char line[96];
+    std::snprintf(line, sizeof line, " %5d %11lld %12lld %9.2f%s\n", l, static_cast<long long>(a.n_rows),
+                  static_cast<long long>(a.nnz()), a.n_rows ? static_cast<double>(a.nnz()) / a.n_rows : 0.0,
+                  l + 1 == num_levels() ? "  (direct)" : "");
+    os << line;
+  }
+  char tail[128];
+  std::snprintf(tail, sizeof tail, " operator complexity %.3f, grid complexity %.3f, setup %.3f s",
+                operator_complexity(), grid_complexity(), setup_seconds());
+  os << tail;
+  return os.str();
+}
+
+std::unique_ptr<AmgPreconditioner> make_amg(const CsrArrays& a, const AmgOptions& options,
+                                            const AmgPreconditioner* reuse, bool same_strength_only) {
+  if (a.n_rows != a.n_cols)
+    fail(ErrorKind::InvalidArgument, "amg: needs a square matrix, got (", a.n_rows, ", ", a.n_cols, ")");
+  if (a.scalar != ScalarType::Float32 && a.scalar != ScalarType::Float64)
+    fail(ErrorKind::InvalidArgument, "amg: needs real values (float32 or float64), got ", scalar_name(a.scalar));
+  if (!(options.strength >= 0.0 && options.strength < 1.0))
+    fail(ErrorKind::InvalidArgument, "strength: needs 0 <= strength < 1, got ", options.strength);
+  if (options.sweeps < 1) fail(ErrorKind::InvalidArgument, "sweeps: needs >= 1, got ", options.sweeps);
+  if (options.degree < 1) fail(ErrorKind::InvalidArgument, "degree: needs >= 1, got ", options.degree);
+  if (options.max_coarse < 1) fail(ErrorKind::InvalidArgument, "max_coarse: needs >= 1, got ", options.max_coarse);
+  if (options.max_levels < 1) fail(ErrorKind::InvalidArgument, "max_levels: needs >= 1, got ", options.max_levels);
+  if (a.nnz() > 2147483647 || a.n_rows > 2147483647)
+    fail(ErrorKind::InvalidArgument, "amg: matrices with more than 2^31 - 1 rows or entries are not supported");
+  if (reuse != nullptr && (reuse->scalar() != a.scalar || reuse->n() != a.n_rows))
+    fail(ErrorKind::InvalidArgument, "amg: a values-only setup needs a hierarchy of the same size and dtype");
+  return detail::visit_csr(a, [&](auto t, auto ix) -> std::unique_ptr<AmgPreconditioner> {
+    using T = decltype(t);
+    using I = decltype(ix);
+    const detail::Csr<T, I> A = detail::typed<T, I>(a);
+    for (index_t i = 0; i < a.n_rows; ++i)
+      if (A.p[i + 1] == A.p[i])
+        fail(ErrorKind::SingularMatrix, "amg: A is structurally singular: row ", i, " of the ", a.n_rows, " x ",
+             a.n_cols, " matrix has no stored entry");
+    if constexpr (detail::is_complex_t<T>::value) {
+      fail(ErrorKind::InvalidArgument, "amg: needs real values");
+    } else {
+      const index_t nnz = a.nnz();
+      for (index_t q = 0; q < nnz; ++q)
+        if (!std::isfinite(static_cast<double>(A.v[q])))
+          fail(ErrorKind::InvalidArgument, "A: value ", q, " is not finite");
+      const auto* prev = dynamic_cast<const detail::Amg<T>*>(reuse);
+      if (reuse != nullptr && prev == nullptr) fail(ErrorKind::InvalidArgument, "amg: reuse is not a hierarchy");
+      return std::make_unique<detail::Amg<T>>(a, options, prev, same_strength_only);
+    }
+  });
+}
+
+}  // namespace sla
