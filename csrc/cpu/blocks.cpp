@@ -83,22 +83,28 @@ struct DenseFactor {
 
   // Cholesky A = L L^H from the lower triangle. Throws NotPositiveDefinite / SingularMatrix.
   void factor_cholesky() {
+    // Right-looking: after pivot k, column k is scaled and the trailing lower triangle updated column by
+    // column, so every inner loop runs down a contiguous column (the storage is column-major).
     cholesky = true;
     double dmax = 0.0, dmin = std::numeric_limits<double>::infinity();
-    for (index_t j = 0; j < n; ++j) {
-      double d = std::real(at(j, j));
-      for (index_t k = 0; k < j; ++k) d -= abs2(at(j, k));
-      if (!std::isfinite(d)) fail(ErrorKind::SingularMatrix, "a NaN or infinite pivot at row ", j);
+    W* a0 = a.data();
+    for (index_t k = 0; k < n; ++k) {
+      W* ck = a0 + k * n;  // column k
+      const double d = std::real(ck[k]);
+      if (!std::isfinite(d)) fail(ErrorKind::SingularMatrix, "a NaN or infinite pivot at row ", k);
       if (!(d > 0.0))
-        fail(ErrorKind::NotPositiveDefinite, "not positive definite: pivot ", j, " is ", d, " (Cholesky)");
+        fail(ErrorKind::NotPositiveDefinite, "not positive definite: pivot ", k, " is ", d, " (Cholesky)");
       const double l = std::sqrt(d);
-      at(j, j) = W(l);
+      ck[k] = W(l);
       dmax = std::max(dmax, d);
       dmin = std::min(dmin, d);
-      for (index_t i = j + 1; i < n; ++i) {
-        W s = at(i, j);
-        for (index_t k = 0; k < j; ++k) s -= at(i, k) * conj_of(at(j, k));
-        at(i, j) = s / l;
+      const double inv = 1.0 / l;
+      for (index_t i = k + 1; i < n; ++i) ck[i] *= inv;
+      for (index_t j = k + 1; j < n; ++j) {
+        const W ljk = conj_of(ck[j]);
+        if (ljk == W(0.0)) continue;
+        W* cj = a0 + j * n;
+        for (index_t i = j; i < n; ++i) cj[i] -= ck[i] * ljk;
       }
     }
     if (n > 0 && dmin / dmax < std::numeric_limits<double>::epsilon())
@@ -295,6 +301,20 @@ class BlockFactorsImpl final : public BlockFactors {
     return true;
   }
 
+  static bool dense_hermitian_positive_diagonal(const DenseFactor<W>& f) {
+    const index_t m = f.n;
+    double scale = 0.0;
+    for (const W& v : f.a) scale = std::max(scale, std::abs(v));
+    const double tol = 100.0 * std::numeric_limits<double>::epsilon() * scale;
+    for (index_t j = 0; j < m; ++j) {
+      const W d = f.at(j, j);
+      if (!(std::real(d) > 0.0) || std::abs(std::imag(std::complex<double>(d))) > tol) return false;
+      for (index_t i = j + 1; i < m; ++i)
+        if (std::abs(f.at(i, j) - conj_of(f.at(j, i))) > tol) return false;
+    }
+    return true;
+  }
+
   template <class I>
   void factor_block(index_t k, Backend backend, Method method, const CsrView<I>& p, const void* values,
                     const BlockOptions& options, std::vector<char>& fell_back) {
@@ -310,12 +330,6 @@ class BlockFactorsImpl final : public BlockFactors {
             fail(ErrorKind::InvalidArgument, "A: a NaN or infinite value at (", r, ", ", p.indices[e],
                  ") (pass check_finite=False to skip this check)");
     bool fallback = options.fallback_lu;
-    if (options.auto_method) {  // per block: Cholesky (LU if it breaks down) for Hermitian matrices with a
-                                // positive real diagonal, else LU
-      method = hermitian_positive_diagonal(p, values, r0, r1) ? Method::Cholesky : Method::LU;
-      fallback = true;
-    }
-    if (method == Method::Cholesky) chosen_cholesky_[ks] = 1;
     if (m <= options.dense_max) {
       DenseFactor<W> f;
       f.n = m;
@@ -326,6 +340,11 @@ class BlockFactorsImpl final : public BlockFactors {
             f.at(r - r0, static_cast<index_t>(p.indices[e]) - r0) = load<W>(values, scalar_, e);
       };
       fill();  // Cholesky reads the lower triangle only, as the sparse backends do
+      if (options.auto_method) {  // the rule of hermitian_positive_diagonal, on the dense block
+        method = dense_hermitian_positive_diagonal(f) ? Method::Cholesky : Method::LU;
+        fallback = true;
+      }
+      if (method == Method::Cholesky) chosen_cholesky_[ks] = 1;
       if (method == Method::Cholesky) {
         try {
           f.factor_cholesky();
@@ -341,6 +360,12 @@ class BlockFactorsImpl final : public BlockFactors {
       dense_[ks] = std::move(f);
       return;
     }
+    if (options.auto_method) {  // per block: Cholesky (LU if it breaks down) for Hermitian matrices with a
+                                // positive real diagonal, else LU
+      method = hermitian_positive_diagonal(p, values, r0, r1) ? Method::Cholesky : Method::LU;
+      fallback = true;
+    }
+    if (method == Method::Cholesky) chosen_cholesky_[ks] = 1;
     // A large block: its own sparse analysis and factorization.
     std::vector<std::int64_t> indptr(static_cast<std::size_t>(m + 1)), indices;
     indices.reserve(static_cast<std::size_t>(static_cast<index_t>(p.indptr[r1]) - e0));
