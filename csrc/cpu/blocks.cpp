@@ -410,8 +410,15 @@ class BlockFactorsImpl final : public BlockFactors {
                     static_cast<char*>(x) + (r0 + j * n_) * static_cast<index_t>(sz));
       return;
     }
-    std::vector<W> col(static_cast<std::size_t>(m));
+    thread_local std::vector<W> col;  // one buffer per thread, reused by every block it solves
+    col.resize(static_cast<std::size_t>(m));
     for (index_t j = 0; j < nrhs; ++j) {
+      if (scalar_ == scalar_tag<W>::value) {  // the working precision: solve in place in x
+        W* xj = static_cast<W*>(x) + r0 + j * n_;
+        std::copy_n(static_cast<const W*>(b) + r0 + j * n_, m, xj);
+        dense_[ks].solve(xj, op);
+        continue;
+      }
       for (index_t i = 0; i < m; ++i) col[static_cast<std::size_t>(i)] = load<W>(b, scalar_, r0 + i + j * n_);
       dense_[ks].solve(col.data(), op);
       for (index_t i = 0; i < m; ++i) store<W>(x, scalar_, r0 + i + j * n_, col[static_cast<std::size_t>(i)]);
