@@ -113,5 +113,6 @@ void bind_direct(nb::module_& m);
 void bind_mtx(nb::module_& m);
 void bind_krylov(nb::module_& m);
 void bind_blocks(nb::module_& m);
+void bind_partition(nb::module_& m);
 
 }  // namespace sla::bind
