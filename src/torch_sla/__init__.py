@@ -29,6 +29,14 @@ from ._logdet import det, diag_inverse, inverse_entries, logdet, selected_invers
 from ._memory import get_memory_budget, set_memory_budget
 from ._nonlinear import NonlinearInfo, nonlinear_solve
 from ._operator import LinearOperator, Operator
+from ._partition import (
+    Partition,
+    make_partition,
+    metis_available,
+    partition_coordinates,
+    partition_graph_metis,
+    partition_simple,
+)
 from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends
 from ._solve import amg_solve, factorize, solve, spsolve
 from ._sparse_tensor import SparseTensor, as_sparse_tensor
@@ -90,6 +98,12 @@ __all__ = [
     "clear_analysis_cache",
     "set_analysis_cache_limit",
     "analysis_cache_info",
+    "Partition",
+    "make_partition",
+    "partition_graph_metis",
+    "partition_coordinates",
+    "partition_simple",
+    "metis_available",
     "load_mtx",
     "save_mtx",
     "errors",

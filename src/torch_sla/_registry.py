@@ -149,7 +149,8 @@ def show_backends(file=None) -> list[Backend]:
         )
     info = core_build_info()
     out.write(
-        f"C++ core: openmp={info.get('openmp')}, CUDA compiled={info.get('cuda_compiled')} "
+        f"C++ core: openmp={info.get('openmp')}, metis={info.get('metis')} (graph partitioning), "
+        f"CUDA compiled={info.get('cuda_compiled')} "
         f"(runtime {info.get('cuda_runtime_version')}, {info.get('cuda_device_count', 0)} device(s) visible)\n"
     )
     print(out.getvalue(), end="", file=file)
