@@ -30,6 +30,7 @@ bench: setup $(CPP_BUILD)/build.ninja
 	$(PY) benchmarks/bench_direct.py --cpp-bench $(CPP_BUILD)/bench_direct
 	$(PY) benchmarks/bench_krylov.py --stream $(CPP_BUILD)/bench_stream
 	$(PY) benchmarks/bench_api.py
+	$(PY) benchmarks/bench_partition.py
 	$(CPP_BUILD)/bench_batch 60 64 $(OMP_NUM_THREADS)
 
 lint: setup
