@@ -15,7 +15,7 @@ import torch
 import torch_sla as sla
 from conftest import poisson2d
 from torch_sla import _partition
-from torch_sla._core import core
+from torch_sla._core import core, core_build_info
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 needs_metis = pytest.mark.skipif(not sla.metis_available(), reason="the core was built without METIS")
@@ -211,6 +211,14 @@ def test_partition_object():
         sla.Partition(torch.zeros(3), 1, "given", 0, (3,), 1.0)
     with pytest.raises(sla.InvalidArgumentError, match="part_sizes"):
         sla.Partition(torch.zeros(3, dtype=torch.int64), 1, "given", 0, (2,), 1.0)
+
+
+def test_metis_availability_follows_the_build():
+    assert sla.metis_available() == core_build_info()["metis"]
+    if not sla.metis_available():  # a build without METIS (-DSLA_WITH_METIS=OFF or no libmetis)
+        with pytest.raises(sla.BackendUnavailableError, match="METIS is not compiled into this build"):
+            sla.partition_graph_metis(poisson2d(3), 2)
+        assert sla.make_partition(poisson2d(3), 2).method == "contiguous"
 
 
 def test_show_backends_mentions_metis(capsys):
