@@ -21,6 +21,7 @@ from ._batch import (
 )
 from ._coloring import sparse_jacobian
 from ._direct import Factorization, analysis_cache_info, clear_analysis_cache, set_analysis_cache_limit
+from ._distributed import DEigshInfo, DSolveInfo, DSparseTensor, load_dsparse, save_dsparse
 from ._eigs import EigsInfo, eigs
 from ._eigsh import EigshInfo, eigsh, svds
 from ._io import load_mtx, save_mtx
@@ -43,6 +44,7 @@ from ._sparse_tensor import SparseTensor, as_sparse_tensor
 from .errors import (
     BackendUnavailableError,
     ConvergenceError,
+    DistributedError,
     InvalidArgumentError,
     MatrixMarketError,
     NotPositiveDefiniteError,
@@ -114,4 +116,10 @@ __all__ = [
     "BackendUnavailableError",
     "MatrixMarketError",
     "ConvergenceError",
+    "DistributedError",
+    "DSparseTensor",
+    "DSolveInfo",
+    "DEigshInfo",
+    "save_dsparse",
+    "load_dsparse",
 ]
