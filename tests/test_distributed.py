@@ -12,10 +12,10 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import poisson2d
-from rank_pool import RankPool, run_once
 
 import torch_sla as sla
+from conftest import poisson2d
+from rank_pool import RankPool, run_once
 from torch_sla import DSparseTensor
 
 F64 = torch.float64
