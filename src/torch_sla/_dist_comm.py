@@ -12,6 +12,7 @@ as :class:`DistributedError` naming the operation.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -218,6 +219,7 @@ class Exchange:
             offs.append(offs[-1] + c)
         self.recv_offsets = offs
         self._dev_cache: dict = {}
+        self.stats = {"exchanges": 0, "messages": 0, "bytes_sent": 0, "bytes_received": 0}
 
     def _idx(self, device: torch.device):
         hit = self._dev_cache.get(device)
@@ -253,6 +255,14 @@ class Exchange:
         real = dtype.is_complex
         recv = {}
         works = []
+        st = self.stats
+        st["exchanges"] += 1
+        item = torch.empty(0, dtype=dtype).element_size()
+        for q, t in outgoing.items():
+            st["messages"] += 1
+            st["bytes_sent"] += t.numel() * item
+        for q, shape in incoming_shape.items():
+            st["bytes_received"] += math.prod(shape) * item
         with _collective(what):
             for q in self.neighbours:
                 if q in incoming_shape:

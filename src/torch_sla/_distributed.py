@@ -211,7 +211,7 @@ class _LocalBlocks:
 
 
 def _csr(row: Tensor, col: Tensor, val: Tensor, shape) -> Tensor:
-    coo = torch.sparse_coo_tensor(torch.stack([row, col]), val, shape).coalesce()
+    coo = torch.sparse_coo_tensor(torch.stack([row, col]), val, shape, check_invariants=False).coalesce()
     return coo.to_sparse_csr()
 
 
@@ -1166,6 +1166,11 @@ class DSparseTensor(DistributedInnerProducts):
         return SparseTensor(vals, rows.to(self.device), cols.to(self.device), self.shape)
 
     full_tensor = to_global
+
+    def halo_stats(self) -> dict:
+        """Counters of this rank's halo exchanges so far (forward and reverse): ``exchanges``,
+        ``messages`` sent, ``bytes_sent``, ``bytes_received`` (payload only)."""
+        return dict(self._halo.stats)
 
     def halo_bytes(self, k: int = 1) -> int:
         """Bytes this rank sends plus receives in one halo exchange of ``k`` columns."""
