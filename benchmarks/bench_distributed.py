@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -135,6 +136,41 @@ def _latencies(rank, world, reps):
     return out
 
 
+def model_time(fig: dict, N: int, P: int) -> dict:
+    """Per-iteration time of unpreconditioned CG on 2D Poisson N^2 over P square subdomains: compute
+    t_row N^2 / P; one halo exchange with up to 4 neighbours in parallel, latency alpha plus the ghost
+    rows (N / sqrt(P) per side) in both directions at beta seconds per byte; three all-reduces whose
+    latency grows with log2(P) (tree / ring reductions of 8 bytes)."""
+    compute = fig["row"] * N * N / P
+    side = N / math.sqrt(P)
+    halo = 0.0 if P == 1 else fig["alpha"] + 2 * 8 * side * fig["beta"]
+    reduce = 0.0 if P == 1 else 3 * fig["allreduce"] * max(1.0, math.log2(P))
+    return {"compute": compute, "halo": halo, "reduce": reduce, "total": compute + halo + reduce}
+
+
+def project(fig: dict, grid: int) -> None:
+    print("\n5. projected per-iteration time (ms) and parallel efficiency, from the figures above:")
+    print(f"   {'problem':<22}{'P':>6}{'compute':>10}{'halo':>9}{'reduce':>9}{'total':>9}{'efficiency':>12}")
+    for N, label in ((grid, f"strong, {grid}^2"), (10_000, "strong, 10000^2")):
+        t1 = model_time(fig, N, 1)["total"]
+        for P in (1, 2, 64, 1024):
+            m = model_time(fig, N, P)
+            eff = t1 / (P * m["total"])
+            print(
+                f"   {label:<22}{P:>6}{m['compute'] * 1e3:>10.3f}{m['halo'] * 1e3:>9.3f}{m['reduce'] * 1e3:>9.3f}"
+                f"{m['total'] * 1e3:>9.3f}{eff:>11.0%}"
+            )
+    # where it stops scaling: compute per rank equals the communication of one iteration
+    for N in (grid, 10_000):
+        P = 1
+        while P < 1 << 20:
+            m = model_time(fig, N, P)
+            if m["compute"] < m["halo"] + m["reduce"]:
+                break
+            P *= 2
+        print(f"   {N}^2: communication exceeds compute from P = {P} ({N * N // P} rows per rank)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
@@ -232,6 +268,7 @@ def main() -> None:
         "allreduce": lat["allreduce"],
         "row": per1 / args.grid**2,
     }
+    project(report["model"], args.grid)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1, default=str)

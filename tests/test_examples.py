@@ -163,3 +163,13 @@ def test_distributed_example_under_torchrun_matches_one_process(tmp_path):
     two = misfits([torchrun, "--standalone", "--nproc-per-node", "2", *args])
     assert len(one) == 3 and one[-1] < one[0]
     assert two == pytest.approx(one, rel=1e-6)
+
+
+def test_distributed_benchmark_quick_run(tmp_path):
+    js = tmp_path / "dist.json"
+    r = run(["benchmarks/bench_distributed.py", "--quick", "--json", str(js)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(js.read_text())
+    assert data["halo"]["measured"] == data["halo"]["model"]
+    assert set(data["iterations"]) == {"1", "2", "4", "8"}
+    assert data["cg"]["per_iteration_2"] > 0 and "communication exceeds compute" in r.stdout
