@@ -116,6 +116,13 @@ def _case_products(rank, world, dtype):
     # the global matrix back
     G = D.to_global()
     assert torch.allclose(G.to_dense(), Ad)
+    # a solve and its gradient with respect to b (complex too: the adjoint solve uses A^H)
+    bb = x[:, 0].clone().requires_grad_()
+    sol = D.solve(bb, method="gmres", rtol=1e-12)
+    assert torch.allclose(sol, torch.linalg.solve(Ad, x[:, 0]), atol=1e-9)
+    w = torch.randn(49, dtype=dtype, generator=g)
+    (sol * w.conj()).real.sum().backward()
+    assert torch.allclose(bb.grad, torch.linalg.solve(Ad.mH, w), atol=1e-9)
     return True
 
 
