@@ -839,7 +839,7 @@ def lsqr(
     if b.numel() == 0 or n == 0:
         return x, KrylovInfo(iterations=0, residual=0.0, converged=True, reason="converged")
     if maxiter is None:
-        maxiter = 10 * A.shape[0]
+        maxiter = 10 * n
     maxiter, check_every = operator.index(maxiter), operator.index(check_every)
     monitor = _Monitor(maxiter, check_every, callback, record_history)
     st = _State(torch.clamp(rtol * bnorm, min=atol), bscale, monitor)
