@@ -49,7 +49,7 @@ def _worker(rank: int, world: int, port: int, tasks, results, threads: int, pg_t
             results.put((rank, tid, "ok", out))
         except BaseException:  # noqa: BLE001 - reported to the parent
             results.put((rank, tid, "error", traceback.format_exc()))
-    dist.destroy_process_group()
+    # no destroy_process_group: it waits for the peers, and the pool is being stopped anyway
 
 
 def _one_shot(rank: int, world: int, port: int, results, fn, args, threads: int, pg_timeout: float) -> None:
@@ -133,7 +133,7 @@ class RankPool:
             except Exception:  # noqa: BLE001
                 pass
         for p in self.procs:
-            p.join(timeout=5)
+            p.join(timeout=2)
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)

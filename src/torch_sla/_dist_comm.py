@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .errors import DistributedError, InvalidArgumentError, TorchSlaError
 
-__all__ = ["Comm", "Exchange", "agree"]
+__all__ = ["Comm", "Exchange", "LinearMap", "agree", "apply_linear"]
 
 
 @contextlib.contextmanager
@@ -220,6 +220,7 @@ class Exchange:
         self.recv_offsets = offs
         self._dev_cache: dict = {}
         self.stats = {"exchanges": 0, "messages": 0, "bytes_sent": 0, "bytes_received": 0}
+        self._map: LinearMap | None = None
 
     def _idx(self, device: torch.device):
         hit = self._dev_cache.get(device)
@@ -230,6 +231,13 @@ class Exchange:
             )
             self._dev_cache[device] = hit
         return hit
+
+    @property
+    def map(self) -> LinearMap:
+        """The exchange as a :class:`LinearMap` (its adjoint is :meth:`reverse`)."""
+        if self._map is None:
+            self._map = LinearMap(self.forward, self.reverse)
+        return self._map
 
     @property
     def messages(self) -> int:
@@ -258,10 +266,10 @@ class Exchange:
         st = self.stats
         st["exchanges"] += 1
         item = torch.empty(0, dtype=dtype).element_size()
-        for q, t in outgoing.items():
+        for t in outgoing.values():
             st["messages"] += 1
             st["bytes_sent"] += t.numel() * item
-        for q, shape in incoming_shape.items():
+        for shape in incoming_shape.values():
             st["bytes_received"] += math.prod(shape) * item
         with _collective(what):
             for q in self.neighbours:
@@ -339,47 +347,38 @@ class Exchange:
         return res
 
 
-class ExchangeFunction(torch.autograd.Function):
-    """``y = E x``: the entries of the needed global indices, gathered from their owners.
+class LinearMap:
+    """A linear map ``x -> L x`` (a halo exchange, a selection of entries, a sum over the ranks...) and
+    its adjoint ``L.T``, as two functions; ``L.T.T is L``. :func:`apply_linear` applies it with autograd."""
 
-    E is linear (a selection of entries of the distributed vector), so the derivatives are
-    backward: grad_x = E^T grad_y, the needed entries' gradients sent back and summed into their owners
-    (:meth:`Exchange.reverse`); forward mode: dy = E dx (the same exchange of the tangent). Both are
-    collective, like the forward. Double backward differentiates E^T, which is E again.
-    """
+    __slots__ = ("fn", "T")
 
-    @staticmethod
-    def forward(plan: Exchange, x: Tensor) -> Tensor:
-        return plan.forward(x)
+    def __init__(self, fn, adjoint_fn=None, *, T=None):
+        self.fn = fn
+        self.T = T if T is not None else LinearMap(adjoint_fn, T=self)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.plan = inputs[0]
+
+class _ApplyLinear(torch.autograd.Function):
+    """``y = L x`` for a linear map L. Backward: grad_x = L^T grad_y (the adjoint map, itself applied
+    through this Function, so double backward works); forward mode: dy = L dx. Collective when L is."""
 
     @staticmethod
-    def backward(ctx, g):
-        return None, ReverseExchangeFunction.apply(ctx.plan, g)
-
-    @staticmethod
-    def jvp(ctx, _plan_t, dx):
-        return ctx.plan.forward(dx)
-
-
-class ReverseExchangeFunction(torch.autograd.Function):
-    """``x = E^T y`` (see :class:`ExchangeFunction`); its adjoint is E."""
-
-    @staticmethod
-    def forward(plan: Exchange, y: Tensor) -> Tensor:
-        return plan.reverse(y)
+    def forward(L: LinearMap, x: Tensor) -> Tensor:
+        return L.fn(x)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.plan = inputs[0]
+        ctx.L = inputs[0]
 
     @staticmethod
     def backward(ctx, g):
-        return None, ExchangeFunction.apply(ctx.plan, g)
+        return None, _ApplyLinear.apply(ctx.L.T, g)
 
     @staticmethod
-    def jvp(ctx, _plan_t, dy):
-        return ctx.plan.reverse(dy)
+    def jvp(ctx, _L, dx):
+        return ctx.L.fn(dx)
+
+
+def apply_linear(L: LinearMap, x: Tensor) -> Tensor:
+    """``L x``, differentiable in reverse and forward mode (see :class:`LinearMap`)."""
+    return _ApplyLinear.apply(L, x)

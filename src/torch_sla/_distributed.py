@@ -31,7 +31,7 @@ from torch.distributed.tensor import DTensor, Shard
 from ._autograd import pattern_vjp, solve_through
 from ._checks import as_float, as_int, core_array
 from ._core import core
-from ._dist_comm import Comm, Exchange, ExchangeFunction, ReverseExchangeFunction, agree
+from ._dist_comm import Comm, Exchange, LinearMap, agree, apply_linear
 from ._eigsh import _lobpcg
 from ._krylov_torch import KrylovInfo, krylov_solve
 from ._operator import InnerProducts
@@ -65,112 +65,6 @@ def _sorted_lookup(sorted_ids: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
         return torch.zeros_like(ids), torch.zeros(ids.shape, dtype=torch.bool)
     pos = torch.searchsorted(sorted_ids, ids).clamp(max=sorted_ids.numel() - 1)
     return pos, sorted_ids[pos] == ids
-
-
-class _Shard(torch.autograd.Function):
-    """The owned entries ``x[owned]`` of a replicated global ``x`` (every rank holds the same x).
-
-    As a function of the one logical x, the gradient is the sum over ranks of each rank's owned-entry
-    gradient placed at its positions: backward zero-pads and all-reduces, so every rank gets the full,
-    same gradient (the replicated convention). Forward mode: the tangent's owned entries."""
-
-    @staticmethod
-    def forward(d, x):
-        return x.index_select(0, d._owned_dev(x.device))
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.d, ctx.n_rows = inputs[0], inputs[1].shape[0]
-
-    @staticmethod
-    def backward(ctx, g):
-        d = ctx.d
-        full = g.new_zeros((ctx.n_rows, *g.shape[1:])).index_copy(0, d._owned_dev(g.device), g)
-        return None, _AllReduceSum.apply(d.comm, full)
-
-    @staticmethod
-    def jvp(ctx, _d, dx):
-        return dx.index_select(0, ctx.d._owned_dev(dx.device))
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks of per-rank contributions to one replicated quantity. Its adjoint (each rank's
-    contribution receives the replicated gradient) is the identity."""
-
-    @staticmethod
-    def forward(comm, t):
-        return comm.all_reduce(t, "sum", "gradient all-reduce")
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.comm = inputs[0]
-
-    @staticmethod
-    def backward(ctx, g):
-        return None, g
-
-    @staticmethod
-    def jvp(ctx, _c, dt):
-        return ctx.comm.all_reduce(dt, "sum", "gradient all-reduce")
-
-
-class _Replicated(torch.autograd.Function):
-    """Identity forward; backward sums the ranks' gradients (a replicated value's total gradient)."""
-
-    @staticmethod
-    def forward(comm, t):
-        return t.view_as(t)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.comm = inputs[0]
-
-    @staticmethod
-    def backward(ctx, g):
-        return None, _AllReduceSum.apply(ctx.comm, g)
-
-    @staticmethod
-    def jvp(ctx, _c, dt):
-        return dt
-
-
-class _SelectReplicated(torch.autograd.Function):
-    """``v[idx]`` of replicated values ``v`` whose gradient is all-reduced (every rank gets the full one)."""
-
-    @staticmethod
-    def forward(comm, v, idx):
-        return v.index_select(0, idx)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.comm, v, ctx.idx = inputs
-        ctx.n = v.shape[0]
-
-    @staticmethod
-    def backward(ctx, g):
-        full = g.new_zeros(ctx.n).index_add(0, ctx.idx, g)
-        return None, _AllReduceSum.apply(ctx.comm, full), None
-
-
-class _Gather(torch.autograd.Function):
-    """The replicated global vector from each rank's owned entries (all-gather, then the partition's
-    order undone). Backward: each rank's owned entries of the (replicated) gradient."""
-
-    @staticmethod
-    def forward(d, x):
-        return d._gather_raw(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.d = inputs[0]
-
-    @staticmethod
-    def backward(ctx, g):
-        return None, g.index_select(0, ctx.d._owned_dev(g.device))
-
-    @staticmethod
-    def jvp(ctx, _d, dx):
-        return ctx.d._gather_raw(dx)
 
 
 # -- the distributed operator ------------------------------------------------------------------------------------
@@ -536,7 +430,7 @@ class _DSource:
         # owned entries then the ghosts, fetched by the (differentiable) halo exchange.
         d = self.d
         r = right[0]
-        ext = torch.cat([r, ExchangeFunction.apply(d._halo, r)]) if d.n_ghost else r
+        ext = torch.cat([r, apply_linear(d._halo.map, r)]) if d.n_ghost else r
         return (pattern_vjp(d._local_pattern, left, ext.unsqueeze(0)),)
 
     def params_jvp(self, params, tangents, x, op):
@@ -545,14 +439,14 @@ class _DSource:
         p = d._local_pattern
         xx = x[0]
         if op == "N":
-            ext = torch.cat([xx, ExchangeFunction.apply(d._halo, xx)]) if d.n_ghost else xx
+            ext = torch.cat([xx, apply_linear(d._halo.map, xx)]) if d.n_ghost else xx
             prod = dv[0][:, None] * ext[p.col]
             return torch.zeros_like(xx).index_add(0, p.row, prod).unsqueeze(0)
         prod = dv[0].conj()[:, None] * xx[p.row]
         y = xx.new_zeros((d.n_owned + d.n_ghost, xx.shape[1])).index_add(0, p.col, prod)
         out = y[: d.n_owned]
         if d.n_ghost:
-            out = out + ReverseExchangeFunction.apply(d._halo, y[d.n_owned :])
+            out = out + apply_linear(d._halo.map.T, y[d.n_owned :])
         return out.unsqueeze(0)
 
 
@@ -645,7 +539,7 @@ class _DEigsh(torch.autograd.Function):
             )
         agree(d.comm, err, "DSparseTensor.eigsh backward")
         p = d._local_pattern
-        Vext = torch.cat([V, ExchangeFunction.apply(d._halo, V)]) if d.n_ghost else V
+        Vext = torch.cat([V, apply_linear(d._halo.map, V)]) if d.n_ghost else V
         grad = ((V[p.row] * Vext[p.col]) * g_lam[None, :]).sum(1)
         return None, None, None, grad
 
@@ -750,6 +644,7 @@ class DSparseTensor(DistributedInnerProducts):
         self._owned_cache: dict = {}
         self._overlaps: dict = {}
         self._chunk_plans: dict = {}
+        self._maps: dict = {}
         self._hermitian: bool | None = None
 
     # -- construction -------------------------------------------------------------------------------------------
@@ -932,7 +827,7 @@ class DSparseTensor(DistributedInnerProducts):
                     f"values: expected the global values ({self._n_input},), got {tuple(values.shape)}"
                 )
             mine = (
-                _SelectReplicated.apply(self.comm, values, self._select)
+                apply_linear(self._linear("select"), values)
                 if replicated
                 else values.index_select(0, self._select)
             )
@@ -1022,6 +917,43 @@ class DSparseTensor(DistributedInnerProducts):
         return got_r, got_c, got_e
 
     # -- vectors ------------------------------------------------------------------------------------------------
+    def _linear(self, kind: str, n: int | None = None) -> LinearMap:
+        """The linear maps between replicated and owned tensors (cached per layout), with their adjoints:
+
+        - "shard": ``x -> x[owned]`` of a replicated x; adjoint: zero-pad and sum over the ranks (the
+          gradient of one replicated value is the sum of every rank's contribution);
+        - "gather": owned entries -> the replicated global vector; adjoint: the owned entries;
+        - "replicated": the identity; adjoint: the sum over the ranks;
+        - "select": replicated global values -> this rank's values; adjoint: zero-pad and sum.
+        """
+        key = (kind, n)
+        hit = self._maps.get(key)
+        if hit is not None:
+            return hit
+        comm = self.comm
+
+        def owned(t: Tensor) -> Tensor:
+            return t.index_select(0, self._owned_dev(t.device))
+
+        def padded_sum(idx_of, size):
+            def adjoint(g: Tensor) -> Tensor:
+                full = g.new_zeros((size, *g.shape[1:])).index_add(0, idx_of(g.device), g)
+                return comm.all_reduce(full, "sum", "gradient all-reduce")
+
+            return adjoint
+
+        if kind == "shard":
+            L = LinearMap(owned, padded_sum(self._owned_dev, n))
+        elif kind == "gather":
+            L = LinearMap(self._gather_raw, owned)
+        elif kind == "replicated":
+            L = LinearMap(lambda t: t.view_as(t), lambda g: comm.all_reduce(g, "sum", "gradient all-reduce"))
+        else:  # "select"
+            sel = self._select
+            L = LinearMap(lambda v: v.index_select(0, sel.to(v.device)), padded_sum(sel.to, self._n_input))
+        self._maps[key] = L
+        return L
+
     def _gather_raw(self, x: Tensor) -> Tensor:
         full = self.comm.all_gather_v(x.detach(), "gather")
         perm = torch.argsort(self._owner, stable=True).to(
@@ -1038,7 +970,7 @@ class DSparseTensor(DistributedInnerProducts):
             raise InvalidArgumentError(
                 f"x: expected a replicated global ({self.shape[0]},) or ({self.shape[0]}, k) tensor"
             )
-        return _Shard.apply(self, x)
+        return apply_linear(self._linear("shard", x.shape[0]), x)
 
     def replicated(self, t: Tensor) -> Tensor:
         """``t`` itself, marked as one value replicated on every rank: its gradient is the sum of the
@@ -1048,7 +980,7 @@ class DSparseTensor(DistributedInnerProducts):
         vector. Without it, a tensor's gradient on each rank is that rank's contribution only."""
         if not isinstance(t, Tensor):
             raise InvalidArgumentError(f"t: expected a tensor, got {type(t).__name__}")
-        return _Replicated.apply(self.comm, t)
+        return apply_linear(self._linear("replicated"), t)
 
     def gather(self, x: Tensor) -> Tensor:
         """The replicated global vector from every rank's owned entries ``(n_owned,)`` / ``(n_owned, k)``."""
@@ -1056,7 +988,7 @@ class DSparseTensor(DistributedInnerProducts):
             raise InvalidArgumentError(
                 f"x: expected the owned entries ({self.n_owned},) or ({self.n_owned}, k)"
             )
-        return _Gather.apply(self, x)
+        return apply_linear(self._linear("gather"), x)
 
     def _chunk_plan(self):
         """Exchanges between the partition's layout and torch's even Shard(0) chunks of the global order."""
@@ -1085,14 +1017,14 @@ class DSparseTensor(DistributedInnerProducts):
             if tuple(x.placements) != (_shard0(),)
             else x.to_local()
         )
-        return ExchangeFunction.apply(from_chunks, local)
+        return apply_linear(from_chunks.map, local)
 
     def to_dtensor(self, x: Tensor):
         """A DTensor sharded on dim 0 (torch's even chunks of the global order) from owned entries."""
         if self.mesh is None:
             raise InvalidArgumentError("to_dtensor: this DSparseTensor was built without a DeviceMesh")
         _, to_chunks = self._chunk_plan()
-        local = ExchangeFunction.apply(to_chunks, x)
+        local = apply_linear(to_chunks.map, x)
         shape = (self.shape[0], *x.shape[1:])
         stride = tuple(int(s) for s in torch.empty(shape, device="meta").stride())
         return DTensor.from_local(
@@ -1118,8 +1050,8 @@ class DSparseTensor(DistributedInnerProducts):
         one = x.dim() == 1
         n = self.shape[0]
         if x.shape[0] == n and (n != self.n_owned or self.world_size == 1):
-            loc = _Shard.apply(self, x)
-            back = lambda y: _Gather.apply(self, y[:, 0] if one else y)  # noqa: E731
+            loc = apply_linear(self._linear("shard", n), x)
+            back = lambda y: apply_linear(self._linear("gather"), y[:, 0] if one else y)  # noqa: E731
         elif x.shape[0] == self.n_owned:
             loc = x
             back = lambda y: y[:, 0] if one else y  # noqa: E731
@@ -1133,7 +1065,7 @@ class DSparseTensor(DistributedInnerProducts):
     # -- products -----------------------------------------------------------------------------------------------
     def matvec(self, x: Tensor) -> Tensor:
         """``A x`` for an ``(n_owned, k)`` block of owned entries (differentiable; one halo exchange)."""
-        ext = torch.cat([x, ExchangeFunction.apply(self._halo, x)]) if self.n_ghost else x
+        ext = torch.cat([x, apply_linear(self._halo.map, x)]) if self.n_ghost else x
         return self.local.matmul(ext)
 
     def rmatvec(self, x: Tensor) -> Tensor:
@@ -1141,7 +1073,7 @@ class DSparseTensor(DistributedInnerProducts):
         y = self.local.H().matmul(x)
         if not self.n_ghost:
             return y
-        return y[: self.n_owned] + ReverseExchangeFunction.apply(self._halo, y[self.n_owned :])
+        return y[: self.n_owned] + apply_linear(self._halo.map.T, y[self.n_owned :])
 
     def matmul(self, x):
         """``A @ x`` for a vector in any of the three forms (replicated, DTensor, owned entries); the result
