@@ -16,6 +16,9 @@ import queue
 import socket
 import traceback
 
+import torch
+import torch.distributed as dist
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -23,19 +26,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, tasks, results, threads: int, pg_timeout: float) -> None:
-    import torch
-    import torch.distributed as dist
-
+def _join(rank: int, world: int, port: int, threads: int, pg_timeout: float) -> None:
+    """Join the gloo process group on 127.0.0.1 with ``threads`` torch threads."""
     torch.set_num_threads(threads)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=pg_timeout),
+    )
+
+
+def _worker(rank: int, world: int, port: int, tasks, results, threads: int, pg_timeout: float) -> None:
     try:
-        dist.init_process_group(
-            "gloo",
-            init_method=f"tcp://127.0.0.1:{port}",
-            rank=rank,
-            world_size=world,
-            timeout=datetime.timedelta(seconds=pg_timeout),
-        )
+        _join(rank, world, port, threads, pg_timeout)
     except Exception:  # noqa: BLE001 - reported to the parent
         results.put((rank, -1, "error", traceback.format_exc()))
         return
@@ -53,17 +58,7 @@ def _worker(rank: int, world: int, port: int, tasks, results, threads: int, pg_t
 
 
 def _one_shot(rank: int, world: int, port: int, results, fn, args, threads: int, pg_timeout: float) -> None:
-    import torch
-    import torch.distributed as dist
-
-    torch.set_num_threads(threads)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=pg_timeout),
-    )
+    _join(rank, world, port, threads, pg_timeout)
     try:
         out = fn(rank, world, *args)
         results.put((rank, 0, "ok", out))
