@@ -171,5 +171,5 @@ def test_distributed_benchmark_quick_run(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(js.read_text())
     assert data["halo"]["measured"] == data["halo"]["model"]
-    assert set(data["iterations"]) == {"1", "2", "4", "8"}
+    assert set(data["iterations"]) == {"1", "2"}  # --quick runs no oversubscribed pools
     assert data["cg"]["per_iteration_2"] > 0 and "communication exceeds compute" in r.stdout
