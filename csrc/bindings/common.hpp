@@ -93,7 +93,9 @@ inline ScalarType parse_scalar(const std::string& s) {
 inline Backend parse_backend(const std::string& s) {
   if (s == "suitesparse") return Backend::SuiteSparse;
   if (s == "eigen") return Backend::Eigen;
-  fail(ErrorKind::InvalidArgument, "backend: unknown C++ backend '", s, "' (expected 'suitesparse' or 'eigen')");
+  if (s == "pardiso") return Backend::Pardiso;
+  fail(ErrorKind::InvalidArgument, "backend: unknown C++ backend '", s,
+       "' (expected 'suitesparse', 'eigen' or 'pardiso')");
 }
 
 inline Method parse_method(const std::string& s) {

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
+import sys
 import threading
 from typing import Any
 
@@ -284,6 +286,37 @@ class EigenBackend(CoreDirectBackend):
         )
 
 
+def mkl_candidates() -> list[str]:
+    """Where the ``mkl`` wheel puts MKL's runtime library: the ``lib`` folder of the running Python's
+    prefix (the virtual environment). ``TORCH_SLA_MKL_RT`` overrides it (see ``load_pardiso``)."""
+    lib = os.path.join(sys.prefix, "lib")
+    return [os.path.join(lib, name) for name in ("libmkl_rt.so.3", "libmkl_rt.so.2")]
+
+
+class PardisoBackend(CoreDirectBackend):
+    """Intel MKL PARDISO, loaded at run time from the ``mkl`` wheel (no build-time dependency): supernodal
+    LL^T, Bunch-Kaufman LDL^T and LU with weighted matching, on ``torch.get_num_threads()`` threads."""
+
+    name = "pardiso"
+    priority = {"cpu": 3}
+    # No determinant or selected inversion: PARDISO does not give its pivots or factors back.
+    operations = frozenset({"solve", "factorize", "batch"})
+
+    def availability(self) -> tuple[bool, str]:
+        info = core_build_info()
+        if "error" in info:
+            return False, f"the C++ core failed to import: {IMPORT_ERROR}"
+        loaded, description = core().load_pardiso(mkl_candidates())
+        description = " ".join(line.strip() for line in description.splitlines())
+        if not loaded:
+            return False, description
+        return True, f"{description}; float32/complex64 are computed in double precision"
+
+    def factorize(self, A: SparseTensor, method: str, allow_singular: bool = False) -> tuple[list, bool]:
+        core().set_pardiso_threads(torch.get_num_threads())
+        return super().factorize(A, method, allow_singular)
+
+
 class ScipyBackend(Backend):
     """``scipy.sparse.linalg.splu`` (SuperLU), the reference most users know."""
 
@@ -323,7 +356,7 @@ class ScipyBackend(Backend):
         return factors, False
 
 
-for _backend in (SuiteSparseBackend(), EigenBackend(), ScipyBackend()):
+for _backend in (SuiteSparseBackend(), EigenBackend(), ScipyBackend(), PardisoBackend()):
     register(_backend)
 
 

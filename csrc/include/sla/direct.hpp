@@ -20,12 +20,36 @@
 
 namespace sla {
 
-enum class Backend { SuiteSparse, Eigen };
+enum class Backend { SuiteSparse, Eigen, Pardiso };
 enum class Method { Cholesky, LDL, LU };
 
 const char* backend_name(Backend b);
 const char* method_name(Method m);
-bool backend_available(Backend b);  // SuiteSparse is compiled in only when it was found at build time
+// SuiteSparse is compiled in only when it was found at build time; PARDISO is available once
+// load_pardiso() has found Intel MKL's runtime library.
+bool backend_available(Backend b);
+
+// PARDISO (Intel MKL) is never linked: its runtime library, libmkl_rt, is loaded on demand.
+struct PardisoLibrary {
+  bool loaded = false;
+  // The library's path and version when loaded, else why it is not (every place tried, with the loader's
+  // message for each).
+  std::string description;
+};
+// Load libmkl_rt (once per process; later calls return the first success, or try again after a failure).
+// Where: the environment variable TORCH_SLA_MKL_RT alone when it is set (a path; "none" or an empty value
+// disables PARDISO), else each of `candidates` in turn (paths), then the dynamic loader's own search for
+// libmkl_rt.so.3, .so.2 and .so. Before loading it, the BLAS / LAPACK / OpenMP libraries already in the
+// process are made global, so that the Fortran BLAS symbols libmkl_rt exports globally never replace the
+// ones the other backends were linked with. MKL's threading layer is GNU OpenMP (the runtime of the
+// core and of torch) when that runtime is in the process, sequential otherwise; MKL_THREADING_LAYER in
+// the environment overrides it.
+PardisoLibrary load_pardiso(const std::vector<std::string>& candidates);
+PardisoLibrary pardiso_library();
+// Threads for PARDISO's analysis, factorization and solve (0: MKL's default). Calls made inside an OpenMP
+// parallel region (the members of a batch) run on one thread each.
+void set_pardiso_threads(int n);
+int pardiso_threads();
 
 class Numeric;
 
@@ -134,8 +158,7 @@ class Numeric {
 // first). Throws InvalidArgument (not square) / Unavailable (backend not compiled in).
 // A 0 x 0 pattern gives an analysis whose factorizations are trivial (solve does nothing).
 template <class I>
-std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar,
-                                        const CsrView<I>& pattern);
+std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrView<I>& pattern);
 // The same for a CsrPattern, validated when it was made.
 std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern);
 
@@ -176,8 +199,8 @@ class NumericBatch {
 // runs at once. Equal, bit for bit, to a loop of factorize(). Errors are those of factorize() for the
 // first member that failed, the message starting "batch member i: " (i 0-based); an exception thrown by
 // the interrupt handler comes out unchanged. The members hold no pointer into `values`.
-NumericBatch factorize_batch(const std::shared_ptr<const Symbolic>& sym, const void* values, index_t batch,
-                             int threads, const FactorizeOptions& options = {});
+NumericBatch factorize_batch(const std::shared_ptr<const Symbolic>& sym, const void* values, index_t batch, int threads,
+                             const FactorizeOptions& options = {});
 
 // Number of threads the BLAS under the libraries may use (OpenBLAS when it is the loaded BLAS).
 // Returns false when the loaded BLAS offers no such control.
