@@ -98,6 +98,13 @@ inline Backend parse_backend(const std::string& s) {
        "' (expected 'suitesparse', 'eigen' or 'pardiso')");
 }
 
+inline Ordering parse_ordering(const std::string& s) {
+  if (s == "default") return Ordering::Default;
+  if (s == "amd") return Ordering::AMD;
+  if (s == "metis") return Ordering::NestedDissection;
+  fail(ErrorKind::InvalidArgument, "ordering: expected 'default', 'amd' or 'metis', got '", s, "'");
+}
+
 inline Method parse_method(const std::string& s) {
   if (s == "cholesky") return Method::Cholesky;
   if (s == "ldl") return Method::LDL;

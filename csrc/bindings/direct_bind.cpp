@@ -39,12 +39,14 @@ std::shared_ptr<Symbolic> analyze_py(const std::string& backend, const std::stri
 }
 
 std::shared_ptr<Symbolic> analyze_pattern_py(const std::string& backend, const std::string& method,
-                                             const std::string& dtype, const CsrPattern& pattern) {
+                                             const std::string& dtype, const CsrPattern& pattern,
+                                             const std::string& ordering) {
   const Backend b = parse_backend(backend);
   const Method m = parse_method(method);
   const ScalarType s = parse_scalar(dtype);
+  const Ordering o = parse_ordering(ordering);
   nb::gil_scoped_release release;
-  return std::const_pointer_cast<Symbolic>(analyze(b, m, s, pattern));
+  return std::const_pointer_cast<Symbolic>(analyze(b, m, s, pattern, o));
 }
 
 std::shared_ptr<Numeric> factorize_py(const std::shared_ptr<Symbolic>& sym, const Array& values, bool allow_singular) {
@@ -164,6 +166,13 @@ void bind_direct(nb::module_& m) {
           "Where the analysis and its factorizations live and run: 'cpu' or 'cuda:<ordinal>'.")
       .def_prop_ro("n", &Symbolic::n)
       .def_prop_ro("predicted_factor_bytes", &Symbolic::predicted_factor_bytes)
+      .def_prop_ro("predicted_flops", &Symbolic::predicted_flops,
+                   "Flops of the numeric factorization predicted by the analysis (-1: none yet).")
+      .def_prop_ro("predicted_factor_nnz", &Symbolic::predicted_factor_nnz,
+                   "Stored entries of the factors predicted by the analysis (-1: none yet).")
+      .def_prop_ro(
+          "ordering", [](const Symbolic& s) { return std::string(ordering_name(s.ordering())); },
+          "The fill-reducing ordering asked for: 'default' (the backend's own), 'amd' or 'metis'.")
       .def_prop_ro("memory_bytes", &Symbolic::memory_bytes,
                    "Bytes this analysis holds (plan and backend symbolic data; factors not included).")
       .def_prop_ro("nnz", &Symbolic::csr_nnz);
@@ -185,7 +194,9 @@ void bind_direct(nb::module_& m) {
   m.def("analyze", &analyze_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"), nb::arg("n_rows"),
         nb::arg("n_cols"), nb::arg("crow_indices"), nb::arg("col_indices"));
   m.def("analyze", &analyze_pattern_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"), nb::arg("pattern"),
-        "Symbolic analysis of a CsrPattern, validated when it was made.");
+        nb::arg("ordering") = "default",
+        "Symbolic analysis of a CsrPattern, validated when it was made, with the fill-reducing ordering "
+        "'default' (the backend's own), 'amd' (minimum degree) or 'metis' (nested dissection; not Eigen).");
   m.def("factorize", &factorize_py, nb::arg("symbolic"), nb::arg("values"), nb::arg("allow_singular") = false,
         "Numeric factorization. allow_singular=True accepts a matrix singular to working precision when the "
         "library produced a complete factor (UMFPACK; CHOLMOD LDL^T when only its last pivot is zero): slogdet() "
