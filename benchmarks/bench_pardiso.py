@@ -99,21 +99,106 @@ def row(case, times, baseline, target=None, against=None):
     return out
 
 
+def auto_table(quick: bool, repeats: int) -> list[dict]:
+    """backend="auto" against every backend on matrices of different structure, cold (new pattern):
+    auto should be within 10% of the fastest on each."""
+    s = 0.5 if quick else 1.0
+    mats = [
+        ("2D Poisson", problems.poisson2d(int(200 * s))),
+        ("2D Poisson", problems.poisson2d(int(400 * s))),
+        ("3D Poisson", problems.poisson3d(int(20 * s))),
+        ("3D Poisson", problems.poisson3d(int(32 * s))),
+        ("conv-diff 2D", problems.convection_diffusion2d(int(150 * s))),
+        ("conv-diff 2D", problems.convection_diffusion2d(int(300 * s))),
+        ("conv-diff 3D", problems.convection_diffusion3d(int(24 * s))),
+        ("banded SPD (bw 60)", problems.banded_spd(int(60000 * s), 60)),
+        ("block-arrow SPD", problems.block_arrow_spd(int(400 * s), 60, 200)),
+        ("geometric graph Lapl.", problems.geometric_graph_laplacian(int(60000 * s))),
+    ]
+    names = [b.name for b in sla.backends().values() if b.kind == "direct" and b.available]
+    print(f"\nauto against every backend, cold, best of {repeats} interleaved (load {load()})")
+    print(
+        f"{'matrix':<24}{'n':>8}{'method':>9}  "
+        + "".join(f"{n:>13}" for n in names + ["pardiso[amd]"])
+        + f"{'auto':>11}  auto picked        auto/best"
+    )
+    out = []
+    for label, m in mats:
+        A = sla.SparseTensor.from_scipy(m)
+        b = torch.ones(m.shape[0], dtype=torch.float64)
+        method = sla.explain(A).method
+        contenders = {}
+        for name in names:
+            if method in sla.backends()[name].methods:
+                contenders[name] = cold_solve(A, b, backend=name, method=method)
+        contenders["pardiso[amd]"] = cold_solve_ordered(A, b, "pardiso", method, "amd")
+        contenders["auto"] = cold_solve(A, b)
+        t = interleaved(contenders, repeats)
+        c = sla.explain(A)
+        picked = c.backend + ("" if c.ordering == "default" else f"[{c.ordering}]")
+        best = min(v for k, v in t.items() if k != "auto")
+        ratio = t["auto"] / best
+        cells = "".join(f"{t[n]:>12.3f}s" if n in t else f"{'-':>13}" for n in names + ["pardiso[amd]"])
+        print(
+            f"{label:<24}{m.shape[0]:>8}{method:>9}  {cells}{t['auto']:>10.3f}s  {picked:<18} "
+            f"{ratio:.2f} {'ok' if ratio <= 1.1 else 'NO'}",
+            flush=True,
+        )
+        out.append(
+            {
+                "matrix": label,
+                "n": m.shape[0],
+                "method": method,
+                "times_s": t,
+                "auto_picked": picked,
+                "auto_over_best": ratio,
+            }
+        )
+    return out
+
+
+def cold_solve_ordered(A, b, backend, method, ordering):
+    """A cold solve with a given fill-reducing ordering (through the backend's own factorize)."""
+    impl = sla.backends()[backend]
+
+    def run():
+        sla.clear_analysis_cache()
+        factors, _ = impl.factorize(A, method, ordering=ordering)
+        return factors[0].solve(b.reshape(-1, 1), "N")
+
+    return run
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="small problems: a smoke run, not the targets")
     p.add_argument("--json", default=None)
+    p.add_argument("--table-only", action="store_true", help="only the table of auto against every backend")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     q, reps = args.quick, args.repeats
     if not sla.backends()["pardiso"].available:
         print(f"PARDISO is not available: {sla.backends()['pardiso'].note}")
         return
-    print(f"PARDISO benchmarks: {args.threads} threads, best of {reps} interleaved rounds, float64, load {load()}")
+    print(
+        f"PARDISO benchmarks: {args.threads} threads, best of {reps} interleaved rounds, float64, load {load()}"
+    )
     results = {"threads": args.threads, "load_before": load(), "rows": []}
     rows = results["rows"]
+    t0 = time.perf_counter()
+    c = sla.explain(sla.SparseTensor.from_scipy(problems.poisson2d(30)))  # loads or calibrates the cost model
+    print(
+        f"cost model: {next((r for r in c.reasons if r.startswith('cost model')), 'not used')[:100]}... "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    if args.table_only:
+        results["auto_table"] = auto_table(q, reps)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        return
 
     # Unsymmetric convection-diffusion: forward >= 2x SciPy, forward + backward >= 3x.
     m = problems.convection_diffusion2d(60 if q else 300)
@@ -179,6 +264,7 @@ def main():
         reps,
     )
     rows.append(row(f"3D Poisson {round(m.shape[0] ** (1 / 3))}^3, analysis cached", t, "cholmod"))
+    results["auto_table"] = auto_table(q, reps)
     results["load_after"] = load()
     print(f"load after: {results['load_after']}")
     if args.json:

@@ -29,7 +29,7 @@ from ._logdet import det, diag_inverse, inverse_entries, logdet, selected_invers
 from ._memory import get_memory_budget, set_memory_budget
 from ._nonlinear import NonlinearInfo, nonlinear_solve
 from ._operator import LinearOperator, Operator
-from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends
+from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends, tune
 from ._solve import amg_solve, factorize, solve, spsolve
 from ._sparse_tensor import SparseTensor, as_sparse_tensor
 from .errors import (
@@ -76,6 +76,7 @@ __all__ = [
     "svds",
     "EigshInfo",
     "factorize",
+    "tune",
     "as_sparse_tensor",
     "LinearOperator",
     "Operator",
