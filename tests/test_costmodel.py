@@ -72,6 +72,11 @@ def test_pardiso_orders_by_nested_dissection_where_it_pays():
     p = sla.backends()["pardiso"]
     assert p.auto_ordering(flops=1.6e10, factor_nnz=1.4e7) == "metis"  # 3-D Poisson 40^3
     assert p.auto_ordering(flops=2.1e9, factor_nnz=9.2e6) == "amd"  # 2-D Poisson 500^2
+    assert p.auto_ordering(flops=2.1e9, factor_nnz=9.2e6, dense_rows=20.0) == "metis"  # a block arrow
+    arrow = sla.SparseTensor.from_dense(
+        torch.eye(50, dtype=F64) * 4 + torch.nn.functional.pad(torch.ones(1, 50), (0, 0, 49, 0)).double()
+    )
+    assert _costmodel.dense_rows(arrow) > 8.0 and _costmodel.dense_rows(poisson2d(8)) < 2.0
     assert sla.backends()["suitesparse"].auto_ordering(1e12, 1.0) == "default"
 
 

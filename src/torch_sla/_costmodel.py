@@ -125,6 +125,17 @@ def problems(method: str) -> list[SparseTensor]:
     return [_grid(d, conv) for d in ((40, 40), (100, 100), (10, 10, 10), (16, 16, 16))]
 
 
+def dense_rows(A: SparseTensor) -> float:
+    """The longest row of A's pattern over its mean row length (cached on the pattern)."""
+    p = A.pattern
+    cached = p._cache.get("dense_rows")
+    if cached is None:
+        lengths = p.crow[1:] - p.crow[:-1]
+        mean = max(float(A.nnz) / max(A.shape[-1], 1), 1.0)
+        cached = p._cache["dense_rows"] = float(lengths.max()) / mean if lengths.numel() else 1.0
+    return cached
+
+
 def _fit(features: np.ndarray, seconds: np.ndarray) -> list[float]:
     """Non-negative (c0, c1, c2) minimising the relative errors of c . features against seconds."""
     rows = features / seconds[:, None]
@@ -158,7 +169,7 @@ def calibrate(candidates: list[Any], probe: Any) -> Model:
         for b in here:
             times = []
             for A, (flops, fnnz) in zip(mats, stats):
-                order = b.auto_ordering(flops, fnnz)
+                order = b.auto_ordering(flops, fnnz, dense_rows(A))
                 best = min(b.cold_solve_seconds(A, method, order) for _ in range(2))
                 times.append(max(best, 1e-6))
             coefficients[f"{b.name}:{method}"] = _fit(np.array(feats), np.array(times))

@@ -329,12 +329,14 @@ class PardisoBackend(CoreDirectBackend):
     # "default" is METIS nested dissection; its minimum degree costs less to compute and fills more.
     tune_orderings = ("amd", "metis")
 
-    def auto_ordering(self, flops: float, factor_nnz: float) -> str:
+    def auto_ordering(self, flops: float, factor_nnz: float, dense_rows: float = 1.0) -> str:
         # Nested dissection pays where the factorization dominates the ordering's cost: many flops per
         # factor entry (large 3-D problems). Measured, cold, 2 threads: 3-D Poisson 40^3 (1123 flops per
         # entry of CHOLMOD's factor) METIS 1.9 s vs minimum degree 3.4 s; 2-D Poisson 500^2 (225) minimum
-        # degree 1.3 s vs METIS 2.1 s; convection-diffusion 300^2 (235) about even.
-        return "metis" if flops > 400.0 * factor_nnz else "amd"
+        # degree 1.3 s vs METIS 2.1 s; convection-diffusion 300^2 (235) about even. PARDISO's minimum
+        # degree also breaks down on rows far longer than the mean (a block-arrow matrix with a border:
+        # 6.6 s against METIS's 0.44 s).
+        return "metis" if flops > 400.0 * factor_nnz or dense_rows > 8.0 else "amd"
 
     def probe_analysis(self, A: SparseTensor, method: str):
         # Only the positive definite analysis is made without the values (the others match on them).

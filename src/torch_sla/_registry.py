@@ -107,9 +107,9 @@ class Backend:
         """Peak memory of a direct solve predicted before factorizing (-1: no prediction)."""
         return -1.0
 
-    def auto_ordering(self, flops: float, factor_nnz: float) -> str:
+    def auto_ordering(self, flops: float, factor_nnz: float, dense_rows: float = 1.0) -> str:
         """The ordering ``auto`` gives this backend, from the probe analysis's predicted flops and
-        factor entries (see :mod:`_costmodel`)."""
+        factor entries and the ratio of A's longest row to its mean row (see :mod:`_costmodel`)."""
         return "default"
 
     def probe_analysis(self, A: SparseTensor, method: str):
@@ -399,7 +399,7 @@ def _auto_backend(
     for b in here:
         t = model.predict(f"{b.name}:{method}", float(A.nnz), flops)
         if t is not None:
-            predicted.append((t, b, b.auto_ordering(flops, fnnz)))
+            predicted.append((t, b, b.auto_ordering(flops, fnnz, _costmodel.dense_rows(A))))
     if not predicted:
         return first, "default", False
     predicted.sort(key=lambda item: item[0])
