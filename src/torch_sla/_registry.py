@@ -373,7 +373,8 @@ def _auto_backend(
 ) -> tuple[Backend, str, bool]:
     """The backend (and ordering) ``auto`` takes among ``here`` (those that can run this), in order:
     the winner of :func:`tune` for this pattern; the least predicted time of the cost model (CPU, more
-    than one candidate, a calibration); the first in the registry's order. The flag says whether a measurement decided (its reason added)."""
+    than one candidate, a calibration); the first in the registry's order. The flag says whether a
+    measurement decided (its reason is added then)."""
     tuned = _TUNED.get((A.pattern.fingerprint, dtype_name(A.dtype), method))
     names = {b.name: b for b in here}
     if tuned is not None and tuned[0] in names:
