@@ -43,9 +43,10 @@ def solve(
         Square, optionally batched (values with leading batch dims sharing one pattern).
     b : Tensor
         ``(n,)``, ``(n, k)``, or with A's batch dims in front. Same dtype and device as A.
-    backend : {"auto", "suitesparse", "eigen", "scipy", "core", "torch"}
-        Direct: suitesparse, eigen, scipy (CPU). Iterative: core (C++, CPU), torch (any device).
-        ``auto`` takes the fastest available for the device, dtype and method (see :func:`explain`);
+    backend : {"auto", "suitesparse", "eigen", "scipy", "pardiso", "core", "torch"}
+        Direct: suitesparse, eigen, scipy, pardiso (CPU). Iterative: core (C++, CPU), torch (any device).
+        ``auto`` takes the fastest available for the device, dtype and method: on the CPU the backend a
+        cost model calibrated on this machine predicts fastest (see :func:`explain`, :func:`tune`);
         :func:`show_backends` lists them.
     method : {"auto", "cholesky", "ldl", "lu", "cg", "bicgstab", "gmres", "minres"}
         ``auto``: a direct factorization on the CPU (Cholesky for Hermitian matrices with a positive
@@ -215,7 +216,7 @@ def factorize(
     Parameters
     ----------
     A : SparseTensor, torch sparse tensor, scipy.sparse matrix, or ``(values, row, col, shape)``
-    backend : {"auto", "suitesparse", "eigen", "scipy"}
+    backend : {"auto", "suitesparse", "eigen", "scipy", "pardiso"}
     method : {"auto", "cholesky", "ldl", "lu"}
         ``auto``: Cholesky for symmetric/Hermitian matrices with a positive real diagonal (LU if the
         Cholesky factorization breaks down), LU otherwise. ``cholesky`` and ``ldl`` read only the lower
