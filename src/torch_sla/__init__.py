@@ -38,7 +38,7 @@ from ._partition import (
     partition_graph_metis,
     partition_simple,
 )
-from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends
+from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends, tune
 from ._solve import amg_solve, factorize, solve, spsolve
 from ._sparse_tensor import SparseTensor, as_sparse_tensor
 from .errors import (
@@ -86,6 +86,7 @@ __all__ = [
     "svds",
     "EigshInfo",
     "factorize",
+    "tune",
     "as_sparse_tensor",
     "LinearOperator",
     "Operator",
