@@ -1,14 +1,13 @@
 // Bindings of the Krylov solvers, preconditioners and SpMV. Arrays are row-major (n, k) blocks.
 #include <nanobind/stl/function.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
-#include <nanobind/stl/optional.h>
 #include <nanobind/stl/vector.h>
 
 #include <cstring>
-#include <optional>
-
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -26,7 +25,8 @@ CsrArrays csr_from(index_t n_rows, index_t n_cols, const Array& crow, const Arra
   CsrArrays a;
   a.n_rows = n_rows;
   a.n_cols = n_cols;
-  if (is_int32(crow) && is_int32(col)) a.index32 = true;
+  if (is_int32(crow) && is_int32(col))
+    a.index32 = true;
   else if (!(is_int64(crow) && is_int64(col)))
     fail(ErrorKind::InvalidArgument, "crow_indices, col_indices: must both be int32 or both int64");
   a.indptr = crow.data();
@@ -298,11 +298,13 @@ void bind_amg(nb::module_& m) {
       "make_amg",
       [](const CsrPattern& pattern, const Array& values, double strength, const std::string& cycle,
          const std::string& smoother, int sweeps, int degree, index_t max_coarse, int max_levels,
-         const std::optional<Array>& near_nullspace, int threads,
-         const std::shared_ptr<AmgPreconditioner>& reuse, bool same_strength_only) -> std::shared_ptr<AmgPreconditioner> {
+         const std::optional<Array>& near_nullspace, int threads, const std::shared_ptr<AmgPreconditioner>& reuse,
+         bool same_strength_only, double truncation, double coarse_drop) -> std::shared_ptr<AmgPreconditioner> {
         const CsrArrays a = csr_from(pattern, values);
         AmgOptions o;
         o.strength = strength;
+        o.truncation = truncation;
+        o.coarse_drop = coarse_drop;
         o.cycle = parse_cycle(cycle);
         o.smoother = parse_smoother(smoother);
         o.sweeps = sweeps;
@@ -324,7 +326,8 @@ void bind_amg(nb::module_& m) {
       nb::arg("pattern"), nb::arg("values"), nb::arg("strength") = 0.02, nb::arg("cycle") = "V",
       nb::arg("smoother") = "sgs", nb::arg("sweeps") = 1, nb::arg("degree") = 2, nb::arg("max_coarse") = 500,
       nb::arg("max_levels") = 25, nb::arg("near_nullspace").none() = nb::none(), nb::arg("threads") = 1,
-      nb::arg("reuse").none() = nb::none(), nb::arg("same_strength_only") = false,
+      nb::arg("reuse").none() = nb::none(), nb::arg("same_strength_only") = false, nb::arg("truncation") = 0.0,
+      nb::arg("coarse_drop") = 0.02,
       "Smoothed-aggregation AMG hierarchy of a square real matrix; with reuse (a hierarchy of the same pattern) "
       "a values-only setup that keeps its aggregates and patterns.");
 }

@@ -2,14 +2,13 @@
 // values-only re-setup, and the V/W cycle with Jacobi, Chebyshev and symmetric Gauss-Seidel smoothers.
 #include "sla/amg.hpp"
 
+#include <Eigen/Dense>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <mutex>
 #include <sstream>
-
-#include <Eigen/Dense>
 
 #include "krylov_kernels.hpp"
 #include "sla/direct.hpp"
@@ -131,8 +130,13 @@ void residual(const Pat& A, const T* v, const T* x, const T* b, T* r, int thread
 
 // The structural pieces of one level, shared by every values-only re-setup.
 struct LevelSym {
-  PatPtr A, AT, P, R, AP, Tent;  // AT: only for a non-symmetric hierarchy; P, R, AP, Tent: not on the last
-  std::vector<std::int64_t> at_perm, r_perm;
+  // AT: only for a non-symmetric hierarchy; P, R, AP, Tent, PT: not on the last. PT is the pattern of A T
+  // (Tent's), the smoothed prolongator's before truncation; P is PT or its truncation, with P's entry q at
+  // PT's entry p_keep[q] (p_keep is empty when P is PT).
+  // RAP: the pattern of the Galerkin product R A P, when the next level's operator is its sparsification
+  // (with the next level's entry q at RAP's entry c_keep[q]; else null).
+  PatPtr A, AT, P, R, AP, Tent, PT, RAP;
+  std::vector<std::int64_t> at_perm, r_perm, p_keep, c_keep;
   std::vector<J> agg;  // aggregate of each row (-1: isolated, in no aggregate)
   index_t n_agg = 0;
 };
@@ -149,68 +153,85 @@ struct HierSym {
 template <class T>
 struct Level {
   std::vector<T> A, AT, P, R, AP, dinv;
+  std::vector<double> ritz;  // the eigenvector estimate of the spectral radius estimate
   double rho = 1.0;
 };
 
-// rho(D^{-1} A), capped by the Gershgorin bound. Symmetric A with a positive diagonal: Lanczos on the
-// symmetric D^{-1/2} A D^{-1/2} (the largest Ritz value of a few steps, accurate from below); otherwise power
-// iteration on D^{-1} A. Both start from a fixed pseudo-random vector with oscillatory components.
+constexpr int kColdSteps = 12;  // Lanczos steps from a pseudo-random start
+constexpr int kWarmSteps = 5;   // from the eigenvector estimate of a hierarchy on the same pattern
+
+// rho(D^{-1} A), capped by the Gershgorin bound, by `steps` steps of Lanczos (symmetric A with a positive
+// diagonal: D^{-1} A is self-adjoint in the D inner product; the largest Ritz value, accurate from below)
+// or of power iteration (otherwise). `vec` holds the start vector (empty: a fixed pseudo-random one with
+// oscillatory components) and returns the Ritz vector (Lanczos) or the last iterate (power iteration),
+// a warm start for the next estimate on the same pattern (a values-only setup).
 template <class T>
-double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& dinv, bool symmetric, int threads) {
+double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& dinv, bool symmetric, int threads,
+                                std::vector<double>& vec, int steps) {
   const index_t n = A.rows;
+  if (n == 0) return 1.0;
+  const int th = clamp_threads(threads);
+  const bool par = n > 20000;
   double gersh = 0.0;
-  bool positive = true;
+  int negative = 0;
+#pragma omp parallel for schedule(static) reduction(max : gersh) reduction(+ : negative) num_threads(th) if (par)
   for (index_t i = 0; i < n; ++i) {
     double s = 0.0;
     for (auto q = A.p[i]; q < A.p[i + 1]; ++q) s += std::abs(static_cast<double>(v[q]));
     gersh = std::max(gersh, s * std::abs(static_cast<double>(dinv[i])));
-    positive = positive && dinv[i] > T(0);
+    negative += !(dinv[i] > T(0));
   }
-  if (n == 0) return 1.0;
-  std::vector<double> x(n), y(n), prev(n, 0.0), dh(n);
-  std::vector<T> xt(n), yt(n);
-  std::uint64_t s = 0x9E3779B97F4A7C15ull;
-  for (index_t i = 0; i < n; ++i) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    x[i] = 2.0 * static_cast<double>(s >> 11) / 9007199254740992.0 - 1.0;
-  }
-  auto normalize = [&](std::vector<double>& u) {
-    double nu = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : nu) num_threads(clamp_threads(threads)) if (n > 20000)
-    for (index_t i = 0; i < n; ++i) nu += u[i] * u[i];
-    nu = std::sqrt(nu);
-    if (nu > 0.0) {
-      const double inv = 1.0 / nu;
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
-      for (index_t i = 0; i < n; ++i) u[i] *= inv;
+  const bool lanczos = symmetric && negative == 0;
+  std::vector<double> w(n), prev(n, 0.0), y(n);
+  if (static_cast<index_t>(vec.size()) == n) {
+    w = vec;
+  } else {
+    std::uint64_t s = 0x9E3779B97F4A7C15ull;
+    for (index_t i = 0; i < n; ++i) {
+      s = s * 6364136223846793005ull + 1442695040888963407ull;
+      w[i] = 2.0 * static_cast<double>(s >> 11) / 9007199254740992.0 - 1.0;
     }
-    return nu;
-  };
-  normalize(x);
-  const int steps = static_cast<int>(std::min<index_t>(12, n));
+  }
+  steps = static_cast<int>(std::min<index_t>(steps, n));
   double est = 0.0;
-  if (symmetric && positive) {
-    for (index_t i = 0; i < n; ++i) dh[i] = std::sqrt(static_cast<double>(dinv[i]));
+  if (lanczos) {
+    // u_k = sc w (D-normalized), y = A u_k, alpha_k = u_k^T A u_k, w' = D^{-1} y - alpha_k u_k - beta_k u_{k-1},
+    // beta_{k+1} = |w'|_D: two fused passes a step. The basis is kept (in float) for the Ritz vector.
+    double nw = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : nw) num_threads(th) if (par)
+    for (index_t i = 0; i < n; ++i) nw += w[i] * w[i] / static_cast<double>(dinv[i]);
+    if (!(nw > 0.0)) return gersh > 0.0 ? gersh : 1.0;
+    double sc = 1.0 / std::sqrt(nw), sc_prev = 0.0, b_prev = 0.0;
     std::vector<double> alpha, beta;
-    double b_prev = 0.0;
+    std::unique_ptr<float[]> basis(new float[static_cast<size_t>(n) * steps]);
     for (int k = 0; k < steps; ++k) {
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
-      for (index_t i = 0; i < n; ++i) xt[i] = static_cast<T>(x[i] * dh[i]);
-      spmv(A, v, xt.data(), yt.data(), threads);
+      float* u = basis.get() + static_cast<size_t>(k) * n;
       double a = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : a) num_threads(clamp_threads(threads)) if (n > 20000)
+#pragma omp parallel for schedule(static) reduction(+ : a) num_threads(th) if (par)
       for (index_t i = 0; i < n; ++i) {
-        y[i] = static_cast<double>(yt[i]) * dh[i];
-        a += y[i] * x[i];
+        double acc = 0.0;
+        for (auto q = A.p[i]; q < A.p[i + 1]; ++q) acc += static_cast<double>(v[q]) * w[A.j[q]];
+        y[i] = sc * acc;
+        u[i] = static_cast<float>(sc * w[i]);
+        a += sc * w[i] * y[i];
       }
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
-      for (index_t i = 0; i < n; ++i) y[i] -= a * x[i] + b_prev * prev[i];
+      double b2 = 0.0;
+      const double cp = b_prev * sc_prev;
+#pragma omp parallel for schedule(static) reduction(+ : b2) num_threads(th) if (par)
+      for (index_t i = 0; i < n; ++i) {
+        const double di = static_cast<double>(dinv[i]);
+        const double t = di * y[i] - a * sc * w[i] - cp * prev[i];
+        y[i] = t;
+        b2 += t * t / di;
+      }
       alpha.push_back(a);
-      const double b = normalize(y);
-      if (!(b > 1e-12 * std::abs(a))) break;
-      beta.push_back(b);
-      prev.swap(x);
-      x.swap(y);
+      const double b = std::sqrt(b2);
+      if (!(b > 1e-10 * std::abs(a))) break;  // an invariant subspace: the estimate is exact
+      if (k + 1 < steps) beta.push_back(b);
+      prev.swap(w);  // prev = w_k (scale sc), w = w_{k+1} (scale 1 / b)
+      w.swap(y);
+      sc_prev = sc;
+      sc = 1.0 / b;
       b_prev = b;
     }
     const index_t m = static_cast<index_t>(alpha.size());
@@ -218,17 +239,38 @@ double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& 
     for (index_t k = 0; k < m; ++k) dg[k] = alpha[k];
     for (index_t k = 0; k + 1 < m; ++k) off[k] = beta[k];
     Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es;
-    es.computeFromTridiagonal(dg, off, Eigen::EigenvaluesOnly);
-    est = es.eigenvalues().maxCoeff();
+    es.computeFromTridiagonal(dg, off, Eigen::ComputeEigenvectors);
+    index_t top = 0;
+    es.eigenvalues().maxCoeff(&top);
+    est = es.eigenvalues()[top];
+    vec.resize(n);
+    std::vector<double> c(m);
+    for (index_t k = 0; k < m; ++k) c[k] = es.eigenvectors()(k, top);
+#pragma omp parallel for schedule(static) num_threads(th) if (par)
+    for (index_t i = 0; i < n; ++i) {
+      double acc = 0.0;
+      for (index_t k = 0; k < m; ++k) acc += c[k] * static_cast<double>(basis[k * n + i]);
+      vec[i] = acc;
+    }
   } else {
     for (int it = 0; it < steps; ++it) {
-      for (index_t i = 0; i < n; ++i) xt[i] = static_cast<T>(x[i]);
-      spmv(A, v, xt.data(), yt.data(), threads);
-      for (index_t i = 0; i < n; ++i) y[i] = static_cast<double>(yt[i]) * static_cast<double>(dinv[i]);
-      est = normalize(y);
-      if (!(est > 0.0)) break;
-      x.swap(y);
+      double nn = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : nn) num_threads(th) if (par)
+      for (index_t i = 0; i < n; ++i) nn += w[i] * w[i];
+      if (!(nn > 0.0)) break;
+      const double sc = 1.0 / std::sqrt(nn);
+      double ny = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : ny) num_threads(th) if (par)
+      for (index_t i = 0; i < n; ++i) {
+        double acc = 0.0;
+        for (auto q = A.p[i]; q < A.p[i + 1]; ++q) acc += static_cast<double>(v[q]) * w[A.j[q]];
+        y[i] = sc * acc * static_cast<double>(dinv[i]);
+        ny += y[i] * y[i];
+      }
+      est = std::sqrt(ny);
+      w.swap(y);
     }
+    vec = std::move(w);
     est *= 1.05;  // power iteration approaches from below, slowly
   }
   if (!(est > 0.0) || !std::isfinite(est)) est = gersh;
@@ -237,20 +279,25 @@ double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& 
 
 // Strong connections: mask[q] = 1 when entry q (off the diagonal) is strong, |a_ij| >= theta sqrt(|a_ii a_jj|).
 template <class T>
-std::vector<std::uint8_t> strong_mask(const Pat& A, const T* v, double theta) {
+std::vector<std::uint8_t> strong_mask(const Pat& A, const T* v, double theta, int threads) {
   const index_t n = A.rows;
   std::vector<double> d(n, 0.0);
-  for (index_t i = 0; i < n; ++i)
-    for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
-      if (A.j[q] == i) d[i] = std::abs(static_cast<double>(v[q]));
-  std::vector<std::uint8_t> mask(A.nnz(), 0);
+  std::vector<std::uint8_t> mask(A.nnz());
   const double t2 = theta * theta;
-  for (index_t i = 0; i < n; ++i)
-    for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
-      const J c = A.j[q];
-      const double a = static_cast<double>(v[q]);
-      mask[q] = c != i && a != 0.0 && a * a >= t2 * d[i] * d[c];
-    }
+#pragma omp parallel num_threads(clamp_threads(threads)) if (n > 20000)
+  {
+#pragma omp for schedule(static)
+    for (index_t i = 0; i < n; ++i)
+      for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+        if (A.j[q] == i) d[i] = std::abs(static_cast<double>(v[q]));
+#pragma omp for schedule(static)
+    for (index_t i = 0; i < n; ++i)
+      for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+        const J c = A.j[q];
+        const double a = static_cast<double>(v[q]);
+        mask[q] = c != i && a != 0.0 && a * a >= t2 * d[i] * d[c];
+      }
+  }
   return mask;
 }
 
@@ -305,6 +352,129 @@ index_t aggregate(const Pat& A, const T* v, const std::vector<std::uint8_t>& mas
   return na;
 }
 
+// Truncation of a prolongator: the entries of each row with |p_ij| >= theta max_j |p_ij| (the largest one
+// always). Returns their pattern; keep[q] is the position in P of the truncated pattern's entry q.
+template <class T>
+PatPtr truncate_pattern(const Pat& P, const T* v, double theta, std::vector<std::int64_t>& keep) {
+  auto out = std::make_shared<Pat>();
+  out->rows = P.rows;
+  out->cols = P.cols;
+  out->p.assign(P.rows + 1, 0);
+  keep.clear();
+  keep.reserve(P.nnz());
+  for (index_t i = 0; i < P.rows; ++i) {
+    double mx = 0.0;
+    for (auto q = P.p[i]; q < P.p[i + 1]; ++q) mx = std::max(mx, std::abs(static_cast<double>(v[q])));
+    for (auto q = P.p[i]; q < P.p[i + 1]; ++q)
+      if (std::abs(static_cast<double>(v[q])) >= theta * mx) keep.push_back(q);
+    out->p[i + 1] = static_cast<std::int64_t>(keep.size());
+  }
+  out->j.resize(keep.size());
+  for (size_t q = 0; q < keep.size(); ++q) out->j[q] = P.j[keep[q]];
+  return out;
+}
+
+// The values of the truncated prolongator: the kept entries of each row, scaled so that the row still
+// interpolates the coarse near-null space exactly (sum_j p_ij bc_j unchanged), unless the kept part's sum
+// has another sign or vanishes (then unscaled).
+template <class T>
+void truncate_values(const Pat& P, const T* v, const Pat& Pt, const std::vector<std::int64_t>& keep, const double* bc,
+                     T* out, int threads) {
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (P.rows > 20000)
+  for (index_t i = 0; i < P.rows; ++i) {
+    double all = 0.0, kept = 0.0;
+    for (auto q = P.p[i]; q < P.p[i + 1]; ++q) all += static_cast<double>(v[q]) * bc[P.j[q]];
+    for (auto q = Pt.p[i]; q < Pt.p[i + 1]; ++q) kept += static_cast<double>(v[keep[q]]) * bc[Pt.j[q]];
+    const T scale = static_cast<T>(all * kept > 0.0 ? all / kept : 1.0);
+    for (auto q = Pt.p[i]; q < Pt.p[i + 1]; ++q) out[q] = v[keep[q]] * scale;
+  }
+}
+
+// Sparsification of a coarse operator C: drops c_ij (i != j) when it is weak for both rows,
+// |c_ij| < theta min(|c_ii|, |c_jj|), and i and j have a common strong neighbour k (strong in the sense of
+// strong_mask with threshold `strength`): the coupling is then carried by the path i - k - j, whereas a
+// weak coupling without such a path (an anisotropy's weak direction) is kept for the coarser levels.
+// Returns the kept pattern; keep[q] is the position in C of the kept entry q.
+template <class T>
+PatPtr sparsify_pattern(const Pat& C, const T* v, double theta, double strength, const double* bc,
+                        std::vector<std::int64_t>& keep, int threads) {
+  const index_t n = C.rows;
+  std::vector<double> dg(n, 0.0), d(n);
+  for (index_t i = 0; i < n; ++i) {
+    for (auto q = C.p[i]; q < C.p[i + 1]; ++q)
+      if (C.j[q] == i) dg[i] = static_cast<double>(v[q]);
+    d[i] = std::abs(dg[i]);
+  }
+  const std::vector<std::uint8_t> strong = strong_mask(C, v, strength, threads);
+  std::vector<std::uint8_t> kept(C.nnz(), 1);
+#pragma omp parallel num_threads(clamp_threads(threads)) if (n > 5000)
+  {
+    std::vector<index_t> stamp(n, -1);
+#pragma omp for schedule(dynamic, 256)
+    for (index_t i = 0; i < n; ++i) {
+      for (auto q = C.p[i]; q < C.p[i + 1]; ++q)
+        if (strong[q]) stamp[C.j[q]] = i;
+      for (auto q = C.p[i]; q < C.p[i + 1]; ++q) {
+        const J j = C.j[q];
+        if (j == i || std::abs(static_cast<double>(v[q])) >= theta * std::min(d[i], d[j])) continue;
+        bool path = false;
+        for (auto t = C.p[j]; t < C.p[j + 1] && !path; ++t) path = strong[t] && stamp[C.j[t]] == i;
+        kept[q] = !path;
+      }
+    }
+  }
+  // A row whose diagonal the dropped entries would more than halve (or flip) keeps its entries, and so do
+  // the entries of its column (a symmetric pattern stays symmetric).
+  std::vector<std::uint8_t> whole(n, 0);
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
+  for (index_t i = 0; i < n; ++i) {
+    double lump = 0.0;
+    for (auto q = C.p[i]; q < C.p[i + 1]; ++q)
+      if (!kept[q]) lump += static_cast<double>(v[q]) * bc[C.j[q]] / bc[i];
+    whole[i] = !((dg[i] + lump) * dg[i] >= 0.5 * dg[i] * dg[i]);
+  }
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
+  for (index_t i = 0; i < n; ++i)
+    for (auto q = C.p[i]; q < C.p[i + 1]; ++q) kept[q] = kept[q] || whole[i] || whole[C.j[q]];
+  auto out = std::make_shared<Pat>();
+  out->rows = C.rows;
+  out->cols = C.cols;
+  out->p.assign(n + 1, 0);
+  keep.clear();
+  keep.reserve(C.nnz());
+  for (index_t i = 0; i < n; ++i) {
+    for (auto q = C.p[i]; q < C.p[i + 1]; ++q)
+      if (kept[q]) keep.push_back(q);
+    out->p[i + 1] = static_cast<std::int64_t>(keep.size());
+  }
+  out->j.resize(keep.size());
+  for (size_t q = 0; q < keep.size(); ++q) out->j[q] = C.j[keep[q]];
+  return out;
+}
+
+// The values of the sparsified operator: the kept entries, each dropped one added to the diagonal
+// weighted so that the operator's product with the near-null space bc is unchanged
+// (c_ii += c_ij bc_j / bc_i).
+template <class T>
+void sparsify_values(const Pat& C, const T* v, const Pat& K, const std::vector<std::int64_t>& keep, const double* bc,
+                     T* out, int threads) {
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (C.rows > 20000)
+  for (index_t i = 0; i < C.rows; ++i) {
+    double lump = 0.0;
+    auto k = K.p[i];
+    std::int64_t diag = -1;
+    for (auto q = C.p[i]; q < C.p[i + 1]; ++q) {
+      if (k < K.p[i + 1] && keep[k] == q) {
+        if (C.j[q] == i) diag = k;
+        out[k++] = v[q];
+      } else {
+        lump += static_cast<double>(v[q]) * bc[C.j[q]];
+      }
+    }
+    if (diag >= 0) out[diag] += static_cast<T>(lump / bc[i]);
+  }
+}
+
 template <class T>
 class Amg final : public AmgPreconditioner {
  public:
@@ -321,7 +491,7 @@ class Amg final : public AmgPreconditioner {
         fail(ErrorKind::InvalidArgument, "amg: a values-only setup needs the pattern of the hierarchy it reuses");
       // The strong connections of the new values decide the aggregates: reuse only when they are unchanged.
       if (same_strength_only && !reuse->sym_->strong0.empty() &&
-          strong_mask(*level0, v0.data(), reuse->sym_->options.strength) != reuse->sym_->strong0)
+          strong_mask(*level0, v0.data(), reuse->sym_->options.strength, opts.threads) != reuse->sym_->strong0)
         reuse = nullptr;
     }
     if (reuse != nullptr) {
@@ -337,10 +507,12 @@ class Amg final : public AmgPreconditioner {
     }
     options_ = opts;  // the structural options are those of the hierarchy whose patterns are used
     options_.strength = sym_->options.strength;
+    options_.truncation = sym_->options.truncation;
+    options_.coarse_drop = sym_->options.coarse_drop;
     options_.max_coarse = sym_->options.max_coarse;
     options_.max_levels = sym_->options.max_levels;
     options_.near_nullspace = nullptr;
-    build(std::move(v0), opts.near_nullspace, !values_only_);
+    build(std::move(v0), opts.near_nullspace, !values_only_, values_only_ ? &reuse->lv_ : nullptr);
     setup_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
@@ -441,7 +613,7 @@ class Amg final : public AmgPreconditioner {
     return sym;
   }
 
-  void build(std::vector<T> v0, const void* near_nullspace, bool full) {
+  void build(std::vector<T> v0, const void* near_nullspace, bool full, const std::vector<Level<T>>* warm_start) {
     HierSym& sym = const_cast<HierSym&>(*sym_);  // written only while this object builds it (full setup)
     const AmgOptions& o = options_;
     const int th = threads_;
@@ -489,12 +661,16 @@ class Amg final : public AmgPreconditioner {
         L.AT.resize(A.nnz());
         for (index_t q = 0; q < A.nnz(); ++q) L.AT[q] = L.A[s.at_perm[q]];
       }
-      L.rho = spectral_radius_estimate(A, L.A.data(), L.dinv, sym.symmetric, th);
+      // A values-only setup starts from the previous hierarchy's estimate of the eigenvector: fewer steps.
+      const bool warm = warm_start != nullptr && static_cast<int>(warm_start->size()) > l;
+      if (warm) L.ritz = (*warm_start)[l].ritz;
+      L.rho =
+          spectral_radius_estimate(A, L.A.data(), L.dinv, sym.symmetric, th, L.ritz, warm ? kWarmSteps : kColdSteps);
       bool last;
       if (full) {
         last = n <= o.max_coarse || l + 1 >= o.max_levels;
         if (!last) {
-          std::vector<std::uint8_t> mask = strong_mask(A, L.A.data(), o.strength);
+          std::vector<std::uint8_t> mask = strong_mask(A, L.A.data(), o.strength, th);
           s.n_agg = aggregate(A, L.A.data(), mask, s.agg);
           if (l == 0) sym.strong0 = std::move(mask);
           // No coarsening worth a level: solve this one directly.
@@ -510,11 +686,7 @@ class Amg final : public AmgPreconditioner {
           for (index_t i = 0; i < n; ++i)
             if (s.agg[i] >= 0) tent->j.push_back(s.agg[i]);
           s.Tent = tent;
-          s.P = spgemm_pattern(A, *tent, th);  // the pattern of A T contains T's (the diagonal is stored)
-          s.R = transpose_pattern(*s.P, s.r_perm);
-          s.AP = spgemm_pattern(A, *s.P, th);
-          sym.levels.emplace_back();
-          sym.levels[l + 1].A = spgemm_pattern(*s.R, *s.AP, th);
+          s.PT = spgemm_pattern(A, *tent, th);  // the pattern of A T contains T's (the diagonal is stored)
         } else {
           sym.levels.resize(l + 1);
         }
@@ -535,32 +707,61 @@ class Amg final : public AmgPreconditioner {
       std::vector<T> tv(Tp.nnz());
       for (index_t i = 0; i < n; ++i)
         if (s.agg[i] >= 0) tv[Tp.p[i]] = static_cast<T>(static_cast<double>(B[i]) / std::sqrt(norm2[s.agg[i]]));
-      // P = (I - omega D^{-1} A) T.
-      const Pat& P = *s.P;
-      L.P.resize(P.nnz());
-      spgemm_values(A, L.A.data(), Tp, tv.data(), P, L.P.data(), th);
+      // P = (I - omega D^{-1} A) T on the pattern of A T, then truncated.
+      const Pat& PT = *s.PT;
+      std::vector<T> pv(PT.nnz());
+      spgemm_values(A, L.A.data(), Tp, tv.data(), PT, pv.data(), th);
       const T omega = static_cast<T>(4.0 / (3.0 * L.rho));
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
       for (index_t i = 0; i < n; ++i) {
         const T w = omega * L.dinv[i];
-        for (auto q = P.p[i]; q < P.p[i + 1]; ++q) {
+        for (auto q = PT.p[i]; q < PT.p[i + 1]; ++q) {
           T t = T(0);
-          if (s.agg[i] >= 0 && P.j[q] == s.agg[i]) t = tv[Tp.p[i]];
-          L.P[q] = t - w * L.P[q];
+          if (s.agg[i] >= 0 && PT.j[q] == s.agg[i]) t = tv[Tp.p[i]];
+          pv[q] = t - w * pv[q];
         }
+      }
+      std::vector<double> Bc(nc);
+      for (index_t c = 0; c < nc; ++c) Bc[c] = std::sqrt(norm2[c]);
+      if (full) {
+        s.P = o.truncation > 0.0 ? truncate_pattern(PT, pv.data(), o.truncation, s.p_keep) : s.PT;
+        if (s.P != s.PT && s.P->nnz() == PT.nnz()) s.P = s.PT, s.p_keep.clear();  // nothing dropped
+        s.R = transpose_pattern(*s.P, s.r_perm);
+        s.AP = spgemm_pattern(A, *s.P, th);
+        sym.levels.emplace_back();
+        sym.levels[l + 1].A = spgemm_pattern(*s.R, *s.AP, th);
+      }
+      const Pat& P = *s.P;
+      if (s.p_keep.empty()) {
+        L.P = std::move(pv);
+      } else {
+        L.P.resize(P.nnz());
+        truncate_values(PT, pv.data(), P, s.p_keep, Bc.data(), L.P.data(), th);
       }
       L.R.resize(P.nnz());
       for (index_t q = 0; q < P.nnz(); ++q) L.R[q] = L.P[s.r_perm[q]];
       L.AP.resize(s.AP->nnz());
       spgemm_values(A, L.A.data(), P, L.P.data(), *s.AP, L.AP.data(), th);
-      std::vector<T> next(sym.levels[l + 1].A->nnz());
-      spgemm_values(*s.R, L.R.data(), *s.AP, L.AP.data(), *sym.levels[l + 1].A, next.data(), th);
+      const Pat& RAP = s.RAP ? *s.RAP : *sym.levels[l + 1].A;
+      std::vector<T> next(RAP.nnz());
+      spgemm_values(*s.R, L.R.data(), *s.AP, L.AP.data(), RAP, next.data(), th);
+      if (full && o.coarse_drop > 0.0) {
+        auto K = sparsify_pattern(RAP, next.data(), o.coarse_drop, o.strength, Bc.data(), s.c_keep, th);
+        if (K->nnz() < RAP.nnz())
+          s.RAP = sym.levels[l + 1].A, sym.levels[l + 1].A = K;
+        else
+          s.c_keep.clear();
+      }
+      if (s.RAP) {
+        std::vector<T> kept(sym.levels[l + 1].A->nnz());
+        sparsify_values(*s.RAP, next.data(), *sym.levels[l + 1].A, s.c_keep, Bc.data(), kept.data(), th);
+        next = std::move(kept);
+      }
       std::vector<T>().swap(L.AP);  // needed only for the product
       lv_.emplace_back();
       lv_[l + 1].A = std::move(next);
-      std::vector<T> Bc(nc);
-      for (index_t c = 0; c < nc; ++c) Bc[c] = static_cast<T>(std::sqrt(norm2[c]));
-      B = std::move(Bc);
+      B.resize(nc);
+      for (index_t c = 0; c < nc; ++c) B[c] = static_cast<T>(Bc[c]);
     }
     // The direct solve of the last level.
     const LevelSym& s = sym.levels.back();
@@ -761,6 +962,10 @@ std::unique_ptr<AmgPreconditioner> make_amg(const CsrArrays& a, const AmgOptions
     fail(ErrorKind::InvalidArgument, "amg: needs real values (float32 or float64), got ", scalar_name(a.scalar));
   if (!(options.strength >= 0.0 && options.strength < 1.0))
     fail(ErrorKind::InvalidArgument, "strength: needs 0 <= strength < 1, got ", options.strength);
+  if (!(options.truncation >= 0.0 && options.truncation < 1.0))
+    fail(ErrorKind::InvalidArgument, "truncation: needs 0 <= truncation < 1, got ", options.truncation);
+  if (!(options.coarse_drop >= 0.0 && options.coarse_drop < 1.0))
+    fail(ErrorKind::InvalidArgument, "coarse_drop: needs 0 <= coarse_drop < 1, got ", options.coarse_drop);
   if (options.sweeps < 1) fail(ErrorKind::InvalidArgument, "sweeps: needs >= 1, got ", options.sweeps);
   if (options.degree < 1) fail(ErrorKind::InvalidArgument, "degree: needs >= 1, got ", options.degree);
   if (options.max_coarse < 1) fail(ErrorKind::InvalidArgument, "max_coarse: needs >= 1, got ", options.max_coarse);

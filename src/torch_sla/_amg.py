@@ -176,6 +176,8 @@ def amg_options(opts, dtype: torch.dtype, auto_smoother: str) -> dict:
     return {
         "dtype": dtype,
         "strength": opts.amg_strength,
+        "truncation": opts.amg_truncation,
+        "coarse_drop": opts.amg_coarse_drop,
         "cycle": opts.amg_cycle,
         "smoother": auto_smoother if opts.amg_smoother == "auto" else opts.amg_smoother,
         "sweeps": opts.amg_sweeps,
@@ -193,12 +195,12 @@ def build_amg(
     if values.is_complex():
         raise InvalidArgumentError(f"preconditioner: 'amg' needs a real matrix, got dtype {values.dtype}")
     o = amg_options(opts, values.dtype, auto_smoother)
-    key = ("amg", values.dtype, o["strength"], o["max_coarse"])
+    key = ("amg", values.dtype, o["strength"], o["truncation"], o["coarse_drop"], o["max_coarse"])
     prev = pattern._cache.get(key) if o["setup"] != "full" else None
     if o["setup"] == "values-only" and prev is None:
         raise InvalidArgumentError(
             "amg_setup: 'values-only' needs an earlier AMG setup on this sparsity pattern with the same "
-            "amg_strength, amg_max_coarse and dtype; use 'auto' or 'full' for the first one"
+            "amg_strength, amg_truncation, amg_coarse_drop, amg_max_coarse and dtype; use 'auto' or 'full' for the first one"
         )
     ns = None
     if near_nullspace is not None:
@@ -223,6 +225,8 @@ def build_amg(
         torch.get_num_threads(),
         prev.handle if prev is not None else None,
         o["setup"] == "auto",
+        o["truncation"],
+        o["coarse_drop"],
     )
     h = AmgHierarchy(handle, o)
     h.setup_time = time.perf_counter() - t0

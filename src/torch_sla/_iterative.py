@@ -331,6 +331,8 @@ class KrylovSolver:
                     opts.amg_cycle,
                     opts.amg_smoother,
                     opts.amg_strength,
+                    opts.amg_truncation,
+                    opts.amg_coarse_drop,
                     opts.amg_sweeps,
                     opts.amg_degree,
                     opts.amg_max_coarse,

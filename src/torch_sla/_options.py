@@ -36,6 +36,8 @@ class KrylovOptions:
     amg_cycle: str = "V"
     amg_smoother: str = "auto"
     amg_strength: float = 0.02
+    amg_truncation: float = 0.0
+    amg_coarse_drop: float = 0.02
     amg_sweeps: int = 1
     amg_degree: int = 2
     amg_max_coarse: int = 500
@@ -58,6 +60,8 @@ class KrylovOptions:
         "amg_cycle",
         "amg_smoother",
         "amg_strength",
+        "amg_truncation",
+        "amg_coarse_drop",
         "amg_sweeps",
         "amg_degree",
         "amg_max_coarse",
@@ -114,6 +118,8 @@ class KrylovOptions:
                 f"amg_smoother: expected 'auto', 'jacobi', 'chebyshev' or 'sgs', got {o.amg_smoother!r}"
             )
         o.amg_strength = as_float(o.amg_strength, "amg_strength", lo=0.0, hi=1.0, open_hi=True)
+        o.amg_truncation = as_float(o.amg_truncation, "amg_truncation", lo=0.0, hi=1.0, open_hi=True)
+        o.amg_coarse_drop = as_float(o.amg_coarse_drop, "amg_coarse_drop", lo=0.0, hi=1.0, open_hi=True)
         o.amg_sweeps = as_int(o.amg_sweeps, "amg_sweeps", lo=1, hi=100)
         o.amg_degree = as_int(o.amg_degree, "amg_degree", lo=1, hi=100)
         o.amg_max_coarse = as_int(o.amg_max_coarse, "amg_max_coarse", lo=1, hi=100000)

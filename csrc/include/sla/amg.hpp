@@ -2,8 +2,11 @@
 //
 // Setup: strength of connection (|a_ij| >= theta sqrt(|a_ii a_jj|)), greedy aggregation of the strong
 // graph, a tentative prolongator from one near-null-space vector (the constant when none is given),
-// smoothed by one damped Jacobi step (omega = 4 / (3 rho(D^{-1} A)), rho by power iteration), Galerkin
-// coarse operators R A P with R = P^T (row-parallel SpGEMM), until a level has at most `max_coarse` rows;
+// smoothed by one damped Jacobi step (omega = 4 / (3 rho(D^{-1} A)), rho by Lanczos), optionally truncated
+// (small entries of each row dropped, the row rescaled to interpolate the near-null space as before),
+// Galerkin coarse operators R A P with R = P^T (row-parallel SpGEMM), sparsified (an entry weak for both of
+// its rows, between two rows that share a strong neighbour, is added to the diagonal instead, weighted so
+// that the product with the near-null space is unchanged), until a level has at most `max_coarse` rows;
 // that level is factorized by a direct backend (sla::analyze / sla::factorize, LU).
 //
 // The hierarchy is a Preconditioner: apply() runs one V or W cycle (zero initial guess) with damped
@@ -12,8 +15,9 @@
 // transpose of the cycle (the same cycle on the transposed levels) for adjoint solves.
 //
 // Values-only setup: make_amg(..., reuse) keeps reuse's aggregates and every sparsity pattern (SpGEMM
-// patterns, the coarse symbolic analysis) and recomputes only the numbers, for new values on the same
-// pattern.
+// patterns, the truncated and sparsified patterns, the coarse symbolic analysis) and recomputes only the
+// numbers, for new values on the same pattern; its spectral radius estimates start from reuse's
+// eigenvector estimates (fewer Lanczos steps).
 #pragma once
 
 #include <cstdint>
@@ -29,14 +33,19 @@ enum class AmgCycle { V, W };
 enum class AmgSmoother { Jacobi, Chebyshev, SGS };
 
 struct AmgOptions {
-  double strength = 0.02;                  // theta in [0, 1)
+  double strength = 0.02;  // theta in [0, 1)
+  // P's truncation: drop |p_ij| < truncation max_j |p_ij| from each row of P, in [0, 1); 0: none.
+  double truncation = 0.0;
+  // Sparsified coarse operators: drop c_ij (to the diagonal) when |c_ij| < coarse_drop min(|c_ii|, |c_jj|)
+  // and rows i and j have a common strong neighbour, in [0, 1); 0: exact Galerkin operators.
+  double coarse_drop = 0.02;
   AmgCycle cycle = AmgCycle::V;
   AmgSmoother smoother = AmgSmoother::SGS;
-  int sweeps = 1;                          // pre- and post-smoothing sweeps (>= 1)
-  int degree = 2;                          // Chebyshev polynomial degree (>= 1)
-  index_t max_coarse = 500;                // direct solve at or below this many rows (>= 1)
-  int max_levels = 25;                     // >= 1
-  const void* near_nullspace = nullptr;    // n values of A's scalar type; null: the constant vector
+  int sweeps = 1;                        // pre- and post-smoothing sweeps (>= 1)
+  int degree = 2;                        // Chebyshev polynomial degree (>= 1)
+  index_t max_coarse = 500;              // direct solve at or below this many rows (>= 1)
+  int max_levels = 25;                   // >= 1
+  const void* near_nullspace = nullptr;  // n values of A's scalar type; null: the constant vector
   int threads = 1;
 };
 
