@@ -4,6 +4,8 @@ against the core's, reuse of the setup, gradients through AMG-preconditioned CG,
 from __future__ import annotations
 
 import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 import torch
 
 import torch_sla as sla
@@ -81,6 +83,68 @@ def test_poisson3d():
     info = amg_cg(poisson3d(20), amg_max_coarse=100)
     assert info.iterations <= 20
     assert info.hierarchy.operator_complexity < 2.0
+
+
+def test_sparsified_coarse_operators():
+    # 3D Poisson: the weak long-range entries of the coarse operators are lumped to the diagonal
+    A = poisson3d(20)
+    exact = amg_cg(A, amg_coarse_drop=0.0, amg_max_coarse=100, amg_setup="full")
+    info = amg_cg(A, amg_max_coarse=100, amg_setup="full")
+    he, h = exact.hierarchy, info.hierarchy
+    assert h.options["coarse_drop"] == 0.02 and he.options["coarse_drop"] == 0.0
+    assert h.levels[0] == he.levels[0] and h.levels[1][0] == he.levels[1][0]
+    assert h.levels[1][1] < 0.9 * he.levels[1][1]
+    assert h.operator_complexity < he.operator_complexity and h.operator_complexity <= 1.5
+    assert info.iterations <= exact.iterations + 1
+    # the product with the coarse near-null space is that of the Galerkin operator R A P
+    b1 = h.near_nullspace(1)
+    assert b1.shape == (h.levels[1][0], 1) and bool((b1 > 0).all())
+    G, S = he._matrix(1, "A", "cpu"), h._matrix(1, "A", "cpu")
+    torch.testing.assert_close(S @ b1, G @ b1, rtol=1e-12, atol=1e-12)
+    Sd = S.to_dense()
+    torch.testing.assert_close(Sd, Sd.T, rtol=0, atol=1e-14)
+
+
+def test_prolongator_truncation():
+    A = poisson2d(60)
+    full = amg_cg(A, amg_max_coarse=40, amg_setup="full")
+    trunc = amg_cg(A, amg_truncation=0.3, amg_max_coarse=40, amg_setup="full")
+    P, PT = full.hierarchy._matrix(0, "P", "cpu"), trunc.hierarchy._matrix(0, "P", "cpu")
+    assert PT.values().numel() < P.values().numel()
+    b1 = full.hierarchy.near_nullspace(1)
+    torch.testing.assert_close(PT @ b1, P @ b1, rtol=1e-12, atol=1e-12)  # rows rescaled
+    assert trunc.iterations <= 25
+    # the truncation is structural: a values-only setup needs an earlier one with the same truncation
+    B = A.with_values(A.values * 2)
+    vo = amg_cg(B, amg_truncation=0.3, amg_max_coarse=40, amg_setup="values-only")
+    assert vo.hierarchy.values_only
+    assert vo.hierarchy._matrix(0, "P", "cpu").values().numel() == PT.values().numel()
+    with pytest.raises(sla.InvalidArgumentError, match="amg_truncation"):
+        amg_cg(B, amg_truncation=0.2, amg_max_coarse=40, amg_setup="values-only")
+
+
+def test_values_only_spectral_radius_estimates():
+    # other values on the same pattern (a jumping coefficient): the values-only setup's estimates of
+    # rho(D^{-1} A) start from the earlier hierarchy's eigenvector estimates and take fewer steps; like
+    # the full setup's, they are within a few percent below the exact values
+    m = 30
+    A = poisson2d(m)
+    amg_cg(A, amg_setup="full", amg_max_coarse=12)
+    k = torch.ones(m, m, dtype=F64)
+    k[:, m // 2 :] = 10.0
+    B = grid2d(m, k, k)
+    assert torch.equal(B.pattern.col, A.pattern.col)
+    vo = amg_cg(A.with_values(B.values), amg_setup="values-only", amg_max_coarse=12).hierarchy
+    full = amg_cg(A.with_values(B.values.clone()), amg_setup="full", amg_max_coarse=12).hierarchy
+    assert vo.values_only and not full.values_only
+    for h in (vo, full):
+        for level in range(len(h.levels)):
+            M = h._matrix(level, "A", "cpu")
+            M = sp.csr_matrix((M.values().numpy(), M.col_indices().numpy(), M.crow_indices().numpy()))
+            s = sp.diags(1 / M.diagonal() ** 0.5)
+            exact = spla.eigsh(s @ M @ s, k=1, which="LA", tol=1e-12)[0][0]
+            est = h.handle.spectral_radius(level)
+            assert 0.97 * exact <= est <= exact * (1 + 1e-10), (level, est, exact)
 
 
 def test_anisotropic_poisson():
@@ -256,6 +320,10 @@ def test_bad_input():
         amg_cg(A, amg_strength=1.5)
     with pytest.raises(sla.InvalidArgumentError, match="amg_setup"):
         amg_cg(A, amg_setup="sometimes")
+    with pytest.raises(sla.InvalidArgumentError, match="amg_truncation"):
+        amg_cg(A, amg_truncation=1.0)
+    with pytest.raises(sla.InvalidArgumentError, match="amg_coarse_drop"):
+        amg_cg(A, amg_coarse_drop=-0.5)
     with pytest.raises(sla.InvalidArgumentError, match="sgs"):
         amg_cg(A, backend="torch", amg_smoother="sgs")
     Z = sla.SparseTensor.from_dense(torch.eye(8, dtype=torch.complex128) * 2)

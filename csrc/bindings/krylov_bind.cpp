@@ -292,7 +292,20 @@ void bind_amg(nb::module_& m) {
               fail(ErrorKind::InvalidArgument, "out: expected ", n, " values of dtype ", scalar_name(M.scalar()));
             std::memcpy(out.data(), M.inv_diag(level), (M.scalar() == ScalarType::Float32 ? 4 : 8) * n);
           },
-          nb::arg("level"), nb::arg("out"));
+          nb::arg("level"), nb::arg("out"))
+      .def_prop_ro("near_nullspace_columns", &AmgPreconditioner::near_nullspace_columns)
+      .def(
+          "export_near_nullspace",
+          [](const AmgPreconditioner& M, int level, OutArray& out) {
+            check_output(out, "out", 2);
+            const index_t n = M.matrix(level, 'A').n_rows, k = M.near_nullspace_columns();
+            if (static_cast<index_t>(out.shape(0)) != n || static_cast<index_t>(out.shape(1)) != k ||
+                scalar_of(out, "out") != M.scalar())
+              fail(ErrorKind::InvalidArgument, "out: expected (", n, ", ", k, ") values of dtype ",
+                   scalar_name(M.scalar()));
+            std::memcpy(out.data(), M.near_nullspace(level), (M.scalar() == ScalarType::Float32 ? 4 : 8) * n * k);
+          },
+          nb::arg("level"), nb::arg("out"), "Level l's near-null space (n, k) into out.");
 
   m.def(
       "make_amg",

@@ -153,6 +153,7 @@ struct HierSym {
 template <class T>
 struct Level {
   std::vector<T> A, AT, P, R, AP, dinv;
+  std::vector<T> B;          // the level's near-null space (n x k, row-major)
   std::vector<double> ritz;  // the eigenvector estimate of the spectral radius estimate
   double rho = 1.0;
 };
@@ -535,6 +536,8 @@ class Amg final : public AmgPreconditioner {
     fail(ErrorKind::InvalidArgument, "amg: level ", l, " has no matrix '", which, "'");
   }
   const void* inv_diag(int l) const override { return check_level(l), lv_[l].dinv.data(); }
+  const void* near_nullspace(int l) const override { return check_level(l), lv_[l].B.data(); }
+  int near_nullspace_columns() const override { return 1; }
   double spectral_radius(int l) const override { return check_level(l), lv_[l].rho; }
   const AmgOptions& options() const override { return options_; }
   bool symmetric() const override { return sym_->symmetric; }
@@ -632,6 +635,7 @@ class Amg final : public AmgPreconditioner {
     if (full) sym.levels.reserve(o.max_levels + 1);
     lv_.emplace_back();
     lv_[0].A = std::move(v0);
+    lv_[0].B = B;
     for (int l = 0;; ++l) {
       poll_interrupt();
       if (full && static_cast<int>(sym.levels.size()) <= l) sym.levels.emplace_back();
@@ -762,6 +766,7 @@ class Amg final : public AmgPreconditioner {
       lv_[l + 1].A = std::move(next);
       B.resize(nc);
       for (index_t c = 0; c < nc; ++c) B[c] = static_cast<T>(Bc[c]);
+      lv_[l + 1].B = B;
     }
     // The direct solve of the last level.
     const LevelSym& s = sym.levels.back();
@@ -782,6 +787,7 @@ class Amg final : public AmgPreconditioner {
       work_[l].b.assign(n, T(0));
       work_[l].x.assign(n, T(0));
       work_[l].d.assign(n, T(0));
+      if (options_.smoother == AmgSmoother::SGS && n > 20000) work_[l].xo.assign(n, T(0));
     }
   }
 
@@ -809,18 +815,47 @@ class Amg final : public AmgPreconditioner {
           break;
         }
         case AmgSmoother::SGS: {
+          // Symmetric Gauss-Seidel: a forward then a backward sweep. Large levels are cut into `threads`
+          // contiguous row blocks swept in parallel (Gauss-Seidel within a block, the other blocks' values
+          // from before the sweep): the backward sweep is still the forward one's transpose, so the cycle
+          // stays symmetric, and the result depends on the thread count only, not on the schedule.
+          const int nb = n > 20000 ? clamp_threads(th) : 1;
           if (first && sweep == 0) std::fill(x, x + n, T(0));
-          for (index_t i = 0; i < n; ++i) {  // forward
-            T acc = b[i];
-            for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
-              if (A.j[q] != i) acc -= v[q] * x[A.j[q]];
-            x[i] = acc * L.dinv[i];
+          if (nb == 1) {
+            for (index_t i = 0; i < n; ++i) {  // forward
+              T acc = b[i];
+              for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+                if (A.j[q] != i) acc -= v[q] * x[A.j[q]];
+              x[i] = acc * L.dinv[i];
+            }
+            for (index_t i = n - 1; i >= 0; --i) {  // backward
+              T acc = b[i];
+              for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+                if (A.j[q] != i) acc -= v[q] * x[A.j[q]];
+              x[i] = acc * L.dinv[i];
+            }
+            break;
           }
-          for (index_t i = n - 1; i >= 0; --i) {  // backward
-            T acc = b[i];
-            for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
-              if (A.j[q] != i) acc -= v[q] * x[A.j[q]];
-            x[i] = acc * L.dinv[i];
+          T* xo = work_[l].xo.data();
+          for (int dir = 0; dir < 2; ++dir) {
+#pragma omp parallel num_threads(nb)
+            {
+#pragma omp for schedule(static)
+              for (index_t i = 0; i < n; ++i) xo[i] = x[i];
+#pragma omp for schedule(static, 1)
+              for (int blk = 0; blk < nb; ++blk) {
+                const index_t lo = n * blk / nb, hi = n * (blk + 1) / nb;
+                for (index_t k = 0; k < hi - lo; ++k) {
+                  const index_t i = dir == 0 ? lo + k : hi - 1 - k;
+                  T acc = b[i];
+                  for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+                    const J c = A.j[q];
+                    if (c != i) acc -= v[q] * (c >= lo && c < hi ? x[c] : xo[c]);
+                  }
+                  x[i] = acc * L.dinv[i];
+                }
+              }
+            }
           }
           break;
         }
@@ -899,7 +934,7 @@ class Amg final : public AmgPreconditioner {
   }
 
   struct Work {
-    std::vector<T> r, b, x, d;
+    std::vector<T> r, b, x, d, xo;  // xo: a copy of x (the parallel Gauss-Seidel sweeps)
   };
 
   std::shared_ptr<const HierSym> sym_;

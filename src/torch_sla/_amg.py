@@ -80,6 +80,15 @@ class AmgHierarchy:
                 check_invariants=False,  # built by the core: sorted, in range
             )
 
+    def near_nullspace(self, level: int) -> Tensor:
+        """Level ``level``'s near-null space, shape ``(rows, k)``: on level 0 the one given (or the
+        constant), below it the coarse coefficients ``B_{l+1}`` with ``T_l B_{l+1} = B_l`` (``T_l``: the
+        tentative prolongator)."""
+        rows = self.levels[level][0] if 0 <= level < len(self.levels) else 0
+        out = torch.empty(rows, self.handle.near_nullspace_columns, dtype=self.options["dtype"])
+        self.handle.export_near_nullspace(level, out)
+        return out
+
     def torch_cycle(self, device, transpose: bool) -> TorchAmgCycle:
         """The cycle (or its transpose) with torch ops on ``device`` (exported once per device)."""
         key = (str(device), transpose and not self.handle.symmetric)

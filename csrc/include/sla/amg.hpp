@@ -67,6 +67,11 @@ class AmgPreconditioner : public Preconditioner {
   virtual AmgCsr matrix(int l, char which) const = 0;
   // Level l's inverse diagonal (n values of the scalar type).
   virtual const void* inv_diag(int l) const = 0;
+  // Level l's near-null space: n x near_nullspace_columns() values of the scalar type, row-major (level 0:
+  // the one given, or the constant; level l + 1: the coefficients of level l's in the columns of P's
+  // tentative prolongator, T B_{l+1} = B_l).
+  virtual const void* near_nullspace(int l) const = 0;
+  virtual int near_nullspace_columns() const = 0;
   // The estimate of rho(D^{-1} A) on level l (used for the Jacobi weight and the Chebyshev interval).
   virtual double spectral_radius(int l) const = 0;
   virtual const AmgOptions& options() const = 0;
