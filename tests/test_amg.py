@@ -61,6 +61,50 @@ def poisson3d(m: int) -> sla.SparseTensor:
     return sla.SparseTensor(torch.cat(vals), torch.cat(rows), torch.cat(cols), (n, n))
 
 
+def elasticity2d(m: int, nu: float = 0.3):
+    """Plane-stress linear elasticity (E = 1) with bilinear elements on an m x m grid of unit squares,
+    clamped on the edge x = 0: the SPD stiffness matrix (two unknowns a node, interleaved) and its
+    rigid body modes (the translations in x and y and the rotation) on the free unknowns, (n, 3)."""
+    D = torch.tensor([[1, nu, 0], [nu, 1, 0], [0, 0, (1 - nu) / 2]], dtype=F64) / (1 - nu**2)
+    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=F64)
+    Ke = torch.zeros(8, 8, dtype=F64)
+    g = 3**-0.5
+    for xi in (-g, g):
+        for eta in (-g, g):
+            dxi = corners[:, 0] * (1 + corners[:, 1] * eta) / 4
+            deta = corners[:, 1] * (1 + corners[:, 0] * xi) / 4
+            dx, dy = 2 * dxi, 2 * deta  # x = (xi + 1) / 2 on a unit square
+            Bm = torch.zeros(3, 8, dtype=F64)
+            Bm[0, 0::2], Bm[1, 1::2], Bm[2, 0::2], Bm[2, 1::2] = dx, dy, dy, dx
+            Ke += Bm.T @ D @ Bm / 4  # det J = 1/4, weights 1
+    nodes = torch.arange((m + 1) ** 2).reshape(m + 1, m + 1)  # nodes[y, x]
+    quads = torch.stack([nodes[:-1, :-1], nodes[:-1, 1:], nodes[1:, 1:], nodes[1:, :-1]], dim=-1).reshape(
+        -1, 4
+    )
+    dofs = torch.stack([2 * quads, 2 * quads + 1], dim=-1).reshape(-1, 8)
+    rows = dofs[:, :, None].expand(-1, 8, 8).reshape(-1)
+    cols = dofs[:, None, :].expand(-1, 8, 8).reshape(-1)
+    n_all = 2 * (m + 1) ** 2
+    K = torch.sparse_coo_tensor(
+        torch.stack([rows, cols]), Ke.reshape(-1).repeat(len(quads)), (n_all, n_all)
+    ).coalesce()
+    free = torch.ones(n_all, dtype=torch.bool)
+    free[2 * nodes[:, 0]] = free[2 * nodes[:, 0] + 1] = False  # clamped at x = 0
+    new = torch.cumsum(free, 0) - 1
+    r, c = K.indices()
+    keep = free[r] & free[c]
+    n = int(free.sum())
+    A = sla.SparseTensor(K.values()[keep], new[r[keep]], new[c[keep]], (n, n))
+    y, x = (
+        t.reshape(-1).to(F64) for t in torch.meshgrid(torch.arange(m + 1), torch.arange(m + 1), indexing="ij")
+    )
+    B = torch.zeros(n_all, 3, dtype=F64)
+    B[0::2, 0] = 1
+    B[1::2, 1] = 1
+    B[0::2, 2], B[1::2, 2] = -y, x
+    return A, B[free]
+
+
 def amg_cg(A, b=None, **kw):
     b = torch.ones(A.shape[0], dtype=F64) if b is None else b
     kw.setdefault("backend", "core")
@@ -292,6 +336,48 @@ def test_near_nullspace():
     assert info.iterations <= 20
     with pytest.raises(sla.InvalidArgumentError, match="amg_near_nullspace"):
         amg_cg(S, amg_near_nullspace=torch.ones(7, dtype=F64), amg_max_coarse=30)
+
+
+def test_elasticity_with_rigid_body_modes():
+    # a block system: two unknowns a node, aggregated by nodes, with the three rigid body modes as the
+    # near-null space (a QR factorization per aggregate: three coarse unknowns an aggregate)
+    A, B = elasticity2d(40)
+    n = A.shape[0]
+    plain = amg_cg(A, amg_max_coarse=60, amg_setup="full")
+    rbm = amg_cg(A, amg_near_nullspace=B, amg_block_size=2, amg_max_coarse=60, amg_setup="full")
+    assert rbm.iterations <= 30 and rbm.iterations < 0.6 * plain.iterations, (
+        rbm.iterations,
+        plain.iterations,
+    )
+    h = rbm.hierarchy
+    assert len(h.levels) >= 3 and h.handle.near_nullspace_columns == 3
+    torch.testing.assert_close(h.near_nullspace(0), B)
+    rows1 = h.levels[1][0]
+    assert h.near_nullspace(1).shape == (rows1, 3) and rows1 % 3 == 0
+    # T B_1 = B_0: the smoothed prolongator maps B_1 to (I - omega D^{-1} A) B_0
+    P, A0 = h._matrix(0, "P", "cpu"), h._matrix(0, "A", "cpu")
+    dinv = torch.empty(n, dtype=F64)
+    h.handle.export_inv_diag(0, dinv)
+    omega = 4 / (3 * h.handle.spectral_radius(0))
+    torch.testing.assert_close(P @ h.near_nullspace(1), B - omega * dinv[:, None] * (A0 @ B))
+    # the torch cycle is the core's
+    r = torch.randn(n, 2, dtype=F64)
+    cheb = amg_cg(A, amg_near_nullspace=B, amg_block_size=2, amg_smoother="chebyshev").hierarchy
+    z = torch.empty_like(r)
+    cheb.handle.apply(r, z, "N")
+    torch.testing.assert_close(cheb.torch_cycle("cpu", False)(r), z, rtol=1e-12, atol=1e-12)
+    # values-only: another material (Poisson ratio), the same pattern
+    A2, _ = elasticity2d(40, nu=0.4)
+    assert torch.equal(A2.pattern.col, A.pattern.col)
+    A2 = A.with_values(A2.values)
+    vo = amg_cg(A2, amg_near_nullspace=B, amg_block_size=2, amg_max_coarse=60, amg_setup="values-only")
+    assert vo.hierarchy.values_only and vo.iterations <= rbm.iterations + 3
+    with pytest.raises(sla.InvalidArgumentError, match="amg_block_size"):
+        amg_cg(A, amg_near_nullspace=B, amg_block_size=7)
+    with pytest.raises(sla.InvalidArgumentError, match="amg_near_nullspace"):
+        amg_cg(A, amg_near_nullspace=B[:-1])
+    with pytest.raises(sla.InvalidArgumentError, match="amg_near_nullspace"):
+        amg_cg(A, amg_near_nullspace=torch.ones(n, 2, 2, dtype=F64))
 
 
 def test_bad_input():

@@ -312,12 +312,14 @@ void bind_amg(nb::module_& m) {
       [](const CsrPattern& pattern, const Array& values, double strength, const std::string& cycle,
          const std::string& smoother, int sweeps, int degree, index_t max_coarse, int max_levels,
          const std::optional<Array>& near_nullspace, int threads, const std::shared_ptr<AmgPreconditioner>& reuse,
-         bool same_strength_only, double truncation, double coarse_drop) -> std::shared_ptr<AmgPreconditioner> {
+         bool same_strength_only, double truncation, double coarse_drop,
+         index_t block_size) -> std::shared_ptr<AmgPreconditioner> {
         const CsrArrays a = csr_from(pattern, values);
         AmgOptions o;
         o.strength = strength;
         o.truncation = truncation;
         o.coarse_drop = coarse_drop;
+        o.block_size = block_size;
         o.cycle = parse_cycle(cycle);
         o.smoother = parse_smoother(smoother);
         o.sweeps = sweeps;
@@ -326,12 +328,14 @@ void bind_amg(nb::module_& m) {
         o.max_levels = max_levels;
         o.threads = threads;
         if (near_nullspace) {
-          check_array(*near_nullspace, "near_nullspace", 1);
+          check_array(*near_nullspace, "near_nullspace", 2);
           if (static_cast<index_t>(near_nullspace->shape(0)) != a.n_rows ||
-              scalar_of(*near_nullspace, "near_nullspace") != a.scalar)
-            fail(ErrorKind::InvalidArgument, "near_nullspace: expected ", a.n_rows, " values of dtype ",
-                 scalar_name(a.scalar));
+              scalar_of(*near_nullspace, "near_nullspace") != a.scalar || near_nullspace->stride(1) != 1 ||
+              near_nullspace->stride(0) != near_nullspace->shape(1))
+            fail(ErrorKind::InvalidArgument, "near_nullspace: expected a C-contiguous (", a.n_rows,
+                 ", k) array of dtype ", scalar_name(a.scalar));
           o.near_nullspace = near_nullspace->data();
+          o.near_nullspace_columns = static_cast<int>(near_nullspace->shape(1));
         }
         nb::gil_scoped_release release;
         return std::shared_ptr<AmgPreconditioner>(make_amg(a, o, reuse.get(), same_strength_only));
@@ -340,7 +344,7 @@ void bind_amg(nb::module_& m) {
       nb::arg("smoother") = "sgs", nb::arg("sweeps") = 1, nb::arg("degree") = 2, nb::arg("max_coarse") = 500,
       nb::arg("max_levels") = 25, nb::arg("near_nullspace").none() = nb::none(), nb::arg("threads") = 1,
       nb::arg("reuse").none() = nb::none(), nb::arg("same_strength_only") = false, nb::arg("truncation") = 0.0,
-      nb::arg("coarse_drop") = 0.02,
+      nb::arg("coarse_drop") = 0.02, nb::arg("block_size") = 1,
       "Smoothed-aggregation AMG hierarchy of a square real matrix; with reuse (a hierarchy of the same pattern) "
       "a values-only setup that keeps its aggregates and patterns.");
 }

@@ -137,8 +137,14 @@ struct LevelSym {
   // (with the next level's entry q at RAP's entry c_keep[q]; else null).
   PatPtr A, AT, P, R, AP, Tent, PT, RAP;
   std::vector<std::int64_t> at_perm, r_perm, p_keep, c_keep;
-  std::vector<J> agg;  // aggregate of each row (-1: isolated, in no aggregate)
+  // Nodes: the strength graph and the aggregates are those of nodes, node I being the rows
+  // node_ptr[I] .. node_ptr[I + 1] - 1 (empty node_ptr: one row a node).
+  std::vector<std::int64_t> node_ptr;
+  std::vector<J> agg;  // aggregate of each node (-1: isolated, in no aggregate)
   index_t n_agg = 0;
+  // Aggregate c's columns of the tentative prolongator (the next level's rows): cptr[c] .. cptr[c + 1] - 1,
+  // one per near-null-space vector independent on the aggregate.
+  std::vector<std::int64_t> cptr;
 };
 
 struct HierSym {
@@ -147,8 +153,13 @@ struct HierSym {
   std::vector<std::int64_t> coarse_p, coarse_j;  // the last level's pattern with int64 indices
   AmgOptions options;
   bool symmetric = true;
+  int k = 1;                          // near-null-space vectors
   std::vector<std::uint8_t> strong0;  // level 0's strong connections (for the same-strength reuse test)
 };
+
+// A values-only setup met an aggregate on which the new near-null space has another rank than the
+// reused hierarchy's: its patterns do not fit (a full setup is done instead).
+struct RankChanged {};
 
 template <class T>
 struct Level {
@@ -300,6 +311,145 @@ std::vector<std::uint8_t> strong_mask(const Pat& A, const T* v, double theta, in
       }
   }
   return mask;
+}
+
+// The graph of nodes (contiguous row ranges node_ptr[I] .. node_ptr[I + 1] - 1): entry (I, J) is the
+// Frobenius norm of A's block (I, J), for the strength of connection of block systems.
+template <class T>
+Pat condense(const Pat& A, const T* v, const std::vector<std::int64_t>& node_ptr, std::vector<double>& gv,
+             int threads) {
+  const index_t nn = static_cast<index_t>(node_ptr.size()) - 1;
+  std::vector<J> node_of(A.rows);
+  for (index_t I = 0; I < nn; ++I)
+    for (auto i = node_ptr[I]; i < node_ptr[I + 1]; ++i) node_of[i] = static_cast<J>(I);
+  Pat G;
+  G.rows = G.cols = nn;
+  G.p.assign(nn + 1, 0);
+  std::vector<std::vector<J>> cols(nn);
+  std::vector<std::vector<double>> vals(nn);
+#pragma omp parallel num_threads(clamp_threads(threads)) if (A.rows > 20000)
+  {
+    std::vector<index_t> pos(nn, -1);
+#pragma omp for schedule(dynamic, 256)
+    for (index_t I = 0; I < nn; ++I) {
+      auto& c = cols[I];
+      auto& w = vals[I];
+      for (auto i = node_ptr[I]; i < node_ptr[I + 1]; ++i)
+        for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+          const J K = node_of[A.j[q]];
+          const double a = static_cast<double>(v[q]);
+          if (pos[K] < 0) pos[K] = static_cast<index_t>(c.size()), c.push_back(K), w.push_back(0.0);
+          w[pos[K]] += a * a;
+        }
+      std::vector<index_t> order(c.size());
+      for (size_t t = 0; t < c.size(); ++t) order[t] = static_cast<index_t>(t), pos[c[t]] = -1;
+      std::sort(order.begin(), order.end(), [&](index_t x, index_t y) { return c[x] < c[y]; });
+      std::vector<J> cs(c.size());
+      std::vector<double> ws(c.size());
+      for (size_t t = 0; t < c.size(); ++t) cs[t] = c[order[t]], ws[t] = std::sqrt(w[order[t]]);
+      c.swap(cs);
+      w.swap(ws);
+    }
+  }
+  for (index_t I = 0; I < nn; ++I) G.p[I + 1] = G.p[I] + static_cast<std::int64_t>(cols[I].size());
+  G.j.resize(G.p[nn]);
+  gv.resize(G.p[nn]);
+  for (index_t I = 0; I < nn; ++I) {
+    std::copy(cols[I].begin(), cols[I].end(), G.j.begin() + G.p[I]);
+    std::copy(vals[I].begin(), vals[I].end(), gv.begin() + G.p[I]);
+  }
+  return G;
+}
+
+// The tentative prolongator of k near-null-space vectors B (n x k, row-major): on each aggregate (its
+// rows, in order) a QR factorization B_c = Q_c R_c by modified Gram-Schmidt with one reorthogonalization,
+// a vector that is (numerically) in the span of the earlier ones on the aggregate adding no column
+// (|residual| <= 1e-10 |b_j|). Q_c's columns are the aggregate's columns of T; the rows of R_c, the coarse
+// near-null space (T Bc = B). Returns the column count of each aggregate; tv: T's values row by row,
+// each row's columns in order; bc: the coarse near-null space (sum of the counts x k).
+template <class T>
+std::vector<index_t> tentative(index_t n, const std::vector<std::int64_t>& node_ptr, const std::vector<J>& agg,
+                               index_t n_agg, const std::vector<T>& B, int k, std::vector<T>& tv,
+                               std::vector<double>& bc, int threads) {
+  // The rows of each aggregate, in order.
+  const index_t nn = node_ptr.empty() ? n : static_cast<index_t>(node_ptr.size()) - 1;
+  auto first = [&](index_t I) { return node_ptr.empty() ? I : static_cast<index_t>(node_ptr[I]); };
+  auto last = [&](index_t I) { return node_ptr.empty() ? I + 1 : static_cast<index_t>(node_ptr[I + 1]); };
+  std::vector<std::int64_t> rows_ptr(n_agg + 1, 0);
+  std::vector<index_t> rows;
+  for (index_t I = 0; I < nn; ++I)
+    if (agg[I] >= 0) rows_ptr[agg[I] + 1] += last(I) - first(I);
+  for (index_t c = 0; c < n_agg; ++c) rows_ptr[c + 1] += rows_ptr[c];
+  rows.resize(rows_ptr[n_agg]);
+  {
+    std::vector<std::int64_t> next(rows_ptr.begin(), rows_ptr.end() - 1);
+    for (index_t I = 0; I < nn; ++I)
+      if (agg[I] >= 0)
+        for (index_t i = first(I); i < last(I); ++i) rows[next[agg[I]]++] = i;
+  }
+  std::vector<index_t> rank(n_agg, 0);
+  // Per aggregate: Q (m x k, column-major in a scratch buffer), R (k x k).
+  std::vector<double> qall(static_cast<size_t>(rows.size()) * k), rall(static_cast<size_t>(n_agg) * k * k, 0.0);
+#pragma omp parallel for schedule(dynamic, 64) num_threads(clamp_threads(threads)) if (n > 20000)
+  for (index_t c = 0; c < n_agg; ++c) {
+    const index_t m = rows_ptr[c + 1] - rows_ptr[c];
+    const index_t* rw = rows.data() + rows_ptr[c];
+    double* Q = qall.data() + static_cast<size_t>(rows_ptr[c]) * k;  // column r at Q + r m
+    double* R = rall.data() + static_cast<size_t>(c) * k * k;        // R[r k + j]
+    std::vector<double> v(m);
+    index_t got = 0;
+    for (int j = 0; j < k; ++j) {
+      double bn = 0.0;
+      for (index_t t = 0; t < m; ++t) v[t] = static_cast<double>(B[rw[t] * k + j]), bn += v[t] * v[t];
+      bn = std::sqrt(bn);
+      for (int pass = 0; pass < 2; ++pass)
+        for (index_t r = 0; r < got; ++r) {
+          const double* q = Q + r * m;
+          double d = 0.0;
+          for (index_t t = 0; t < m; ++t) d += q[t] * v[t];
+          for (index_t t = 0; t < m; ++t) v[t] -= d * q[t];
+          R[r * k + j] += d;
+        }
+      double vn = 0.0;
+      for (index_t t = 0; t < m; ++t) vn += v[t] * v[t];
+      vn = std::sqrt(vn);
+      if (got < m && vn > 1e-10 * bn && vn > 0.0) {
+        double* q = Q + got * m;
+        for (index_t t = 0; t < m; ++t) q[t] = v[t] / vn;
+        R[got * k + j] = vn;
+        ++got;
+      }
+    }
+    rank[c] = got;
+  }
+  index_t total = 0;
+  for (index_t c = 0; c < n_agg; ++c) total += rank[c];
+  // T's values: row rw[t] of aggregate c has columns cptr[c] .. cptr[c] + rank[c] - 1 with values Q[t, r].
+  std::vector<std::int64_t> tptr(n + 1, 0);
+  std::vector<J> owner(n, -1);
+  std::vector<index_t> local(n, 0);
+  for (index_t c = 0; c < n_agg; ++c)
+    for (auto t = rows_ptr[c]; t < rows_ptr[c + 1]; ++t) {
+      owner[rows[t]] = static_cast<J>(c);
+      local[rows[t]] = t - rows_ptr[c];
+    }
+  for (index_t i = 0; i < n; ++i) tptr[i + 1] = tptr[i] + (owner[i] >= 0 ? rank[owner[i]] : 0);
+  tv.resize(tptr[n]);
+  for (index_t i = 0; i < n; ++i) {
+    if (owner[i] < 0) continue;
+    const index_t c = owner[i], m = rows_ptr[c + 1] - rows_ptr[c];
+    const double* Q = qall.data() + static_cast<size_t>(rows_ptr[c]) * k;
+    for (index_t r = 0; r < rank[c]; ++r) tv[tptr[i] + r] = static_cast<T>(Q[r * m + local[i]]);
+  }
+  bc.assign(static_cast<size_t>(total) * k, 0.0);
+  index_t off = 0;
+  for (index_t c = 0; c < n_agg; ++c) {
+    const double* R = rall.data() + static_cast<size_t>(c) * k * k;
+    for (index_t r = 0; r < rank[c]; ++r)
+      for (int j = 0; j < k; ++j) bc[(off + r) * k + j] = R[r * k + j];
+    off += rank[c];
+  }
+  return rank;
 }
 
 // Greedy aggregation of the strong graph (three passes). Returns the number of aggregates.
@@ -486,38 +636,49 @@ class Amg final : public AmgPreconditioner {
     auto level0 = std::make_shared<Pat>();
     std::vector<T> v0;
     copy_input(a, *level0, v0);
+    const bool symmetric = numerically_symmetric(*level0, v0);
     if (reuse != nullptr) {
-      const Pat& old = *reuse->sym_->levels[0].A;
-      if (old.rows != level0->rows || old.p != level0->p || old.j != level0->j)
+      const HierSym& old = *reuse->sym_;
+      const Pat& p0 = *old.levels[0].A;
+      if (p0.rows != level0->rows || p0.p != level0->p || p0.j != level0->j)
         fail(ErrorKind::InvalidArgument, "amg: a values-only setup needs the pattern of the hierarchy it reuses");
-      // The strong connections of the new values decide the aggregates: reuse only when they are unchanged.
-      if (same_strength_only && !reuse->sym_->strong0.empty() &&
-          strong_mask(*level0, v0.data(), reuse->sym_->options.strength, opts.threads) != reuse->sym_->strong0)
+      if (old.k != opts.near_nullspace_columns || old.options.block_size != opts.block_size)
+        fail(ErrorKind::InvalidArgument, "amg: a values-only setup needs the number of near-null-space vectors (",
+             old.k, ") and the block size (", old.options.block_size, ") of the hierarchy it reuses");
+      // A (non)symmetric matrix needs (no) transposed levels; the strong connections of the new values
+      // decide the aggregates: with same_strength_only, reuse only when they are unchanged.
+      if (symmetric != old.symmetric)
+        reuse = nullptr;
+      else if (same_strength_only && !old.strong0.empty() && strength0(*level0, v0, old.options) != old.strong0)
         reuse = nullptr;
     }
     if (reuse != nullptr) {
       sym_ = reuse->sym_;
       values_only_ = true;
-    } else {
+      set_options(opts);
+      try {
+        // The values are kept for a full setup when the near-null space's ranks differ (several vectors).
+        build(opts.near_nullspace_columns > 1 ? v0 : std::move(v0), opts.near_nullspace, false, &reuse->lv_);
+      } catch (const RankChanged&) {
+        values_only_ = false;
+      }
+    }
+    if (!values_only_) {
       auto sym = std::make_shared<HierSym>();
       sym->options = opts;
-      sym->symmetric = numerically_symmetric(*level0, v0);
+      sym->symmetric = symmetric;
+      sym->k = opts.near_nullspace_columns;
       sym->levels.emplace_back();
       sym->levels[0].A = level0;
       sym_ = sym;
+      set_options(opts);
+      build(std::move(v0), opts.near_nullspace, true, nullptr);
     }
-    options_ = opts;  // the structural options are those of the hierarchy whose patterns are used
-    options_.strength = sym_->options.strength;
-    options_.truncation = sym_->options.truncation;
-    options_.coarse_drop = sym_->options.coarse_drop;
-    options_.max_coarse = sym_->options.max_coarse;
-    options_.max_levels = sym_->options.max_levels;
-    options_.near_nullspace = nullptr;
-    build(std::move(v0), opts.near_nullspace, !values_only_, values_only_ ? &reuse->lv_ : nullptr);
     setup_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
 
   int num_levels() const override { return static_cast<int>(lv_.size()); }
+  int near_nullspace_columns() const override { return sym_->k; }
   AmgCsr matrix(int l, char which) const override {
     check_level(l);
     const LevelSym& s = sym_->levels[l];
@@ -537,7 +698,7 @@ class Amg final : public AmgPreconditioner {
   }
   const void* inv_diag(int l) const override { return check_level(l), lv_[l].dinv.data(); }
   const void* near_nullspace(int l) const override { return check_level(l), lv_[l].B.data(); }
-  int near_nullspace_columns() const override { return 1; }
+
   double spectral_radius(int l) const override { return check_level(l), lv_[l].rho; }
   const AmgOptions& options() const override { return options_; }
   bool symmetric() const override { return sym_->symmetric; }
@@ -569,6 +730,29 @@ class Amg final : public AmgPreconditioner {
       fail(ErrorKind::InvalidArgument, "amg: level ", l, " out of range (", num_levels(), " levels)");
   }
 
+  // The options: those given, with the structural ones of the hierarchy whose patterns are used.
+  void set_options(const AmgOptions& opts) {
+    options_ = opts;
+    const AmgOptions& s = sym_->options;
+    options_.strength = s.strength;
+    options_.truncation = s.truncation;
+    options_.coarse_drop = s.coarse_drop;
+    options_.max_coarse = s.max_coarse;
+    options_.max_levels = s.max_levels;
+    options_.block_size = s.block_size;
+    options_.near_nullspace = nullptr;
+  }
+
+  // Level 0's strong connections (of its nodes with a block size).
+  std::vector<std::uint8_t> strength0(const Pat& A, const std::vector<T>& v, const AmgOptions& o) const {
+    if (o.block_size <= 1) return strong_mask(A, v.data(), o.strength, threads_);
+    std::vector<std::int64_t> node_ptr;
+    for (index_t i = 0; i <= A.rows; i += o.block_size) node_ptr.push_back(i);
+    std::vector<double> gv;
+    const Pat G = condense(A, v.data(), node_ptr, gv, threads_);
+    return strong_mask(G, gv.data(), o.strength, threads_);
+  }
+
   static void copy_input(const CsrArrays& a, Pat& p, std::vector<T>& v) {
     visit_csr(a, [&](auto t, auto ix) {
       using S = decltype(t);
@@ -589,9 +773,13 @@ class Amg final : public AmgPreconditioner {
     });
   }
 
-  // A == A^T (pattern and values, to a relative 1e-12): each entry above the diagonal is looked up in the
-  // sorted row of its column, in parallel, without building the transpose.
+  // A == A^T (pattern and values, to a relative 1e-12 plus 1e-15 max |A|): each entry above the diagonal is looked up
+  // in the sorted row of its column, in parallel, without building the transpose.
   bool numerically_symmetric(const Pat& A, const std::vector<T>& v) const {
+    double amax = 0.0;  // entries that cancelled to rounding noise are compared on the scale of A
+#pragma omp parallel for schedule(static) reduction(max : amax) num_threads(clamp_threads(threads_)) if (A.rows > 20000)
+    for (index_t q = 0; q < A.nnz(); ++q) amax = std::max(amax, std::abs(static_cast<double>(v[q])));
+    const double floor = 1e-15 * amax;
     bool sym = true;
 #pragma omp parallel for schedule(static) reduction(&& : sym) num_threads(clamp_threads(threads_)) if (A.rows > 20000)
     for (index_t i = 0; i < A.rows; ++i) {
@@ -607,7 +795,7 @@ class Amg final : public AmgPreconditioner {
           break;
         }
         const double x = static_cast<double>(v[q]), y = static_cast<double>(v[hit - A.j.data()]);
-        if (std::abs(x - y) > 1e-12 * std::max(std::abs(x), std::abs(y))) {
+        if (std::abs(x - y) > 1e-12 * std::max(std::abs(x), std::abs(y)) + floor) {
           sym = false;
           break;
         }
@@ -620,14 +808,15 @@ class Amg final : public AmgPreconditioner {
     HierSym& sym = const_cast<HierSym&>(*sym_);  // written only while this object builds it (full setup)
     const AmgOptions& o = options_;
     const int th = threads_;
-    // The near-null-space vector of the current level.
-    std::vector<T> B(n_, T(1));
+    // The near-null space of the current level (n x k, row-major).
+    const int k = sym.k;
+    std::vector<T> B(static_cast<size_t>(n_) * k, T(1));
     if (near_nullspace != nullptr) {
       const T* b = static_cast<const T*>(near_nullspace);
-      B.assign(b, b + n_);
-      for (index_t i = 0; i < n_; ++i)
+      B.assign(b, b + static_cast<size_t>(n_) * k);
+      for (size_t i = 0; i < B.size(); ++i)
         if (!std::isfinite(static_cast<double>(B[i])))
-          fail(ErrorKind::InvalidArgument, "near_nullspace: entry ", i, " is not finite");
+          fail(ErrorKind::InvalidArgument, "near_nullspace: entry (", i / k, ", ", i % k, ") is not finite");
     }
     lv_.clear();
     // References into these vectors are held across emplace_back: no reallocation.
@@ -674,43 +863,68 @@ class Amg final : public AmgPreconditioner {
       if (full) {
         last = n <= o.max_coarse || l + 1 >= o.max_levels;
         if (!last) {
-          std::vector<std::uint8_t> mask = strong_mask(A, L.A.data(), o.strength, th);
-          s.n_agg = aggregate(A, L.A.data(), mask, s.agg);
+          if (l == 0 && o.block_size > 1)
+            for (index_t i = 0; i <= n; i += o.block_size) s.node_ptr.push_back(i);
+          std::vector<std::uint8_t> mask;
+          index_t nodes = n;
+          if (s.node_ptr.empty()) {
+            mask = strong_mask(A, L.A.data(), o.strength, th);
+            s.n_agg = aggregate(A, L.A.data(), mask, s.agg);
+          } else {  // the strength graph of nodes
+            std::vector<double> gv;
+            const Pat G = condense(A, L.A.data(), s.node_ptr, gv, th);
+            mask = strong_mask(G, gv.data(), o.strength, th);
+            s.n_agg = aggregate(G, gv.data(), mask, s.agg);
+            nodes = G.rows;
+          }
           if (l == 0) sym.strong0 = std::move(mask);
           // No coarsening worth a level: solve this one directly.
-          if (s.n_agg == 0 || s.n_agg >= n || static_cast<double>(s.n_agg) > 0.9 * static_cast<double>(n)) last = true;
+          if (s.n_agg == 0 || s.n_agg >= nodes || static_cast<double>(s.n_agg) > 0.9 * static_cast<double>(nodes))
+            last = true;
         }
-        if (!last) {
-          auto tent = std::make_shared<Pat>();
-          tent->rows = n;
-          tent->cols = s.n_agg;
-          tent->p.assign(n + 1, 0);
-          for (index_t i = 0; i < n; ++i) tent->p[i + 1] = tent->p[i] + (s.agg[i] >= 0 ? 1 : 0);
-          tent->j.reserve(tent->p[n]);
-          for (index_t i = 0; i < n; ++i)
-            if (s.agg[i] >= 0) tent->j.push_back(s.agg[i]);
-          s.Tent = tent;
-          s.PT = spgemm_pattern(A, *tent, th);  // the pattern of A T contains T's (the diagonal is stored)
-        } else {
-          sym.levels.resize(l + 1);
-        }
+        if (last) sym.levels.resize(l + 1);
       } else {
         last = l + 1 == static_cast<int>(sym.levels.size());
       }
       if (last) break;
-      // Tentative prolongator: B restricted to each aggregate, normalized; the coarse B is the norms.
-      const index_t nc = s.n_agg;
-      std::vector<double> norm2(nc, 0.0);
-      for (index_t i = 0; i < n; ++i)
-        if (s.agg[i] >= 0) norm2[s.agg[i]] += static_cast<double>(B[i]) * static_cast<double>(B[i]);
-      for (index_t c = 0; c < nc; ++c)
-        if (!(norm2[c] > 0.0))
+      // Tentative prolongator: per aggregate, the QR factorization of B's rows; the coarse B is R.
+      std::vector<T> tv;
+      std::vector<double> Bc;
+      const std::vector<index_t> rank = tentative(n, s.node_ptr, s.agg, s.n_agg, B, k, tv, Bc, th);
+      for (index_t c = 0; c < s.n_agg; ++c)
+        if (rank[c] == 0)
           fail(ErrorKind::InvalidArgument, "near_nullspace: zero on every row of aggregate ", c, " of level ", l,
                "; it must not vanish on a whole neighbourhood");
+      if (full) {
+        s.cptr.assign(s.n_agg + 1, 0);
+        for (index_t c = 0; c < s.n_agg; ++c) s.cptr[c + 1] = s.cptr[c] + rank[c];
+        auto tent = std::make_shared<Pat>();
+        tent->rows = n;
+        tent->cols = s.cptr[s.n_agg];
+        std::vector<J> col_of(n, -1);  // the aggregate of each row
+        const index_t nn = s.node_ptr.empty() ? n : static_cast<index_t>(s.node_ptr.size()) - 1;
+        for (index_t I = 0; I < nn; ++I)
+          if (s.agg[I] >= 0) {
+            const index_t a = s.node_ptr.empty() ? I : s.node_ptr[I],
+                          b = s.node_ptr.empty() ? I + 1 : s.node_ptr[I + 1];
+            for (index_t i = a; i < b; ++i) col_of[i] = s.agg[I];
+          }
+        tent->p.assign(n + 1, 0);
+        for (index_t i = 0; i < n; ++i) tent->p[i + 1] = tent->p[i] + (col_of[i] >= 0 ? rank[col_of[i]] : 0);
+        tent->j.reserve(tent->p[n]);
+        for (index_t i = 0; i < n; ++i)
+          if (col_of[i] >= 0)
+            for (auto c = s.cptr[col_of[i]]; c < s.cptr[col_of[i] + 1]; ++c) tent->j.push_back(static_cast<J>(c));
+        s.Tent = tent;
+        s.PT = spgemm_pattern(A, *tent, th);  // the pattern of A T contains T's (the diagonal is stored)
+      } else {
+        for (index_t c = 0; c < s.n_agg; ++c)
+          if (rank[c] != s.cptr[c + 1] - s.cptr[c]) throw RankChanged{};
+      }
+      const index_t nc = s.cptr[s.n_agg];
       const Pat& Tp = *s.Tent;
-      std::vector<T> tv(Tp.nnz());
-      for (index_t i = 0; i < n; ++i)
-        if (s.agg[i] >= 0) tv[Tp.p[i]] = static_cast<T>(static_cast<double>(B[i]) / std::sqrt(norm2[s.agg[i]]));
+      // Truncation and sparsification keep the product with a single near-null-space vector.
+      const bool single = k == 1;
       // P = (I - omega D^{-1} A) T on the pattern of A T, then truncated.
       const Pat& PT = *s.PT;
       std::vector<T> pv(PT.nnz());
@@ -719,21 +933,20 @@ class Amg final : public AmgPreconditioner {
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
       for (index_t i = 0; i < n; ++i) {
         const T w = omega * L.dinv[i];
+        auto t = Tp.p[i];  // T's row i within PT's (both sorted)
         for (auto q = PT.p[i]; q < PT.p[i + 1]; ++q) {
-          T t = T(0);
-          if (s.agg[i] >= 0 && PT.j[q] == s.agg[i]) t = tv[Tp.p[i]];
-          pv[q] = t - w * pv[q];
+          const bool hit = t < Tp.p[i + 1] && Tp.j[t] == PT.j[q];
+          pv[q] = (hit ? tv[t++] : T(0)) - w * pv[q];
         }
       }
-      std::vector<double> Bc(nc);
-      for (index_t c = 0; c < nc; ++c) Bc[c] = std::sqrt(norm2[c]);
       if (full) {
-        s.P = o.truncation > 0.0 ? truncate_pattern(PT, pv.data(), o.truncation, s.p_keep) : s.PT;
+        s.P = single && o.truncation > 0.0 ? truncate_pattern(PT, pv.data(), o.truncation, s.p_keep) : s.PT;
         if (s.P != s.PT && s.P->nnz() == PT.nnz()) s.P = s.PT, s.p_keep.clear();  // nothing dropped
         s.R = transpose_pattern(*s.P, s.r_perm);
         s.AP = spgemm_pattern(A, *s.P, th);
         sym.levels.emplace_back();
         sym.levels[l + 1].A = spgemm_pattern(*s.R, *s.AP, th);
+        if (k > 1) sym.levels[l + 1].node_ptr = s.cptr;  // the next level's nodes: the aggregates' columns
       }
       const Pat& P = *s.P;
       if (s.p_keep.empty()) {
@@ -749,7 +962,7 @@ class Amg final : public AmgPreconditioner {
       const Pat& RAP = s.RAP ? *s.RAP : *sym.levels[l + 1].A;
       std::vector<T> next(RAP.nnz());
       spgemm_values(*s.R, L.R.data(), *s.AP, L.AP.data(), RAP, next.data(), th);
-      if (full && o.coarse_drop > 0.0) {
+      if (full && single && o.coarse_drop > 0.0) {
         auto K = sparsify_pattern(RAP, next.data(), o.coarse_drop, o.strength, Bc.data(), s.c_keep, th);
         if (K->nnz() < RAP.nnz())
           s.RAP = sym.levels[l + 1].A, sym.levels[l + 1].A = K;
@@ -764,8 +977,8 @@ class Amg final : public AmgPreconditioner {
       std::vector<T>().swap(L.AP);  // needed only for the product
       lv_.emplace_back();
       lv_[l + 1].A = std::move(next);
-      B.resize(nc);
-      for (index_t c = 0; c < nc; ++c) B[c] = static_cast<T>(Bc[c]);
+      B.resize(static_cast<size_t>(nc) * k);
+      for (size_t c = 0; c < B.size(); ++c) B[c] = static_cast<T>(Bc[c]);
       lv_[l + 1].B = B;
     }
     // The direct solve of the last level.
@@ -1001,6 +1214,14 @@ std::unique_ptr<AmgPreconditioner> make_amg(const CsrArrays& a, const AmgOptions
     fail(ErrorKind::InvalidArgument, "truncation: needs 0 <= truncation < 1, got ", options.truncation);
   if (!(options.coarse_drop >= 0.0 && options.coarse_drop < 1.0))
     fail(ErrorKind::InvalidArgument, "coarse_drop: needs 0 <= coarse_drop < 1, got ", options.coarse_drop);
+  if (options.near_nullspace_columns < 1 || options.near_nullspace_columns > 64)
+    fail(ErrorKind::InvalidArgument, "near_nullspace: needs 1 to 64 vectors, got ", options.near_nullspace_columns);
+  if (options.near_nullspace_columns > 1 && options.near_nullspace == nullptr)
+    fail(ErrorKind::InvalidArgument, "near_nullspace: ", options.near_nullspace_columns,
+         " vectors announced but none given");
+  if (options.block_size < 1 || a.n_rows % options.block_size != 0)
+    fail(ErrorKind::InvalidArgument, "block_size: needs a divisor of the ", a.n_rows, " rows, got ",
+         options.block_size);
   if (options.sweeps < 1) fail(ErrorKind::InvalidArgument, "sweeps: needs >= 1, got ", options.sweeps);
   if (options.degree < 1) fail(ErrorKind::InvalidArgument, "degree: needs >= 1, got ", options.degree);
   if (options.max_coarse < 1) fail(ErrorKind::InvalidArgument, "max_coarse: needs >= 1, got ", options.max_coarse);

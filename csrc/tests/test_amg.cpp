@@ -328,4 +328,65 @@ TEST(Amg, NearNullspaceIsUsed) {
   EXPECT_LE(r.iterations, 25);
 }
 
+// Two copies of the 2D Poisson operator, interleaved (unknowns (u, v) of node r at rows 2r, 2r + 1).
+struct Pair2d : Aniso2d {
+  explicit Pair2d(index_t m) : Aniso2d(0, 1.0) {
+    const Aniso2d S(m, 1.0);
+    n = 2 * S.n;
+    p.assign(1, 0);
+    for (index_t r = 0; r < S.n; ++r)
+      for (int c = 0; c < 2; ++c) {
+        for (auto q = S.p[r]; q < S.p[r + 1]; ++q) j.push_back(2 * S.j[q] + c), v.push_back(S.v[q]);
+        p.push_back(static_cast<std::int64_t>(j.size()));
+      }
+  }
+};
+
+TEST(Amg, SeveralNearNullSpaceVectorsOnBlocks) {
+  Pair2d A(50);
+  std::vector<double> B(2 * A.n, 0.0);  // (1, 0) and (0, 1) on every node
+  for (index_t r = 0; r < A.n; ++r) B[2 * r + r % 2] = 1.0;
+  sla::AmgOptions o;
+  o.max_coarse = 40;
+  o.block_size = 2;
+  o.near_nullspace = B.data();
+  o.near_nullspace_columns = 2;
+  auto M = sla::make_amg(A.arrays(), o);
+  ASSERT_GE(M->num_levels(), 3);
+  EXPECT_EQ(M->near_nullspace_columns(), 2);
+  // Every aggregate of nodes has two coarse unknowns; T B_1 = B_0 makes P B_1 = (I - omega D^{-1} A) B_0.
+  const sla::AmgCsr P = M->matrix(0, 'P'), A0 = M->matrix(0, 'A');
+  EXPECT_EQ(P.n_cols % 2, 0);
+  const auto* b1 = static_cast<const double*>(M->near_nullspace(1));
+  const auto* dinv = static_cast<const double*>(M->inv_diag(0));
+  const double omega = 4.0 / (3.0 * M->spectral_radius(0));
+  for (int c = 0; c < 2; ++c) {
+    std::vector<double> x(P.n_cols), b0(A.n);
+    for (index_t i = 0; i < P.n_cols; ++i) x[i] = b1[2 * i + c];
+    for (index_t i = 0; i < A.n; ++i) b0[i] = B[2 * i + c];
+    const std::vector<double> pb = csr_matvec(P, x), ab = csr_matvec(A0, b0);
+    for (index_t i = 0; i < A.n; ++i) EXPECT_NEAR(pb[i], b0[i] - omega * dinv[i] * ab[i], 1e-12);
+  }
+  const auto r = pcg(A, M.get());
+  EXPECT_TRUE(r.converged);
+  EXPECT_LE(r.iterations, 20);
+  // Dependent vectors add no coarse unknowns: (1, 1) twice is one vector.
+  std::vector<double> same(2 * A.n, 1.0);
+  o.near_nullspace = same.data();
+  auto M1 = sla::make_amg(A.arrays(), o);
+  EXPECT_EQ(M1->matrix(0, 'P').n_cols, P.n_cols / 2);
+  // A values-only setup whose near-null space has other ranks on the aggregates sets up anew.
+  auto MR = sla::make_amg(A.arrays(), o, M.get());
+  EXPECT_FALSE(MR->values_only());
+  o.near_nullspace = B.data();
+  EXPECT_TRUE(sla::make_amg(A.arrays(), o, M.get())->values_only());
+  // Bad options: a block size that does not divide n; several vectors announced, none given.
+  sla::AmgOptions bad = o;
+  bad.block_size = 3;
+  EXPECT_THROW(sla::make_amg(A.arrays(), bad), sla::Error);
+  bad = sla::AmgOptions{};
+  bad.near_nullspace_columns = 2;
+  EXPECT_THROW(sla::make_amg(A.arrays(), bad), sla::Error);
+}
+
 }  // namespace

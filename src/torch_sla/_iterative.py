@@ -333,6 +333,7 @@ class KrylovSolver:
                     opts.amg_strength,
                     opts.amg_truncation,
                     opts.amg_coarse_drop,
+                    opts.amg_block_size,
                     opts.amg_sweeps,
                     opts.amg_degree,
                     opts.amg_max_coarse,

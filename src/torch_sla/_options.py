@@ -43,6 +43,7 @@ class KrylovOptions:
     amg_max_coarse: int = 500
     amg_setup: str = "auto"
     amg_near_nullspace: Any = None
+    amg_block_size: int = 1
 
     FIELDS = (
         "rtol",
@@ -67,6 +68,7 @@ class KrylovOptions:
         "amg_max_coarse",
         "amg_setup",
         "amg_near_nullspace",
+        "amg_block_size",
     )
 
     @classmethod
@@ -129,11 +131,18 @@ class KrylovOptions:
             )
         if o.amg_near_nullspace is not None:
             ns = torch.as_tensor(o.amg_near_nullspace)
-            if ns.dim() != 1 or ns.is_complex() or not bool(torch.isfinite(ns).all()):
+            if (
+                ns.dim() not in (1, 2)
+                or ns.is_complex()
+                or (ns.dim() == 2 and not 1 <= ns.shape[1] <= 64)
+                or not bool(torch.isfinite(ns).all())
+            ):
                 raise InvalidArgumentError(
-                    "amg_near_nullspace: expected a real finite vector with one value per row of A"
+                    "amg_near_nullspace: expected a real finite vector with one value per row of A, or a "
+                    f"(rows, k) matrix of 1 <= k <= 64 such vectors, got shape {tuple(ns.shape)}"
                 )
             o.amg_near_nullspace = ns
+        o.amg_block_size = as_int(o.amg_block_size, "amg_block_size", lo=1, hi=INT32_MAX)
         return o
 
     def max_iterations(self, n: int) -> int:

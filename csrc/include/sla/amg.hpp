@@ -1,13 +1,16 @@
 // Smoothed-aggregation algebraic multigrid (AMG) for real CSR matrices on the CPU (OpenMP).
 //
-// Setup: strength of connection (|a_ij| >= theta sqrt(|a_ii a_jj|)), greedy aggregation of the strong
-// graph, a tentative prolongator from one near-null-space vector (the constant when none is given),
-// smoothed by one damped Jacobi step (omega = 4 / (3 rho(D^{-1} A)), rho by Lanczos), optionally truncated
-// (small entries of each row dropped, the row rescaled to interpolate the near-null space as before),
-// Galerkin coarse operators R A P with R = P^T (row-parallel SpGEMM), sparsified (an entry weak for both of
-// its rows, between two rows that share a strong neighbour, is added to the diagonal instead, weighted so
-// that the product with the near-null space is unchanged), until a level has at most `max_coarse` rows;
-// that level is factorized by a direct backend (sla::analyze / sla::factorize, LU).
+// Setup: strength of connection (|a_ij| >= theta sqrt(|a_ii a_jj|); for block systems, of the blocks'
+// Frobenius norms), greedy aggregation of the strong graph, a tentative prolongator from k near-null-space
+// vectors (the constant when none is given; k > 1: a QR factorization of the vectors on each aggregate,
+// one coarse unknown per independent vector), smoothed by one damped Jacobi step (omega = 4 / (3
+// rho(D^{-1} A)), rho by Lanczos), optionally truncated (small entries of each row dropped, the row
+// rescaled to interpolate the near-null space as before), Galerkin coarse operators R A P with R = P^T
+// (row-parallel SpGEMM), sparsified (an entry weak for both of its rows, between two rows that share a
+// strong neighbour, is added to the diagonal instead, weighted so that the product with the near-null
+// space is unchanged), until a level has at most `max_coarse` rows; that level is factorized by a direct
+// backend (sla::analyze / sla::factorize, LU). Truncation and sparsification apply with one near-null-space
+// vector (k = 1) only: a diagonal correction cannot keep the products with several.
 //
 // The hierarchy is a Preconditioner: apply() runs one V or W cycle (zero initial guess) with damped
 // Jacobi, Chebyshev or symmetric Gauss-Seidel smoothing. Pre- and post-smoothing are adjoint to each
@@ -41,11 +44,18 @@ struct AmgOptions {
   double coarse_drop = 0.02;
   AmgCycle cycle = AmgCycle::V;
   AmgSmoother smoother = AmgSmoother::SGS;
-  int sweeps = 1;                        // pre- and post-smoothing sweeps (>= 1)
-  int degree = 2;                        // Chebyshev polynomial degree (>= 1)
-  index_t max_coarse = 500;              // direct solve at or below this many rows (>= 1)
-  int max_levels = 25;                   // >= 1
-  const void* near_nullspace = nullptr;  // n values of A's scalar type; null: the constant vector
+  int sweeps = 1;            // pre- and post-smoothing sweeps (>= 1)
+  int degree = 2;            // Chebyshev polynomial degree (>= 1)
+  index_t max_coarse = 500;  // direct solve at or below this many rows (>= 1)
+  int max_levels = 25;       // >= 1
+  // The near-null space: n x near_nullspace_columns values of A's scalar type, row-major; null: the
+  // constant vector (one column).
+  const void* near_nullspace = nullptr;
+  int near_nullspace_columns = 1;  // 1 .. 64
+  // Rows in consecutive blocks of block_size (the unknowns of one node of a block system): level 0's
+  // strength of connection and aggregates are those of the blocks (Frobenius norms of the blocks of A).
+  // The next levels' blocks are the columns of one aggregate (one per independent near-null vector).
+  index_t block_size = 1;
   int threads = 1;
 };
 
