@@ -343,7 +343,7 @@ void bind_amg(nb::module_& m) {
       nb::arg("pattern"), nb::arg("values"), nb::arg("strength") = 0.02, nb::arg("cycle") = "V",
       nb::arg("smoother") = "sgs", nb::arg("sweeps") = 1, nb::arg("degree") = 2, nb::arg("max_coarse") = 500,
       nb::arg("max_levels") = 25, nb::arg("near_nullspace").none() = nb::none(), nb::arg("threads") = 1,
-      nb::arg("reuse").none() = nb::none(), nb::arg("same_strength_only") = false, nb::arg("truncation") = 0.0,
+      nb::arg("reuse").none() = nb::none(), nb::arg("same_strength_only") = false, nb::arg("truncation") = 0.01,
       nb::arg("coarse_drop") = 0.02, nb::arg("block_size") = 1,
       "Smoothed-aggregation AMG hierarchy of a square real matrix; with reuse (a hierarchy of the same pattern) "
       "a values-only setup that keeps its aggregates and patterns.");

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <mutex>
 #include <sstream>
 
@@ -169,8 +170,9 @@ struct Level {
   double rho = 1.0;
 };
 
-constexpr int kColdSteps = 12;  // Lanczos steps from a pseudo-random start
-constexpr int kWarmSteps = 5;   // from the eigenvector estimate of a hierarchy on the same pattern
+constexpr index_t kDenseCoarse = 1000;  // a last level of at most this many rows is factorized dense
+constexpr int kColdSteps = 12;          // Lanczos steps from a pseudo-random start
+constexpr int kWarmSteps = 5;           // from the eigenvector estimate of a hierarchy on the same pattern
 
 // rho(D^{-1} A), capped by the Gershgorin bound, by `steps` steps of Lanczos (symmetric A with a positive
 // diagonal: D^{-1} A is self-adjoint in the D inner product; the largest Ritz value, accurate from below)
@@ -981,9 +983,24 @@ class Amg final : public AmgPreconditioner {
       for (size_t c = 0; c < B.size(); ++c) B[c] = static_cast<T>(Bc[c]);
       lv_[l + 1].B = B;
     }
-    // The direct solve of the last level.
+    // The direct solve of the last level: a dense LU factorization when it is small (partial pivoting: as
+    // robust as it gets, and what the torch cycle does), else a sparse one.
     const LevelSym& s = sym.levels.back();
-    if (full) {
+    const index_t nlast = s.A->rows;
+    dense_coarse_ = nlast <= kDenseCoarse;
+    if (dense_coarse_) {
+      Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> D =
+          Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>::Zero(nlast, nlast);
+      const T* cv = lv_.back().A.data();
+      for (index_t i = 0; i < nlast; ++i)
+        for (auto q = s.A->p[i]; q < s.A->p[i + 1]; ++q) D(i, s.A->j[q]) = cv[q];
+      dense_.compute(D);
+      const double rc = static_cast<double>(dense_.rcond());
+      if (!(rc >= static_cast<double>(std::numeric_limits<T>::epsilon())))
+        fail(ErrorKind::SingularMatrix, "amg: the coarsest level (", nlast,
+             " rows) is singular to working precision (reciprocal condition estimate ", rc,
+             "); is A nonsingular, and the near-null space right?");
+    } else if (full) {
       sym.coarse_p.assign(s.A->p.begin(), s.A->p.end());
       sym.coarse_j.assign(s.A->j.begin(), s.A->j.end());
       const CsrView<std::int64_t> view{s.A->rows, s.A->cols, sym.coarse_p.data(), sym.coarse_j.data()};
@@ -991,7 +1008,7 @@ class Amg final : public AmgPreconditioner {
       const Backend be = backend_available(Backend::SuiteSparse) ? Backend::SuiteSparse : Backend::Eigen;
       sym.coarse = analyze(be, Method::LU, scalar_, pat);
     }
-    coarse_ = factorize(sym.coarse, lv_.back().A.data());
+    if (!dense_coarse_) coarse_ = factorize(sym.coarse, lv_.back().A.data());
     // Work vectors.
     work_.resize(lv_.size());
     for (size_t l = 0; l < lv_.size(); ++l) {
@@ -1106,6 +1123,17 @@ class Amg final : public AmgPreconditioner {
     }
   }
 
+  void coarse_solve(const T* b, T* x, bool tr) const {
+    if (!dense_coarse_) return coarse_->solve(b, x, 1, tr ? Op::H : Op::N);
+    using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+    const Eigen::Map<const Vec> bb(b, dense_.rows());
+    Eigen::Map<Vec> xx(x, dense_.rows());
+    if (tr)
+      xx = dense_.transpose().solve(bb);
+    else
+      xx = dense_.solve(bb);
+  }
+
   // x = cycle(b) on level l; zero: x is zero on entry (else the cycle improves x).
   void cycle(int l, const T* b, T* x, bool zero, bool tr) const {
     const LevelSym& s = sym_->levels[l];
@@ -1113,13 +1141,13 @@ class Amg final : public AmgPreconditioner {
     const int th = threads_;
     if (l + 1 == num_levels()) {
       if (zero) {
-        coarse_->solve(b, x, 1, tr ? Op::H : Op::N);
+        coarse_solve(b, x, tr);
       } else {  // x += A^{-1} (b - A x)
         const Pat& A = tr ? *s.AT : *s.A;
         T* r = work_[l].r.data();
         T* d = work_[l].d.data();
         residual(A, tr ? L.AT.data() : L.A.data(), x, b, r, th);
-        coarse_->solve(r, d, 1, tr ? Op::H : Op::N);
+        coarse_solve(r, d, tr);
         for (index_t i = 0; i < A.rows; ++i) x[i] += d[i];
       }
       return;
@@ -1152,7 +1180,9 @@ class Amg final : public AmgPreconditioner {
 
   std::shared_ptr<const HierSym> sym_;
   std::vector<Level<T>> lv_;
-  std::unique_ptr<Numeric> coarse_;
+  std::unique_ptr<Numeric> coarse_;  // the sparse factorization of the last level, or
+  Eigen::PartialPivLU<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> dense_;  // its dense one
+  bool dense_coarse_ = false;
   mutable std::vector<Work> work_;
   mutable std::mutex mutex_;
   AmgOptions options_;
@@ -1185,8 +1215,13 @@ std::string AmgPreconditioner::describe() const {
   const AmgOptions& o = options();
   const char* sm = o.smoother == AmgSmoother::Jacobi ? "jacobi" : o.smoother == AmgSmoother::SGS ? "sgs" : "chebyshev";
   os << "smoothed-aggregation AMG: " << num_levels() << " levels, " << (o.cycle == AmgCycle::V ? "V" : "W")
-     << "-cycle, " << sm << " smoother, strength " << o.strength << (values_only() ? ", values-only setup" : "")
-     << "\n level        rows          nnz   nnz/row\n";
+     << "-cycle, " << sm << " smoother, strength " << o.strength;
+  if (near_nullspace_columns() > 1)
+    os << ", " << near_nullspace_columns() << " near-null-space vectors";
+  else
+    os << ", truncation " << o.truncation << ", coarse drop " << o.coarse_drop;
+  if (o.block_size > 1) os << ", blocks of " << o.block_size;
+  os << (values_only() ? ", values-only setup" : "") << "\n level        rows          nnz   nnz/row\n";
   for (int l = 0; l < num_levels(); ++l) {
     const AmgCsr a = matrix(l, 'A');
     char line[96];

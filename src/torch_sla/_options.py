@@ -36,7 +36,7 @@ class KrylovOptions:
     amg_cycle: str = "V"
     amg_smoother: str = "auto"
     amg_strength: float = 0.02
-    amg_truncation: float = 0.0
+    amg_truncation: float = 0.01
     amg_coarse_drop: float = 0.02
     amg_sweeps: int = 1
     amg_degree: int = 2

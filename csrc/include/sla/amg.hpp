@@ -37,8 +37,10 @@ enum class AmgSmoother { Jacobi, Chebyshev, SGS };
 
 struct AmgOptions {
   double strength = 0.02;  // theta in [0, 1)
-  // P's truncation: drop |p_ij| < truncation max_j |p_ij| from each row of P, in [0, 1); 0: none.
-  double truncation = 0.0;
+  // P's truncation: drop |p_ij| < truncation max_j |p_ij| from each row of P, in [0, 1); 0: none. The
+  // default drops what smoothing spreads along an anisotropy's weak direction (keeping the coarse
+  // operators sparse) and nothing on isotropic problems; larger values cost iterations there.
+  double truncation = 0.01;
   // Sparsified coarse operators: drop c_ij (to the diagonal) when |c_ij| < coarse_drop min(|c_ii|, |c_jj|)
   // and rows i and j have a common strong neighbour, in [0, 1); 0: exact Galerkin operators.
   double coarse_drop = 0.02;
