@@ -270,6 +270,8 @@ void bind_amg(nb::module_& m) {
       .def_prop_ro("grid_complexity", &AmgPreconditioner::grid_complexity)
       .def_prop_ro("setup_seconds", &AmgPreconditioner::setup_seconds)
       .def_prop_ro("values_only", &AmgPreconditioner::values_only)
+      .def_prop_ro("setup_level_seconds", &AmgPreconditioner::setup_level_seconds)
+      .def_prop_ro("cycle_level_seconds", &AmgPreconditioner::cycle_level_seconds)
       .def_prop_ro("symmetric", &AmgPreconditioner::symmetric)
       .def("describe", &AmgPreconditioner::describe)
       .def("spectral_radius", &AmgPreconditioner::spectral_radius, nb::arg("level"))

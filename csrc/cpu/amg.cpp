@@ -705,6 +705,11 @@ class Amg final : public AmgPreconditioner {
   const AmgOptions& options() const override { return options_; }
   bool symmetric() const override { return sym_->symmetric; }
   double setup_seconds() const override { return setup_s_; }
+  std::vector<double> setup_level_seconds() const override { return setup_s_levels_; }
+  std::vector<double> cycle_level_seconds() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cycle_s_;
+  }
   bool values_only() const override { return values_only_; }
   std::string name() const override { return "amg"; }
 
@@ -827,8 +832,16 @@ class Amg final : public AmgPreconditioner {
     lv_.emplace_back();
     lv_[0].A = std::move(v0);
     lv_[0].B = B;
+    setup_s_levels_.clear();
     for (int l = 0;; ++l) {
       poll_interrupt();
+      const auto t_level = std::chrono::steady_clock::now();
+      // Level l's setup time: what follows, up to the next level (that of the direct solve for the last).
+      struct Clock {
+        std::vector<double>& out;
+        std::chrono::steady_clock::time_point t;
+        ~Clock() { out.push_back(seconds_since(t)); }
+      } clock{setup_s_levels_, t_level};
       if (full && static_cast<int>(sym.levels.size()) <= l) sym.levels.emplace_back();
       LevelSym& s = sym.levels[l];
       Level<T>& L = lv_[l];
@@ -985,6 +998,7 @@ class Amg final : public AmgPreconditioner {
     }
     // The direct solve of the last level: a dense LU factorization when it is small (partial pivoting: as
     // robust as it gets, and what the torch cycle does), else a sparse one.
+    const auto t_coarse = std::chrono::steady_clock::now();
     const LevelSym& s = sym.levels.back();
     const index_t nlast = s.A->rows;
     dense_coarse_ = nlast <= kDenseCoarse;
@@ -1009,6 +1023,8 @@ class Amg final : public AmgPreconditioner {
       sym.coarse = analyze(be, Method::LU, scalar_, pat);
     }
     if (!dense_coarse_) coarse_ = factorize(sym.coarse, lv_.back().A.data());
+    setup_s_levels_.back() += seconds_since(t_coarse);
+    cycle_s_.assign(lv_.size(), 0.0);
     // Work vectors.
     work_.resize(lv_.size());
     for (size_t l = 0; l < lv_.size(); ++l) {
@@ -1017,12 +1033,62 @@ class Amg final : public AmgPreconditioner {
       work_[l].b.assign(n, T(0));
       work_[l].x.assign(n, T(0));
       work_[l].d.assign(n, T(0));
-      if (options_.smoother == AmgSmoother::SGS && n > 20000) work_[l].xo.assign(n, T(0));
+      if (sgs_blocks(static_cast<int>(l)) > 1) work_[l].xo.assign(n, T(0)), work_[l].xo2.assign(n, T(0));
+    }
+  }
+
+  // Row blocks of the symmetric Gauss-Seidel sweeps on level l: `threads` on large levels, else 1.
+  int sgs_blocks(int l) const {
+    return options_.smoother == AmgSmoother::SGS && sym_->levels[l].A->rows > 20000 ? clamp_threads(threads_) : 1;
+  }
+
+  // Symmetric Gauss-Seidel on a large level: the rows cut into sgs_blocks(l) contiguous blocks, swept in
+  // parallel (Gauss-Seidel within a block; the other blocks' values from before the sweep, in one of two
+  // buffers that alternate). The backward sweep is the forward one's transpose, so the cycle stays
+  // symmetric; the result depends on the thread count only, not on the schedule. One parallel region,
+  // one barrier a sweep. zero: x is zero on entry; snapshot: work_[l].xo holds x already.
+  void sgs_parallel(int l, const Pat& A, const T* v, const T* b, T* x, bool zero, bool snapshot) const {
+    const int nb = sgs_blocks(l);
+    const index_t n = A.rows;
+    const T* dinv = lv_[l].dinv.data();
+    T* buf[2] = {work_[l].xo.data(), work_[l].xo2.data()};
+    const int steps = 2 * options_.sweeps;
+#pragma omp parallel num_threads(nb)
+    {
+      if (!zero && !snapshot) {
+#pragma omp for schedule(static)
+        for (index_t i = 0; i < n; ++i) buf[0][i] = x[i];
+      }
+      for (int step = 0; step < steps; ++step) {
+        const bool none = zero && step == 0;  // the other blocks are zero
+        const T* old = buf[step % 2];
+        T* next = buf[(step + 1) % 2];
+#pragma omp for schedule(static, 1)
+        for (int blk = 0; blk < nb; ++blk) {
+          const index_t lo = n * blk / nb, hi = n * (blk + 1) / nb;
+          if (none) std::fill(x + lo, x + hi, T(0));
+          for (index_t k = 0; k < hi - lo; ++k) {
+            const index_t i = step % 2 == 0 ? lo + k : hi - 1 - k;
+            T acc = b[i];
+            for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
+              const J c = A.j[q];
+              if (c == i) continue;
+              if (c >= lo && c < hi)
+                acc -= v[q] * x[c];
+              else if (!none)
+                acc -= v[q] * old[c];
+            }
+            x[i] = acc * dinv[i];
+          }
+          std::copy(x + lo, x + hi, next + lo);
+        }
+      }
     }
   }
 
   // One smoothing step set on level l (A x = b, x in place). first: x is zero on entry.
-  void smooth(int l, const T* b, T* x, bool first, bool tr) const {
+  // snapshot: x's values are in work_[l].xo already (the parallel Gauss-Seidel sweeps start from them).
+  void smooth(int l, const T* b, T* x, bool first, bool tr, bool snapshot = false) const {
     const LevelSym& s = sym_->levels[l];
     const Level<T>& L = lv_[l];
     const Pat& A = tr ? *s.AT : *s.A;
@@ -1030,6 +1096,7 @@ class Amg final : public AmgPreconditioner {
     const index_t n = A.rows;
     const int th = threads_;
     T* r = work_[l].r.data();
+    if (sgs_blocks(l) > 1) return sgs_parallel(l, A, v, b, x, first, snapshot);
     for (int sweep = 0; sweep < options_.sweeps; ++sweep) {
       switch (options_.smoother) {
         case AmgSmoother::Jacobi: {
@@ -1044,48 +1111,19 @@ class Amg final : public AmgPreconditioner {
           }
           break;
         }
-        case AmgSmoother::SGS: {
-          // Symmetric Gauss-Seidel: a forward then a backward sweep. Large levels are cut into `threads`
-          // contiguous row blocks swept in parallel (Gauss-Seidel within a block, the other blocks' values
-          // from before the sweep): the backward sweep is still the forward one's transpose, so the cycle
-          // stays symmetric, and the result depends on the thread count only, not on the schedule.
-          const int nb = n > 20000 ? clamp_threads(th) : 1;
+        case AmgSmoother::SGS: {  // a forward then a backward sweep (large levels: sgs_parallel)
           if (first && sweep == 0) std::fill(x, x + n, T(0));
-          if (nb == 1) {
-            for (index_t i = 0; i < n; ++i) {  // forward
-              T acc = b[i];
-              for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
-                if (A.j[q] != i) acc -= v[q] * x[A.j[q]];
-              x[i] = acc * L.dinv[i];
-            }
-            for (index_t i = n - 1; i >= 0; --i) {  // backward
-              T acc = b[i];
-              for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
-                if (A.j[q] != i) acc -= v[q] * x[A.j[q]];
-              x[i] = acc * L.dinv[i];
-            }
-            break;
+          for (index_t i = 0; i < n; ++i) {  // forward
+            T acc = b[i];
+            for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+              if (A.j[q] != i) acc -= v[q] * x[A.j[q]];
+            x[i] = acc * L.dinv[i];
           }
-          T* xo = work_[l].xo.data();
-          for (int dir = 0; dir < 2; ++dir) {
-#pragma omp parallel num_threads(nb)
-            {
-#pragma omp for schedule(static)
-              for (index_t i = 0; i < n; ++i) xo[i] = x[i];
-#pragma omp for schedule(static, 1)
-              for (int blk = 0; blk < nb; ++blk) {
-                const index_t lo = n * blk / nb, hi = n * (blk + 1) / nb;
-                for (index_t k = 0; k < hi - lo; ++k) {
-                  const index_t i = dir == 0 ? lo + k : hi - 1 - k;
-                  T acc = b[i];
-                  for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
-                    const J c = A.j[q];
-                    if (c != i) acc -= v[q] * (c >= lo && c < hi ? x[c] : xo[c]);
-                  }
-                  x[i] = acc * L.dinv[i];
-                }
-              }
-            }
+          for (index_t i = n - 1; i >= 0; --i) {  // backward
+            T acc = b[i];
+            for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
+              if (A.j[q] != i) acc -= v[q] * x[A.j[q]];
+            x[i] = acc * L.dinv[i];
           }
           break;
         }
@@ -1135,10 +1173,13 @@ class Amg final : public AmgPreconditioner {
   }
 
   // x = cycle(b) on level l; zero: x is zero on entry (else the cycle improves x).
+  // The time of each level's own work (the time in the level minus that in the levels below) is added to
+  // cycle_s_ (a profile: cycle_level_seconds()).
   void cycle(int l, const T* b, T* x, bool zero, bool tr) const {
     const LevelSym& s = sym_->levels[l];
     const Level<T>& L = lv_[l];
     const int th = threads_;
+    const auto t0 = std::chrono::steady_clock::now();
     if (l + 1 == num_levels()) {
       if (zero) {
         coarse_solve(b, x, tr);
@@ -1150,32 +1191,59 @@ class Amg final : public AmgPreconditioner {
         coarse_solve(r, d, tr);
         for (index_t i = 0; i < A.rows; ++i) x[i] += d[i];
       }
+      cycle_s_[l] += seconds_since(t0);
       return;
     }
     const Pat& A = tr ? *s.AT : *s.A;
     const T* v = tr ? L.AT.data() : L.A.data();
     smooth(l, b, x, zero, tr);
     T* r = work_[l].r.data();
-    residual(A, v, x, b, r, th);
     T* bc = work_[l + 1].b.data();
     T* xc = work_[l + 1].x.data();
-    spmv(*s.R, L.R.data(), r, bc, th);
+    {  // r = b - A x, bc = R r: one parallel region
+      const Pat& R = *s.R;
+      const T* rv = L.R.data();
+#pragma omp parallel num_threads(clamp_threads(th)) if (A.rows > 20000)
+      {
+#pragma omp for schedule(static)
+        for (index_t i = 0; i < A.rows; ++i) {
+          T acc = b[i];
+          for (auto q = A.p[i]; q < A.p[i + 1]; ++q) acc -= v[q] * x[A.j[q]];
+          r[i] = acc;
+        }
+#pragma omp for schedule(static)
+        for (index_t i = 0; i < R.rows; ++i) {
+          T acc{};
+          for (auto q = R.p[i]; q < R.p[i + 1]; ++q) acc += rv[q] * r[R.j[q]];
+          bc[i] = acc;
+        }
+      }
+    }
     const int visits = options_.cycle == AmgCycle::W && l + 2 < num_levels() ? 2 : 1;
+    const auto t1 = std::chrono::steady_clock::now();
     for (int t = 0; t < visits; ++t) cycle(l + 1, bc, xc, t == 0, tr);
-    // x += P xc
+    const double below = seconds_since(t1);
+    // x += P xc (and the copy the parallel Gauss-Seidel sweeps start from)
     const Pat& P = *s.P;
     const T* pv = L.P.data();
+    T* snap = sgs_blocks(l) > 1 ? work_[l].xo.data() : nullptr;
 #pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (P.rows > 20000)
     for (index_t i = 0; i < P.rows; ++i) {
       T acc{};
       for (auto q = P.p[i]; q < P.p[i + 1]; ++q) acc += pv[q] * xc[P.j[q]];
       x[i] += acc;
+      if (snap != nullptr) snap[i] = x[i];
     }
-    smooth(l, b, x, false, tr);
+    smooth(l, b, x, false, tr, snap != nullptr);
+    cycle_s_[l] += seconds_since(t0) - below;
+  }
+
+  static double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
   }
 
   struct Work {
-    std::vector<T> r, b, x, d, xo;  // xo: a copy of x (the parallel Gauss-Seidel sweeps)
+    std::vector<T> r, b, x, d, xo, xo2;  // xo, xo2: copies of x (the parallel Gauss-Seidel sweeps)
   };
 
   std::shared_ptr<const HierSym> sym_;
@@ -1184,6 +1252,8 @@ class Amg final : public AmgPreconditioner {
   Eigen::PartialPivLU<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> dense_;  // its dense one
   bool dense_coarse_ = false;
   mutable std::vector<Work> work_;
+  mutable std::vector<double> cycle_s_;  // per level: seconds of cycling (own work)
+  std::vector<double> setup_s_levels_;   // per level: seconds of setup
   mutable std::mutex mutex_;
   AmgOptions options_;
   int threads_ = 1;

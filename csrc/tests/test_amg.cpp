@@ -249,6 +249,21 @@ TEST(Amg, ParallelGaussSeidelKeepsTheCycleSymmetric) {
   std::vector<double> again(A.n);
   M2->apply(x.data(), again.data(), 1, sla::Op::N);
   EXPECT_EQ(again, mx);
+  // Two sweeps, and a W-cycle whose second visit of level 1 (over 20000 rows) starts from a nonzero x.
+  Aniso2d F(400, 1.0);
+  sla::AmgOptions w;
+  w.threads = 2;
+  w.sweeps = 2;
+  w.cycle = sla::AmgCycle::W;
+  auto MW = sla::make_amg(F.arrays(), w);
+  ASSERT_GT(MW->matrix(1, 'A').n_rows, 20000);
+  std::vector<double> u(F.n), t(F.n), mu(F.n), mt(F.n);
+  for (index_t i = 0; i < F.n; ++i) u[i] = std::cos(0.37 * i), t[i] = std::sin(0.11 * i + 1);
+  MW->apply(u.data(), mu.data(), 1, sla::Op::N);
+  MW->apply(t.data(), mt.data(), 1, sla::Op::N);
+  a = b = 0;
+  for (index_t i = 0; i < F.n; ++i) a += mu[i] * t[i], b += u[i] * mt[i];
+  EXPECT_NEAR(a, b, 1e-10 * std::abs(a));
 }
 
 TEST(Amg, OpHIsTheTransposeOfTheCycleAndGmresConverges) {

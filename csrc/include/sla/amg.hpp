@@ -91,6 +91,11 @@ class AmgPreconditioner : public Preconditioner {
   double operator_complexity() const;  // sum of nnz over levels / nnz of level 0
   double grid_complexity() const;      // sum of rows over levels / rows of level 0
   virtual double setup_seconds() const = 0;
+  // A profile: the seconds each level took to set up (the last one's with its factorization), and those
+  // each level's own work took in all cycles so far (smoothing, residual, restriction, prolongation;
+  // the last level's: its direct solves).
+  virtual std::vector<double> setup_level_seconds() const = 0;
+  virtual std::vector<double> cycle_level_seconds() const = 0;
   virtual bool values_only() const = 0;  // built by a values-only setup
   // A table of the levels (rows, nnz, nnz per row) and the complexities.
   std::string describe() const;
