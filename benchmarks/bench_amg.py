@@ -87,7 +87,69 @@ def pyamg_cg(S, b: np.ndarray):
     setup = time.perf_counter() - t0
     res: list = []
     x = ml.solve(b, accel="cg", tol=RTOL, residuals=res, maxiter=500)
-    return x, len(res) - 1, ml.operator_complexity(), setup, time.perf_counter() - t0 - setup
+    return x, len(res) - 1, ml.operator_complexity(), setup, time.perf_counter() - t0 - setup, ml
+
+
+def cycle_profile(h, ml, cycles: int = 5) -> list:
+    """Per level, the seconds one V-cycle spends on the level's own work (smoothing, residual,
+    restriction, prolongation; on the last level the direct solve): ours from the core's timers, PyAMG's
+    by running the same steps of its cycle (``MultilevelSolver.__solve``) level by level. Plus our
+    setup time per level."""
+    n = h.levels[0][0]
+    r = torch.randn(n, 1, dtype=torch.float64)
+    z = torch.empty_like(r)
+    before = h.handle.cycle_level_seconds
+    for _ in range(cycles):
+        h.handle.apply(r, z, "N")
+    ours = [(a - b) / cycles for a, b in zip(h.handle.cycle_level_seconds, before)]
+    rows = []
+    py_levels = ml.levels if ml is not None else []
+    for i in range(max(len(ours), len(py_levels))):
+        row = {"level": i}
+        if i < len(ours):
+            row.update(
+                rows=h.levels[i][0],
+                nnz=h.levels[i][1],
+                setup_s=h.handle.setup_level_seconds[i],
+                cycle_s=ours[i],
+            )
+        if i < len(py_levels):
+            lvl = py_levels[i]
+            b = np.random.default_rng(i).standard_normal(lvl.A.shape[0])
+            t0 = time.perf_counter()
+            for _ in range(cycles):
+                if i + 1 < len(py_levels):
+                    x = np.zeros_like(b)
+                    lvl.presmoother(lvl.A, x, b)
+                    coarse_b = lvl.R @ (b - lvl.A @ x)
+                    x += lvl.P @ np.zeros_like(coarse_b)
+                    lvl.postsmoother(lvl.A, x, b)
+                else:
+                    ml.coarse_solver(lvl.A, b)
+            row.update(
+                pyamg_rows=lvl.A.shape[0],
+                pyamg_nnz=lvl.A.nnz,
+                pyamg_cycle_s=(time.perf_counter() - t0) / cycles,
+            )
+        rows.append(row)
+    return rows
+
+
+def print_profile(rows: list) -> None:
+    print("  where the time goes, per level (one V-cycle; our setup):")
+    print("   level |        rows         nnz   setup s  cycle ms |  PyAMG rows         nnz  cycle ms")
+    for r in rows:
+        ours = (
+            f"{r['rows']:11d} {r['nnz']:11d} {r['setup_s']:9.3f} {1e3 * r['cycle_s']:9.2f}"
+            if "rows" in r
+            else " " * 43
+        )
+        py = (
+            f"{r['pyamg_rows']:11d} {r['pyamg_nnz']:11d} {1e3 * r['pyamg_cycle_s']:9.2f}"
+            if "pyamg_rows" in r
+            else ""
+        )
+        print(f"   {r['level']:5d} | {ours} | {py}")
 
 
 def ratio_row(name, base_s, ours_s, target, fn) -> dict:
@@ -139,7 +201,7 @@ def bench_2d(m: int, repeats: int, with_ic0: bool) -> dict:
         out["ic0"] = {"total_s": t_ic0, "iterations": ii.iterations, "residual": rel_res(S, xi.numpy(), bn)}
         out["ratios"].append(ratio_row("IC(0)-CG / AMG-CG", t_ic0, t_amg, ">= 5", lambda r: r >= 5))
     if pyamg is not None:
-        t_py, (xp, itp, ocp, sp, so) = best["pyamg"]
+        t_py, (xp, itp, ocp, sp, so, ml) = best["pyamg"]
         out["pyamg"] = {
             "total_s": t_py,
             "setup_s": sp,
@@ -149,6 +211,7 @@ def bench_2d(m: int, repeats: int, with_ic0: bool) -> dict:
             "residual": rel_res(S, xp, bn),
         }
         out["ratios"].append(ratio_row("PyAMG / AMG-CG", t_py, t_amg, ">= 2", lambda r: r >= 2))
+        out["profile"] = cycle_profile(h, ml)
     oc = h.operator_complexity
     out["ratios"].append({"case": "operator complexity", "ratio": oc, "target": "<= 1.5", "met": oc <= 1.5})
     return out
@@ -198,7 +261,7 @@ def bench_3d(m: int, repeats: int, with_direct: bool) -> dict:
         out["cholmod"] = {"total_s": t_d, "residual": rel_res(S, xd.numpy(), bn)}
         out["ratios"].append(ratio_row("CHOLMOD / AMG-CG", t_d, t_amg, "(reported)", lambda r: True))
     if pyamg is not None:
-        t_py, (xp, itp, ocp, sp, so) = best["pyamg"]
+        t_py, (xp, itp, ocp, sp, so, ml) = best["pyamg"]
         out["pyamg"] = {
             "total_s": t_py,
             "setup_s": sp,
@@ -208,6 +271,7 @@ def bench_3d(m: int, repeats: int, with_direct: bool) -> dict:
             "residual": rel_res(S, xp, bn),
         }
         out["ratios"].append(ratio_row("PyAMG / AMG-CG", t_py, t_amg, ">= 2", lambda r: r >= 2))
+        out["profile"] = cycle_profile(h, ml)
     oc = h.operator_complexity
     out["ratios"].append({"case": "operator complexity", "ratio": oc, "target": "<= 1.5", "met": oc <= 1.5})
     return out
@@ -301,6 +365,8 @@ def main() -> None:
                     if "operator_complexity" in o:
                         extra += f", operator complexity {o['operator_complexity']:.3f}"
                     print(f"  {other}: {o['total_s']:.3f} s{extra}, residual {o['residual']:.1e}")
+            if "profile" in r:
+                print_profile(r["profile"])
         else:
             print(
                 f"  full setup {r['full_setup_s']:.3f} s, values-only setup {r['values_only_setup_s']:.3f} s"

@@ -36,7 +36,7 @@ PatPtr spgemm_pattern(const Pat& A, const Pat& B, int threads) {
   C->rows = A.rows;
   C->cols = B.cols;
   C->p.assign(A.rows + 1, 0);
-#pragma omp parallel num_threads(clamp_threads(threads)) if (A.rows > 5000)
+#pragma omp parallel num_threads(clamp_threads(threads))
   {
     std::vector<index_t> mark(B.cols, -1);
 #pragma omp for schedule(dynamic, 512)
@@ -52,7 +52,7 @@ PatPtr spgemm_pattern(const Pat& A, const Pat& B, int threads) {
   }
   for (index_t i = 0; i < A.rows; ++i) C->p[i + 1] += C->p[i];
   C->j.resize(C->p[A.rows]);
-#pragma omp parallel num_threads(clamp_threads(threads)) if (A.rows > 5000)
+#pragma omp parallel num_threads(clamp_threads(threads))
   {
     std::vector<index_t> mark(B.cols, -1);
 #pragma omp for schedule(dynamic, 512)
@@ -72,7 +72,7 @@ PatPtr spgemm_pattern(const Pat& A, const Pat& B, int threads) {
 // Values of C = A B on C's known pattern.
 template <class T>
 void spgemm_values(const Pat& A, const T* av, const Pat& B, const T* bv, const Pat& C, T* cv, int threads) {
-#pragma omp parallel num_threads(clamp_threads(threads)) if (A.rows > 5000)
+#pragma omp parallel num_threads(clamp_threads(threads))
   {
     std::vector<index_t> pos(C.cols, -1);
 #pragma omp for schedule(dynamic, 512)
@@ -110,7 +110,7 @@ PatPtr transpose_pattern(const Pat& A, std::vector<std::int64_t>& perm) {
 
 template <class T>
 void spmv(const Pat& A, const T* v, const T* x, T* y, int threads) {
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (A.rows > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads))
   for (index_t i = 0; i < A.rows; ++i) {
     T s{};
     for (auto q = A.p[i]; q < A.p[i + 1]; ++q) s += v[q] * x[A.j[q]];
@@ -121,13 +121,80 @@ void spmv(const Pat& A, const T* v, const T* x, T* y, int threads) {
 // r = b - A x
 template <class T>
 void residual(const Pat& A, const T* v, const T* x, const T* b, T* r, int threads) {
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (A.rows > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads))
   for (index_t i = 0; i < A.rows; ++i) {
     T s = b[i];
     for (auto q = A.p[i]; q < A.p[i + 1]; ++q) s -= v[q] * x[A.j[q]];
     r[i] = s;
   }
 }
+
+// A small dense LU factorization with partial pivoting (serial, column-major) for the last level.
+template <class T>
+struct DenseLu {
+  index_t n = 0;
+  std::vector<T> a;  // L (unit, below the diagonal) and U, column-major
+  std::vector<index_t> piv;
+  double pivot_ratio = 1.0;  // min |u_kk| / max |u_kk|
+
+  void factor(const Pat& A, const T* v) {
+    n = A.rows;
+    a.assign(static_cast<size_t>(n) * n, T(0));
+    for (index_t i = 0; i < n; ++i)
+      for (auto q = A.p[i]; q < A.p[i + 1]; ++q) a[static_cast<size_t>(A.j[q]) * n + i] = v[q];
+    piv.resize(n);
+    double pmax = 0.0, pmin = std::numeric_limits<double>::infinity();
+    for (index_t k = 0; k < n; ++k) {
+      T* ck = a.data() + static_cast<size_t>(k) * n;
+      index_t p = k;
+      for (index_t i = k + 1; i < n; ++i)
+        if (std::abs(ck[i]) > std::abs(ck[p])) p = i;
+      piv[k] = p;
+      if (p != k)
+        for (index_t j = 0; j < n; ++j) std::swap(a[static_cast<size_t>(j) * n + k], a[static_cast<size_t>(j) * n + p]);
+      const double d = std::abs(static_cast<double>(ck[k]));
+      pmax = std::max(pmax, d);
+      pmin = std::min(pmin, d);
+      if (d == 0.0) continue;
+      const T inv = T(1) / ck[k];
+      for (index_t i = k + 1; i < n; ++i) ck[i] *= inv;
+      for (index_t j = k + 1; j < n; ++j) {
+        T* cj = a.data() + static_cast<size_t>(j) * n;
+        const T u = cj[k];
+        if (u == T(0)) continue;
+        for (index_t i = k + 1; i < n; ++i) cj[i] -= ck[i] * u;
+      }
+    }
+    pivot_ratio = n == 0 ? 1.0 : pmin / pmax;
+  }
+
+  // x = A^{-1} b (tr: A^{-T} b), b and x of n values (may alias).
+  void solve(const T* b, T* x, bool tr) const {
+    if (x != b) std::copy(b, b + n, x);
+    auto at = [&](index_t i, index_t j) { return a[static_cast<size_t>(j) * n + i]; };
+    if (!tr) {  // P A = L U: x = U^{-1} L^{-1} P b
+      for (index_t k = 0; k < n; ++k) std::swap(x[k], x[piv[k]]);
+      for (index_t j = 0; j < n; ++j)
+        for (index_t i = j + 1; i < n; ++i) x[i] -= at(i, j) * x[j];
+      for (index_t j = n - 1; j >= 0; --j) {
+        x[j] /= at(j, j);
+        for (index_t i = 0; i < j; ++i) x[i] -= at(i, j) * x[j];
+      }
+    } else {  // A^T = U^T L^T P: x = P^T L^{-T} U^{-T} b
+      for (index_t i = 0; i < n; ++i) {
+        T acc = x[i];
+        for (index_t k = 0; k < i; ++k) acc -= at(k, i) * x[k];
+        x[i] = acc / at(i, i);
+      }
+      for (index_t i = n - 1; i >= 0; --i) {
+        T acc = x[i];
+        for (index_t k = i + 1; k < n; ++k) acc -= at(k, i) * x[k];
+        x[i] = acc;
+      }
+      for (index_t k = n - 1; k >= 0; --k) std::swap(x[k], x[piv[k]]);
+    }
+  }
+};
 
 // The structural pieces of one level, shared by every values-only re-setup.
 struct LevelSym {
@@ -185,10 +252,9 @@ double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& 
   const index_t n = A.rows;
   if (n == 0) return 1.0;
   const int th = clamp_threads(threads);
-  const bool par = n > 20000;
   double gersh = 0.0;
   int negative = 0;
-#pragma omp parallel for schedule(static) reduction(max : gersh) reduction(+ : negative) num_threads(th) if (par)
+#pragma omp parallel for schedule(static) reduction(max : gersh) reduction(+ : negative) num_threads(th)
   for (index_t i = 0; i < n; ++i) {
     double s = 0.0;
     for (auto q = A.p[i]; q < A.p[i + 1]; ++q) s += std::abs(static_cast<double>(v[q]));
@@ -212,7 +278,7 @@ double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& 
     // u_k = sc w (D-normalized), y = A u_k, alpha_k = u_k^T A u_k, w' = D^{-1} y - alpha_k u_k - beta_k u_{k-1},
     // beta_{k+1} = |w'|_D: two fused passes a step. The basis is kept (in float) for the Ritz vector.
     double nw = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : nw) num_threads(th) if (par)
+#pragma omp parallel for schedule(static) reduction(+ : nw) num_threads(th)
     for (index_t i = 0; i < n; ++i) nw += w[i] * w[i] / static_cast<double>(dinv[i]);
     if (!(nw > 0.0)) return gersh > 0.0 ? gersh : 1.0;
     double sc = 1.0 / std::sqrt(nw), sc_prev = 0.0, b_prev = 0.0;
@@ -221,7 +287,7 @@ double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& 
     for (int k = 0; k < steps; ++k) {
       float* u = basis.get() + static_cast<size_t>(k) * n;
       double a = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : a) num_threads(th) if (par)
+#pragma omp parallel for schedule(static) reduction(+ : a) num_threads(th)
       for (index_t i = 0; i < n; ++i) {
         double acc = 0.0;
         for (auto q = A.p[i]; q < A.p[i + 1]; ++q) acc += static_cast<double>(v[q]) * w[A.j[q]];
@@ -231,7 +297,7 @@ double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& 
       }
       double b2 = 0.0;
       const double cp = b_prev * sc_prev;
-#pragma omp parallel for schedule(static) reduction(+ : b2) num_threads(th) if (par)
+#pragma omp parallel for schedule(static) reduction(+ : b2) num_threads(th)
       for (index_t i = 0; i < n; ++i) {
         const double di = static_cast<double>(dinv[i]);
         const double t = di * y[i] - a * sc * w[i] - cp * prev[i];
@@ -260,7 +326,7 @@ double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& 
     vec.resize(n);
     std::vector<double> c(m);
     for (index_t k = 0; k < m; ++k) c[k] = es.eigenvectors()(k, top);
-#pragma omp parallel for schedule(static) num_threads(th) if (par)
+#pragma omp parallel for schedule(static) num_threads(th)
     for (index_t i = 0; i < n; ++i) {
       double acc = 0.0;
       for (index_t k = 0; k < m; ++k) acc += c[k] * static_cast<double>(basis[k * n + i]);
@@ -269,12 +335,12 @@ double spectral_radius_estimate(const Pat& A, const T* v, const std::vector<T>& 
   } else {
     for (int it = 0; it < steps; ++it) {
       double nn = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : nn) num_threads(th) if (par)
+#pragma omp parallel for schedule(static) reduction(+ : nn) num_threads(th)
       for (index_t i = 0; i < n; ++i) nn += w[i] * w[i];
       if (!(nn > 0.0)) break;
       const double sc = 1.0 / std::sqrt(nn);
       double ny = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : ny) num_threads(th) if (par)
+#pragma omp parallel for schedule(static) reduction(+ : ny) num_threads(th)
       for (index_t i = 0; i < n; ++i) {
         double acc = 0.0;
         for (auto q = A.p[i]; q < A.p[i + 1]; ++q) acc += static_cast<double>(v[q]) * w[A.j[q]];
@@ -298,7 +364,7 @@ std::vector<std::uint8_t> strong_mask(const Pat& A, const T* v, double theta, in
   std::vector<double> d(n, 0.0);
   std::vector<std::uint8_t> mask(A.nnz());
   const double t2 = theta * theta;
-#pragma omp parallel num_threads(clamp_threads(threads)) if (n > 20000)
+#pragma omp parallel num_threads(clamp_threads(threads))
   {
 #pragma omp for schedule(static)
     for (index_t i = 0; i < n; ++i)
@@ -329,7 +395,7 @@ Pat condense(const Pat& A, const T* v, const std::vector<std::int64_t>& node_ptr
   G.p.assign(nn + 1, 0);
   std::vector<std::vector<J>> cols(nn);
   std::vector<std::vector<double>> vals(nn);
-#pragma omp parallel num_threads(clamp_threads(threads)) if (A.rows > 20000)
+#pragma omp parallel num_threads(clamp_threads(threads))
   {
     std::vector<index_t> pos(nn, -1);
 #pragma omp for schedule(dynamic, 256)
@@ -392,7 +458,7 @@ std::vector<index_t> tentative(index_t n, const std::vector<std::int64_t>& node_
   std::vector<index_t> rank(n_agg, 0);
   // Per aggregate: Q (m x k, column-major in a scratch buffer), R (k x k).
   std::vector<double> qall(static_cast<size_t>(rows.size()) * k), rall(static_cast<size_t>(n_agg) * k * k, 0.0);
-#pragma omp parallel for schedule(dynamic, 64) num_threads(clamp_threads(threads)) if (n > 20000)
+#pragma omp parallel for schedule(dynamic, 64) num_threads(clamp_threads(threads))
   for (index_t c = 0; c < n_agg; ++c) {
     const index_t m = rows_ptr[c + 1] - rows_ptr[c];
     const index_t* rw = rows.data() + rows_ptr[c];
@@ -533,7 +599,7 @@ PatPtr truncate_pattern(const Pat& P, const T* v, double theta, std::vector<std:
 template <class T>
 void truncate_values(const Pat& P, const T* v, const Pat& Pt, const std::vector<std::int64_t>& keep, const double* bc,
                      T* out, int threads) {
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (P.rows > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads))
   for (index_t i = 0; i < P.rows; ++i) {
     double all = 0.0, kept = 0.0;
     for (auto q = P.p[i]; q < P.p[i + 1]; ++q) all += static_cast<double>(v[q]) * bc[P.j[q]];
@@ -560,7 +626,7 @@ PatPtr sparsify_pattern(const Pat& C, const T* v, double theta, double strength,
   }
   const std::vector<std::uint8_t> strong = strong_mask(C, v, strength, threads);
   std::vector<std::uint8_t> kept(C.nnz(), 1);
-#pragma omp parallel num_threads(clamp_threads(threads)) if (n > 5000)
+#pragma omp parallel num_threads(clamp_threads(threads))
   {
     std::vector<index_t> stamp(n, -1);
 #pragma omp for schedule(dynamic, 256)
@@ -579,14 +645,14 @@ PatPtr sparsify_pattern(const Pat& C, const T* v, double theta, double strength,
   // A row whose diagonal the dropped entries would more than halve (or flip) keeps its entries, and so do
   // the entries of its column (a symmetric pattern stays symmetric).
   std::vector<std::uint8_t> whole(n, 0);
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads))
   for (index_t i = 0; i < n; ++i) {
     double lump = 0.0;
     for (auto q = C.p[i]; q < C.p[i + 1]; ++q)
       if (!kept[q]) lump += static_cast<double>(v[q]) * bc[C.j[q]] / bc[i];
     whole[i] = !((dg[i] + lump) * dg[i] >= 0.5 * dg[i] * dg[i]);
   }
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (n > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads))
   for (index_t i = 0; i < n; ++i)
     for (auto q = C.p[i]; q < C.p[i + 1]; ++q) kept[q] = kept[q] || whole[i] || whole[C.j[q]];
   auto out = std::make_shared<Pat>();
@@ -611,7 +677,7 @@ PatPtr sparsify_pattern(const Pat& C, const T* v, double theta, double strength,
 template <class T>
 void sparsify_values(const Pat& C, const T* v, const Pat& K, const std::vector<std::int64_t>& keep, const double* bc,
                      T* out, int threads) {
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads)) if (C.rows > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(threads))
   for (index_t i = 0; i < C.rows; ++i) {
     double lump = 0.0;
     auto k = K.p[i];
@@ -635,6 +701,7 @@ class Amg final : public AmgPreconditioner {
       : AmgPreconditioner(scalar_tag<T>::value, a.n_rows) {
     const auto t0 = std::chrono::steady_clock::now();
     threads_ = opts.threads;
+    options_ = opts;
     auto level0 = std::make_shared<Pat>();
     std::vector<T> v0;
     copy_input(a, *level0, v0);
@@ -752,12 +819,13 @@ class Amg final : public AmgPreconditioner {
 
   // Level 0's strong connections (of its nodes with a block size).
   std::vector<std::uint8_t> strength0(const Pat& A, const std::vector<T>& v, const AmgOptions& o) const {
-    if (o.block_size <= 1) return strong_mask(A, v.data(), o.strength, threads_);
+    const int th = th_for(A.rows);
+    if (o.block_size <= 1) return strong_mask(A, v.data(), o.strength, th);
     std::vector<std::int64_t> node_ptr;
     for (index_t i = 0; i <= A.rows; i += o.block_size) node_ptr.push_back(i);
     std::vector<double> gv;
-    const Pat G = condense(A, v.data(), node_ptr, gv, threads_);
-    return strong_mask(G, gv.data(), o.strength, threads_);
+    const Pat G = condense(A, v.data(), node_ptr, gv, th);
+    return strong_mask(G, gv.data(), o.strength, th);
   }
 
   static void copy_input(const CsrArrays& a, Pat& p, std::vector<T>& v) {
@@ -784,11 +852,11 @@ class Amg final : public AmgPreconditioner {
   // in the sorted row of its column, in parallel, without building the transpose.
   bool numerically_symmetric(const Pat& A, const std::vector<T>& v) const {
     double amax = 0.0;  // entries that cancelled to rounding noise are compared on the scale of A
-#pragma omp parallel for schedule(static) reduction(max : amax) num_threads(clamp_threads(threads_)) if (A.rows > 20000)
+#pragma omp parallel for schedule(static) reduction(max : amax) num_threads(clamp_threads(th_for(A.rows)))
     for (index_t q = 0; q < A.nnz(); ++q) amax = std::max(amax, std::abs(static_cast<double>(v[q])));
     const double floor = 1e-15 * amax;
     bool sym = true;
-#pragma omp parallel for schedule(static) reduction(&& : sym) num_threads(clamp_threads(threads_)) if (A.rows > 20000)
+#pragma omp parallel for schedule(static) reduction(&& : sym) num_threads(clamp_threads(th_for(A.rows)))
     for (index_t i = 0; i < A.rows; ++i) {
       if (!sym) continue;
       for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
@@ -814,7 +882,6 @@ class Amg final : public AmgPreconditioner {
   void build(std::vector<T> v0, const void* near_nullspace, bool full, const std::vector<Level<T>>* warm_start) {
     HierSym& sym = const_cast<HierSym&>(*sym_);  // written only while this object builds it (full setup)
     const AmgOptions& o = options_;
-    const int th = threads_;
     // The near-null space of the current level (n x k, row-major).
     const int k = sym.k;
     std::vector<T> B(static_cast<size_t>(n_) * k, T(1));
@@ -847,10 +914,11 @@ class Amg final : public AmgPreconditioner {
       Level<T>& L = lv_[l];
       const Pat& A = *s.A;
       const index_t n = A.rows;
+      const int th = th_for(n);
       // Inverse diagonal (every diagonal entry stored and nonzero).
       L.dinv.assign(n, T(0));
       std::vector<T> diag(n, T(0));
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th))
       for (index_t i = 0; i < n; ++i)
         for (auto q = A.p[i]; q < A.p[i + 1]; ++q)
           if (A.j[q] == i) diag[i] = L.A[q];
@@ -945,7 +1013,7 @@ class Amg final : public AmgPreconditioner {
       std::vector<T> pv(PT.nnz());
       spgemm_values(A, L.A.data(), Tp, tv.data(), PT, pv.data(), th);
       const T omega = static_cast<T>(4.0 / (3.0 * L.rho));
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th))
       for (index_t i = 0; i < n; ++i) {
         const T w = omega * L.dinv[i];
         auto t = Tp.p[i];  // T's row i within PT's (both sorted)
@@ -1003,16 +1071,11 @@ class Amg final : public AmgPreconditioner {
     const index_t nlast = s.A->rows;
     dense_coarse_ = nlast <= kDenseCoarse;
     if (dense_coarse_) {
-      Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> D =
-          Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>::Zero(nlast, nlast);
-      const T* cv = lv_.back().A.data();
-      for (index_t i = 0; i < nlast; ++i)
-        for (auto q = s.A->p[i]; q < s.A->p[i + 1]; ++q) D(i, s.A->j[q]) = cv[q];
-      dense_.compute(D);
-      const double rc = static_cast<double>(dense_.rcond());
-      if (!(rc >= static_cast<double>(std::numeric_limits<T>::epsilon())))
+      dense_.factor(*s.A, lv_.back().A.data());
+      const double eps = static_cast<double>(std::numeric_limits<T>::epsilon());
+      if (!(dense_.pivot_ratio >= eps))
         fail(ErrorKind::SingularMatrix, "amg: the coarsest level (", nlast,
-             " rows) is singular to working precision (reciprocal condition estimate ", rc,
+             " rows) is singular to working precision (pivot ratio ", dense_.pivot_ratio,
              "); is A nonsingular, and the near-null space right?");
     } else if (full) {
       sym.coarse_p.assign(s.A->p.begin(), s.A->p.end());
@@ -1039,8 +1102,11 @@ class Amg final : public AmgPreconditioner {
 
   // Row blocks of the symmetric Gauss-Seidel sweeps on level l: `threads` on large levels, else 1.
   int sgs_blocks(int l) const {
-    return options_.smoother == AmgSmoother::SGS && sym_->levels[l].A->rows > 20000 ? clamp_threads(threads_) : 1;
+    return options_.smoother == AmgSmoother::SGS ? clamp_threads(th_for(sym_->levels[l].A->rows)) : 1;
   }
+
+  // The threads for the loops of a level of n rows: one below options().parallel_rows.
+  int th_for(index_t n) const { return n >= options_.parallel_rows ? threads_ : 1; }
 
   // Symmetric Gauss-Seidel on a large level: the rows cut into sgs_blocks(l) contiguous blocks, swept in
   // parallel (Gauss-Seidel within a block; the other blocks' values from before the sweep, in one of two
@@ -1094,7 +1160,7 @@ class Amg final : public AmgPreconditioner {
     const Pat& A = tr ? *s.AT : *s.A;
     const T* v = tr ? L.AT.data() : L.A.data();
     const index_t n = A.rows;
-    const int th = threads_;
+    const int th = th_for(n);
     T* r = work_[l].r.data();
     if (sgs_blocks(l) > 1) return sgs_parallel(l, A, v, b, x, first, snapshot);
     for (int sweep = 0; sweep < options_.sweeps; ++sweep) {
@@ -1102,11 +1168,11 @@ class Amg final : public AmgPreconditioner {
         case AmgSmoother::Jacobi: {
           const T w = static_cast<T>(4.0 / (3.0 * L.rho));
           if (first && sweep == 0) {
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th))
             for (index_t i = 0; i < n; ++i) x[i] = w * L.dinv[i] * b[i];
           } else {
             residual(A, v, x, b, r, th);
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th))
             for (index_t i = 0; i < n; ++i) x[i] += w * L.dinv[i] * r[i];
           }
           break;
@@ -1134,7 +1200,7 @@ class Amg final : public AmgPreconditioner {
           double rho_k = 1.0 / sigma;
           T* d = work_[l].d.data();
           if (first && sweep == 0) {
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th))
             for (index_t i = 0; i < n; ++i) {
               x[i] = T(0);
               r[i] = L.dinv[i] * b[i];
@@ -1151,7 +1217,7 @@ class Amg final : public AmgPreconditioner {
             residual(A, v, x, b, r, th);
             const double rho_n = 1.0 / (2.0 * sigma - rho_k);
             const T c1 = static_cast<T>(rho_n * rho_k), c2 = static_cast<T>(2.0 * rho_n / delta);
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (n > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th))
             for (index_t i = 0; i < n; ++i) d[i] = c1 * d[i] + c2 * L.dinv[i] * r[i];
             rho_k = rho_n;
           }
@@ -1162,23 +1228,18 @@ class Amg final : public AmgPreconditioner {
   }
 
   void coarse_solve(const T* b, T* x, bool tr) const {
-    if (!dense_coarse_) return coarse_->solve(b, x, 1, tr ? Op::H : Op::N);
-    using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-    const Eigen::Map<const Vec> bb(b, dense_.rows());
-    Eigen::Map<Vec> xx(x, dense_.rows());
-    if (tr)
-      xx = dense_.transpose().solve(bb);
+    if (dense_coarse_)
+      dense_.solve(b, x, tr);
     else
-      xx = dense_.solve(bb);
+      coarse_->solve(b, x, 1, tr ? Op::H : Op::N);
   }
 
-  // x = cycle(b) on level l; zero: x is zero on entry (else the cycle improves x).
   // The time of each level's own work (the time in the level minus that in the levels below) is added to
   // cycle_s_ (a profile: cycle_level_seconds()).
   void cycle(int l, const T* b, T* x, bool zero, bool tr) const {
     const LevelSym& s = sym_->levels[l];
     const Level<T>& L = lv_[l];
-    const int th = threads_;
+    const int th = th_for(s.A->rows);
     const auto t0 = std::chrono::steady_clock::now();
     if (l + 1 == num_levels()) {
       if (zero) {
@@ -1203,7 +1264,7 @@ class Amg final : public AmgPreconditioner {
     {  // r = b - A x, bc = R r: one parallel region
       const Pat& R = *s.R;
       const T* rv = L.R.data();
-#pragma omp parallel num_threads(clamp_threads(th)) if (A.rows > 20000)
+#pragma omp parallel num_threads(clamp_threads(th))
       {
 #pragma omp for schedule(static)
         for (index_t i = 0; i < A.rows; ++i) {
@@ -1227,7 +1288,7 @@ class Amg final : public AmgPreconditioner {
     const Pat& P = *s.P;
     const T* pv = L.P.data();
     T* snap = sgs_blocks(l) > 1 ? work_[l].xo.data() : nullptr;
-#pragma omp parallel for schedule(static) num_threads(clamp_threads(th)) if (P.rows > 20000)
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th))
     for (index_t i = 0; i < P.rows; ++i) {
       T acc{};
       for (auto q = P.p[i]; q < P.p[i + 1]; ++q) acc += pv[q] * xc[P.j[q]];
@@ -1249,7 +1310,7 @@ class Amg final : public AmgPreconditioner {
   std::shared_ptr<const HierSym> sym_;
   std::vector<Level<T>> lv_;
   std::unique_ptr<Numeric> coarse_;  // the sparse factorization of the last level, or
-  Eigen::PartialPivLU<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>> dense_;  // its dense one
+  DenseLu<T> dense_;                 // its dense one
   bool dense_coarse_ = false;
   mutable std::vector<Work> work_;
   mutable std::vector<double> cycle_s_;  // per level: seconds of cycling (own work)
@@ -1327,6 +1388,8 @@ std::unique_ptr<AmgPreconditioner> make_amg(const CsrArrays& a, const AmgOptions
   if (options.block_size < 1 || a.n_rows % options.block_size != 0)
     fail(ErrorKind::InvalidArgument, "block_size: needs a divisor of the ", a.n_rows, " rows, got ",
          options.block_size);
+  if (options.parallel_rows < 1)
+    fail(ErrorKind::InvalidArgument, "parallel_rows: needs >= 1, got ", options.parallel_rows);
   if (options.sweeps < 1) fail(ErrorKind::InvalidArgument, "sweeps: needs >= 1, got ", options.sweeps);
   if (options.degree < 1) fail(ErrorKind::InvalidArgument, "degree: needs >= 1, got ", options.degree);
   if (options.max_coarse < 1) fail(ErrorKind::InvalidArgument, "max_coarse: needs >= 1, got ", options.max_coarse);

@@ -232,6 +232,7 @@ TEST(Amg, ParallelGaussSeidelKeepsTheCycleSymmetric) {
   Aniso2d A(160, 1.0);  // 25600 rows: the finest level is swept in two blocks
   sla::AmgOptions o1, o2;
   o2.threads = 2;
+  o2.parallel_rows = 20000;
   auto M1 = sla::make_amg(A.arrays(), o1);
   auto M2 = sla::make_amg(A.arrays(), o2);
   std::vector<double> x(A.n), y(A.n), mx(A.n), my(A.n), m1(A.n);
@@ -249,14 +250,15 @@ TEST(Amg, ParallelGaussSeidelKeepsTheCycleSymmetric) {
   std::vector<double> again(A.n);
   M2->apply(x.data(), again.data(), 1, sla::Op::N);
   EXPECT_EQ(again, mx);
-  // Two sweeps, and a W-cycle whose second visit of level 1 (over 20000 rows) starts from a nonzero x.
-  Aniso2d F(400, 1.0);
+  // Two sweeps, and a W-cycle whose second visit of level 1 (parallel too) starts from a nonzero x.
+  Aniso2d F(120, 1.0);
   sla::AmgOptions w;
   w.threads = 2;
+  w.parallel_rows = 1000;
   w.sweeps = 2;
   w.cycle = sla::AmgCycle::W;
   auto MW = sla::make_amg(F.arrays(), w);
-  ASSERT_GT(MW->matrix(1, 'A').n_rows, 20000);
+  ASSERT_GT(MW->matrix(1, 'A').n_rows, 1000);
   std::vector<double> u(F.n), t(F.n), mu(F.n), mt(F.n);
   for (index_t i = 0; i < F.n; ++i) u[i] = std::cos(0.37 * i), t[i] = std::sin(0.11 * i + 1);
   MW->apply(u.data(), mu.data(), 1, sla::Op::N);

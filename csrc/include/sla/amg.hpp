@@ -58,6 +58,9 @@ struct AmgOptions {
   // strength of connection and aggregates are those of the blocks (Frobenius norms of the blocks of A).
   // The next levels' blocks are the columns of one aggregate (one per independent near-null vector).
   index_t block_size = 1;
+  // Levels of at least this many rows run their loops on `threads` threads, smaller ones on one: there a
+  // parallel loop's synchronization costs more than its work (far more on a loaded machine).
+  index_t parallel_rows = 50000;
   int threads = 1;
 };
 
