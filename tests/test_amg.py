@@ -383,6 +383,47 @@ def test_elasticity_with_rigid_body_modes():
         amg_cg(A, amg_near_nullspace=torch.ones(n, 2, 2, dtype=F64))
 
 
+def test_complex_hermitian_through_its_real_form():
+    # complex matrices are refused; a Hermitian positive definite A = Ar + i Ai is solved through the SPD
+    # real form [[Ar, -Ai], [Ai, Ar]], the real and imaginary parts of each unknown interleaved (blocks of
+    # two), with the near-null space (1, 0) and (0, 1) on every unknown (the constant and i times it)
+    m = 30
+    A = poisson2d(m)
+    r, c = A.pattern.row, A.pattern.col
+    theta = 0.2 * torch.sin(0.7 * r.to(F64) + 1.3 * c.to(F64))
+    theta = torch.where(r < c, theta, -theta[A.pattern.transpose()[1]])  # antisymmetric phases
+    vals = A.values.to(torch.complex128) * torch.where(r == c, 1.0, torch.exp(1j * theta))
+    Z = sla.SparseTensor(vals, r, c, A.shape)
+    b = torch.randn(m * m, dtype=torch.complex128)
+    with pytest.raises(sla.InvalidArgumentError, match="real"):
+        sla.solve(Z, b, method="cg", backend="core", preconditioner="amg")
+    re, im = vals.real, vals.imag
+    R = sla.SparseTensor(
+        torch.cat([re, -im, im, re]),
+        torch.cat([2 * r, 2 * r, 2 * r + 1, 2 * r + 1]),
+        torch.cat([2 * c, 2 * c + 1, 2 * c, 2 * c + 1]),
+        (2 * m * m, 2 * m * m),
+    )
+    ns = torch.zeros(2 * m * m, 2, dtype=F64)
+    ns[0::2, 0] = ns[1::2, 1] = 1
+    rhs = torch.stack([b.real, b.imag], 1).reshape(-1)
+    info = amg_cg(R, rhs, amg_near_nullspace=ns, amg_block_size=2, amg_max_coarse=40)
+    assert info.iterations <= 15
+    x = sla.solve(
+        R,
+        rhs,
+        method="cg",
+        backend="core",
+        preconditioner="amg",
+        rtol=1e-10,
+        amg_near_nullspace=ns,
+        amg_block_size=2,
+        amg_max_coarse=40,
+    )
+    xz = torch.complex(x[0::2], x[1::2])
+    torch.testing.assert_close(xz, torch.linalg.solve(Z.to_dense(), b), rtol=1e-7, atol=1e-8)
+
+
 def test_bad_input():
     A = poisson2d(10)
     v = A.values.clone()
