@@ -222,6 +222,7 @@ struct HierSym {
   AmgOptions options;
   bool symmetric = true;
   int k = 1;                          // near-null-space vectors
+  std::vector<std::int32_t> tpos0;    // level 0: the position of each entry's transpose (-1: not stored)
   std::vector<std::uint8_t> strong0;  // level 0's strong connections (for the same-strength reuse test)
 };
 
@@ -458,37 +459,41 @@ std::vector<index_t> tentative(index_t n, const std::vector<std::int64_t>& node_
   std::vector<index_t> rank(n_agg, 0);
   // Per aggregate: Q (m x k, column-major in a scratch buffer), R (k x k).
   std::vector<double> qall(static_cast<size_t>(rows.size()) * k), rall(static_cast<size_t>(n_agg) * k * k, 0.0);
-#pragma omp parallel for schedule(dynamic, 64) num_threads(clamp_threads(threads))
-  for (index_t c = 0; c < n_agg; ++c) {
-    const index_t m = rows_ptr[c + 1] - rows_ptr[c];
-    const index_t* rw = rows.data() + rows_ptr[c];
-    double* Q = qall.data() + static_cast<size_t>(rows_ptr[c]) * k;  // column r at Q + r m
-    double* R = rall.data() + static_cast<size_t>(c) * k * k;        // R[r k + j]
-    std::vector<double> v(m);
-    index_t got = 0;
-    for (int j = 0; j < k; ++j) {
-      double bn = 0.0;
-      for (index_t t = 0; t < m; ++t) v[t] = static_cast<double>(B[rw[t] * k + j]), bn += v[t] * v[t];
-      bn = std::sqrt(bn);
-      for (int pass = 0; pass < 2; ++pass)
-        for (index_t r = 0; r < got; ++r) {
-          const double* q = Q + r * m;
-          double d = 0.0;
-          for (index_t t = 0; t < m; ++t) d += q[t] * v[t];
-          for (index_t t = 0; t < m; ++t) v[t] -= d * q[t];
-          R[r * k + j] += d;
+#pragma omp parallel num_threads(clamp_threads(threads))
+  {
+    std::vector<double> v;  // one column, reused
+#pragma omp for schedule(dynamic, 256)
+    for (index_t c = 0; c < n_agg; ++c) {
+      const index_t m = rows_ptr[c + 1] - rows_ptr[c];
+      const index_t* rw = rows.data() + rows_ptr[c];
+      double* Q = qall.data() + static_cast<size_t>(rows_ptr[c]) * k;  // column r at Q + r m
+      double* R = rall.data() + static_cast<size_t>(c) * k * k;        // R[r k + j]
+      v.resize(m);
+      index_t got = 0;
+      for (int j = 0; j < k; ++j) {
+        double bn = 0.0;
+        for (index_t t = 0; t < m; ++t) v[t] = static_cast<double>(B[rw[t] * k + j]), bn += v[t] * v[t];
+        bn = std::sqrt(bn);
+        for (int pass = 0; pass < 2; ++pass)
+          for (index_t r = 0; r < got; ++r) {
+            const double* q = Q + r * m;
+            double d = 0.0;
+            for (index_t t = 0; t < m; ++t) d += q[t] * v[t];
+            for (index_t t = 0; t < m; ++t) v[t] -= d * q[t];
+            R[r * k + j] += d;
+          }
+        double vn = 0.0;
+        for (index_t t = 0; t < m; ++t) vn += v[t] * v[t];
+        vn = std::sqrt(vn);
+        if (got < m && vn > 1e-10 * bn && vn > 0.0) {
+          double* q = Q + got * m;
+          for (index_t t = 0; t < m; ++t) q[t] = v[t] / vn;
+          R[got * k + j] = vn;
+          ++got;
         }
-      double vn = 0.0;
-      for (index_t t = 0; t < m; ++t) vn += v[t] * v[t];
-      vn = std::sqrt(vn);
-      if (got < m && vn > 1e-10 * bn && vn > 0.0) {
-        double* q = Q + got * m;
-        for (index_t t = 0; t < m; ++t) q[t] = v[t] / vn;
-        R[got * k + j] = vn;
-        ++got;
       }
+      rank[c] = got;
     }
-    rank[c] = got;
   }
   index_t total = 0;
   for (index_t c = 0; c < n_agg; ++c) total += rank[c];
@@ -702,15 +707,19 @@ class Amg final : public AmgPreconditioner {
     const auto t0 = std::chrono::steady_clock::now();
     threads_ = opts.threads;
     options_ = opts;
-    auto level0 = std::make_shared<Pat>();
-    std::vector<T> v0;
-    copy_input(a, *level0, v0);
-    const bool symmetric = numerically_symmetric(*level0, v0);
+    // The pattern is copied for a full setup only; a values-only one compares it with the reused one's.
+    const Amg* given = reuse;
+    std::shared_ptr<Pat> level0;
+    if (reuse != nullptr && !same_pattern(a, *reuse->sym_->levels[0].A))
+      fail(ErrorKind::InvalidArgument, "amg: a values-only setup needs the pattern of the hierarchy it reuses");
+    if (reuse == nullptr) level0 = copy_pattern(a);
+    std::vector<T> v0 = copy_values(a);
+    const Pat& p0 = level0 ? *level0 : *given->sym_->levels[0].A;
+    std::vector<std::int32_t> tpos;  // of a new pattern
+    if (given == nullptr) tpos = transpose_positions(p0);
+    const bool symmetric = numerically_symmetric(p0, v0, given != nullptr ? given->sym_->tpos0 : tpos);
     if (reuse != nullptr) {
       const HierSym& old = *reuse->sym_;
-      const Pat& p0 = *old.levels[0].A;
-      if (p0.rows != level0->rows || p0.p != level0->p || p0.j != level0->j)
-        fail(ErrorKind::InvalidArgument, "amg: a values-only setup needs the pattern of the hierarchy it reuses");
       if (old.k != opts.near_nullspace_columns || old.options.block_size != opts.block_size)
         fail(ErrorKind::InvalidArgument, "amg: a values-only setup needs the number of near-null-space vectors (",
              old.k, ") and the block size (", old.options.block_size, ") of the hierarchy it reuses");
@@ -718,7 +727,7 @@ class Amg final : public AmgPreconditioner {
       // decide the aggregates: with same_strength_only, reuse only when they are unchanged.
       if (symmetric != old.symmetric)
         reuse = nullptr;
-      else if (same_strength_only && !old.strong0.empty() && strength0(*level0, v0, old.options) != old.strong0)
+      else if (same_strength_only && !old.strong0.empty() && strength0(p0, v0, old.options) != old.strong0)
         reuse = nullptr;
     }
     if (reuse != nullptr) {
@@ -734,6 +743,8 @@ class Amg final : public AmgPreconditioner {
     }
     if (!values_only_) {
       auto sym = std::make_shared<HierSym>();
+      if (!level0) level0 = std::make_shared<Pat>(p0);  // given's, which values-only setups could not use
+      sym->tpos0 = given != nullptr ? given->sym_->tpos0 : std::move(tpos);
       sym->options = opts;
       sym->symmetric = symmetric;
       sym->k = opts.near_nullspace_columns;
@@ -828,53 +839,77 @@ class Amg final : public AmgPreconditioner {
     return strong_mask(G, gv.data(), o.strength, th);
   }
 
-  static void copy_input(const CsrArrays& a, Pat& p, std::vector<T>& v) {
+  static std::shared_ptr<Pat> copy_pattern(const CsrArrays& a) {
+    auto p = std::make_shared<Pat>();
+    visit_csr(a, [&](auto t, auto ix) {
+      const Csr<decltype(t), decltype(ix)> A = typed<decltype(t), decltype(ix)>(a);
+      p->rows = p->cols = a.n_rows;
+      p->p.resize(a.n_rows + 1);
+      p->p[0] = 0;
+      for (index_t i = 0; i < a.n_rows; ++i) p->p[i + 1] = static_cast<std::int64_t>(A.p[i + 1]);
+      p->j.resize(p->p[a.n_rows]);
+      for (index_t q = 0; q < p->p[a.n_rows]; ++q) p->j[q] = static_cast<J>(A.j[q]);
+    });
+    return p;
+  }
+
+  static bool same_pattern(const CsrArrays& a, const Pat& p) {
+    if (a.n_rows != p.rows || a.nnz() != p.nnz()) return false;
+    bool same = true;
+    visit_csr(a, [&](auto t, auto ix) {
+      const Csr<decltype(t), decltype(ix)> A = typed<decltype(t), decltype(ix)>(a);
+      for (index_t i = 0; i < a.n_rows && same; ++i) same = static_cast<std::int64_t>(A.p[i + 1]) == p.p[i + 1];
+      for (index_t q = 0; q < p.nnz() && same; ++q) same = static_cast<J>(A.j[q]) == p.j[q];
+    });
+    return same;
+  }
+
+  static std::vector<T> copy_values(const CsrArrays& a) {
+    std::vector<T> v;
     visit_csr(a, [&](auto t, auto ix) {
       using S = decltype(t);
-      using I = decltype(ix);
       if constexpr (!std::is_same_v<S, T>) {
         fail(ErrorKind::Internal, "amg: scalar type mismatch");
       } else {
-        const Csr<S, I> A = typed<S, I>(a);
-        p.rows = p.cols = a.n_rows;
-        p.p.resize(a.n_rows + 1);
-        p.p[0] = 0;
-        for (index_t i = 0; i < a.n_rows; ++i) p.p[i + 1] = static_cast<std::int64_t>(A.p[i + 1]);
-        const index_t nnz = a.n_rows == 0 ? 0 : static_cast<index_t>(A.p[a.n_rows]);
-        p.j.resize(nnz);
-        for (index_t q = 0; q < nnz; ++q) p.j[q] = static_cast<J>(A.j[q]);
-        v.assign(A.v, A.v + nnz);
+        const Csr<S, decltype(ix)> A = typed<S, decltype(ix)>(a);
+        v.assign(A.v, A.v + a.nnz());
       }
     });
+    return v;
   }
 
-  // A == A^T (pattern and values, to a relative 1e-12 plus 1e-15 max |A|): each entry above the diagonal is looked up
-  // in the sorted row of its column, in parallel, without building the transpose.
-  bool numerically_symmetric(const Pat& A, const std::vector<T>& v) const {
-    double amax = 0.0;  // entries that cancelled to rounding noise are compared on the scale of A
-#pragma omp parallel for schedule(static) reduction(max : amax) num_threads(clamp_threads(th_for(A.rows)))
-    for (index_t q = 0; q < A.nnz(); ++q) amax = std::max(amax, std::abs(static_cast<double>(v[q])));
-    const double floor = 1e-15 * amax;
-    bool sym = true;
-#pragma omp parallel for schedule(static) reduction(&& : sym) num_threads(clamp_threads(th_for(A.rows)))
-    for (index_t i = 0; i < A.rows; ++i) {
-      if (!sym) continue;
+  // The position of each entry's transpose (a_ji for a_ij; -1 when it is not stored): binary searches in
+  // the sorted rows, once per pattern.
+  std::vector<std::int32_t> transpose_positions(const Pat& A) const {
+    std::vector<std::int32_t> t(A.nnz());
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th_for(A.rows)))
+    for (index_t i = 0; i < A.rows; ++i)
       for (auto q = A.p[i]; q < A.p[i + 1]; ++q) {
         const J c = A.j[q];
-        if (c == i) continue;
         const J* beg = A.j.data() + A.p[c];
         const J* end = A.j.data() + A.p[c + 1];
         const J* hit = std::lower_bound(beg, end, static_cast<J>(i));
-        if (hit == end || *hit != i) {
-          sym = false;
-          break;
-        }
-        const double x = static_cast<double>(v[q]), y = static_cast<double>(v[hit - A.j.data()]);
-        if (std::abs(x - y) > 1e-12 * std::max(std::abs(x), std::abs(y)) + floor) {
-          sym = false;
-          break;
-        }
+        t[q] = hit == end || *hit != i ? -1 : static_cast<std::int32_t>(hit - A.j.data());
       }
+    return t;
+  }
+
+  // A == A^T (pattern and values, to a relative 1e-12 plus 1e-15 max |A|), by the transpose positions.
+  bool numerically_symmetric(const Pat& A, const std::vector<T>& v, const std::vector<std::int32_t>& tpos) const {
+    const int th = clamp_threads(th_for(A.rows));
+    double amax = 0.0;  // entries that cancelled to rounding noise are compared on the scale of A
+#pragma omp parallel for schedule(static) reduction(max : amax) num_threads(th)
+    for (index_t q = 0; q < A.nnz(); ++q) amax = std::max(amax, std::abs(static_cast<double>(v[q])));
+    const double floor = 1e-15 * amax;
+    bool sym = true;
+#pragma omp parallel for schedule(static) reduction(&& : sym) num_threads(th)
+    for (index_t q = 0; q < A.nnz(); ++q) {
+      if (tpos[q] < 0) {
+        sym = false;
+        continue;
+      }
+      const double x = static_cast<double>(v[q]), y = static_cast<double>(v[tpos[q]]);
+      sym = sym && std::abs(x - y) <= 1e-12 * std::max(std::abs(x), std::abs(y)) + floor;
     }
     return sym;
   }
