@@ -853,13 +853,18 @@ class Amg final : public AmgPreconditioner {
     return p;
   }
 
-  static bool same_pattern(const CsrArrays& a, const Pat& p) {
+  bool same_pattern(const CsrArrays& a, const Pat& p) const {
     if (a.n_rows != p.rows || a.nnz() != p.nnz()) return false;
     bool same = true;
+    const int th = clamp_threads(th_for(p.rows));
     visit_csr(a, [&](auto t, auto ix) {
       const Csr<decltype(t), decltype(ix)> A = typed<decltype(t), decltype(ix)>(a);
-      for (index_t i = 0; i < a.n_rows && same; ++i) same = static_cast<std::int64_t>(A.p[i + 1]) == p.p[i + 1];
-      for (index_t q = 0; q < p.nnz() && same; ++q) same = static_cast<J>(A.j[q]) == p.j[q];
+#pragma omp parallel for schedule(static) reduction(&& : same) num_threads(th)
+      for (index_t i = 0; i < a.n_rows; ++i) {
+        bool row = static_cast<std::int64_t>(A.p[i + 1]) == p.p[i + 1];
+        for (auto q = p.p[i]; q < p.p[i + 1] && row; ++q) row = static_cast<J>(A.j[q]) == p.j[q];
+        same = same && row;
+      }
     });
     return same;
   }
@@ -970,6 +975,7 @@ class Amg final : public AmgPreconditioner {
       if (!sym.symmetric) {
         if (full) s.AT = transpose_pattern(A, s.at_perm);
         L.AT.resize(A.nnz());
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th))
         for (index_t q = 0; q < A.nnz(); ++q) L.AT[q] = L.A[s.at_perm[q]];
       }
       // A values-only setup starts from the previous hierarchy's estimate of the eigenvector: fewer steps.
@@ -1074,6 +1080,7 @@ class Amg final : public AmgPreconditioner {
         truncate_values(PT, pv.data(), P, s.p_keep, Bc.data(), L.P.data(), th);
       }
       L.R.resize(P.nnz());
+#pragma omp parallel for schedule(static) num_threads(clamp_threads(th))
       for (index_t q = 0; q < P.nnz(); ++q) L.R[q] = L.P[s.r_perm[q]];
       L.AP.resize(s.AP->nnz());
       spgemm_values(A, L.A.data(), P, L.P.data(), *s.AP, L.AP.data(), th);
