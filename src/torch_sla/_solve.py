@@ -160,8 +160,21 @@ def amg_solve(A, b: torch.Tensor, *, accel: str = "cg", backend: str = "core", *
     (strength-of-connection threshold: j is a strong neighbour of i when
     ``|a_ij| >= amg_strength * sqrt(|a_ii a_jj|)``, 0.02), ``amg_sweeps`` (1), ``amg_degree`` (Chebyshev, 2),
     ``amg_max_coarse`` (direct solve at or below this size, 500), ``amg_near_nullspace`` (a vector, the
-    constant by default) and ``amg_setup`` ("auto": reuse the aggregates of the last hierarchy of A's
-    pattern when its strong connections are unchanged; "values-only"; "full"). Differentiable like
+    constant by default, or an ``(n, k)`` matrix of k vectors such as the rigid body modes of
+    elasticity: each aggregate then gets one coarse unknown per vector independent on it),
+    ``amg_block_size`` (1; b: the unknowns of one node are b consecutive rows, and the strength of
+    connection and the aggregates are those of nodes, for block systems), ``amg_coarse_drop`` (0.02: a
+    coarse-operator entry weak for both of its rows, ``|c_ij| < amg_coarse_drop * min(|c_ii|, |c_jj|)``,
+    between two rows with a common strong neighbour, is added to the diagonal instead (weighted by the
+    near-null space, whose product with the operator is kept); this keeps the operator complexity of 3D
+    problems low, 0 gives the exact Galerkin operators), ``amg_truncation`` (0.01: an entry of the
+    smoothed prolongator below ``amg_truncation`` times its row's largest is dropped, the row rescaled
+    to interpolate the near-null space as before; the default drops what smoothing spreads along the
+    weak direction of an anisotropy, keeping the coarse operators sparse, and nothing on isotropic
+    problems, where larger values cost iterations; both drops apply with a single near-null-space
+    vector only) and
+    ``amg_setup`` ("auto": reuse the aggregates of the last hierarchy of A's pattern when its strong
+    connections are unchanged; "values-only"; "full"). Differentiable like
     :func:`solve`: the adjoint solve uses the same hierarchy. With ``return_info=True`` the
     :class:`SolveInfo` carries the hierarchy (``info.hierarchy``, printable), ``setup_time`` and
     ``solve_time``.
