@@ -25,7 +25,7 @@ import torch
 from ._autograd import pattern_jvp, pattern_vjp, solve_through
 from ._checks import core_array, dtype_name, plain, to_core
 from ._core import core
-from ._direct import CoreDirectBackend
+from ._direct import CoreDirectBackend, block_analysis_cache
 from ._pattern import Pattern
 from ._registry import DIRECT_METHODS, Choice, choose
 from ._solve import solve
@@ -223,12 +223,15 @@ class _BlockSource:
                 self.choice.fallback is not None,
                 per_block,
                 self.check_finite,
+                block_analysis_cache(),
             )
             self.info.update(
                 cholesky_blocks=int(handle.cholesky_blocks),
                 dense_blocks=int(handle.dense_blocks),
                 sparse_blocks=int(handle.sparse_blocks),
                 lu_fallbacks=int(handle.lu_fallbacks),
+                analyses=int(handle.analyses),
+                analyses_reused=int(handle.analyses_reused),
                 failed=[int(e[0]) for e in handle.errors],
             )
             _report_failures(handle.errors, self.on_fail)
