@@ -590,6 +590,10 @@ class CallAnalyses {
   std::atomic<index_t> analysed_{0}, reused_{0};
 };
 
+// Below this many stored entries (factorization) or unknowns times right-hand sides (solve) a batch runs
+// on the calling thread: waking a team costs more than the work, and much more on a busy machine.
+constexpr index_t kSerialWork = 4096;
+
 template <class W>
 class BlockFactorsImpl final : public BlockFactors {
  public:
@@ -617,7 +621,8 @@ class BlockFactorsImpl final : public BlockFactors {
 
   void solve(const void* b, void* x, index_t nrhs, Op op, int threads) const override {
     const index_t nb = blocks();
-    const int t = detail::batch_threads(threads);
+    // A few thousand unknowns take microseconds: not worth waking threads for.
+    const int t = n_ * nrhs < kSerialWork ? 1 : detail::batch_threads(threads);
     detail::BlasThreadsScope blas(t > 1 ? 1 : detail::kKeepBlasThreads);
     std::exception_ptr other;
     auto run = [&](index_t k) {
@@ -641,7 +646,7 @@ class BlockFactorsImpl final : public BlockFactors {
   void factorize(Backend backend, Method method, const CsrPattern& pattern, const void* values,
                  const BlockOptions& options) {
     const index_t nb = blocks();
-    const int t = detail::batch_threads(options.threads);
+    const int t = pattern.nnz() < kSerialWork ? 1 : detail::batch_threads(options.threads);
     detail::BlasThreadsScope blas(t > 1 ? 1 : detail::kKeepBlasThreads);
     std::vector<std::exception_ptr> errors(static_cast<std::size_t>(nb));
     std::vector<char> fell_back(static_cast<std::size_t>(nb), 0);

@@ -87,6 +87,9 @@ class KrylovInfo:
         preconditioner that is not positive definite), ``"breakdown"`` (a division by an exact zero in
         BiCGStab that renewing the shadow residual does not cure, or a singular Hessenberg matrix in
         GMRES) or ``"nan"`` (NaN/Inf appeared; the solve stops at the next check).
+    column_residuals, column_converged, column_iterations : lists, one entry per column
+        The same per column (:func:`krylov_solve`): true relative residual, whether the column met its
+        test, iterations before it was frozen. Empty for :func:`lsqr`.
     """
 
     iterations: int = 0
@@ -94,6 +97,9 @@ class KrylovInfo:
     converged: bool = False
     residual_history: list[float] = dataclasses.field(default_factory=list)
     reason: str = "maxiter"
+    column_residuals: list[float] = dataclasses.field(default_factory=list)
+    column_converged: list[bool] = dataclasses.field(default_factory=list)
+    column_iterations: list[int] = dataclasses.field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -635,7 +641,15 @@ def krylov_solve(
         _check_x0(x0, b, n)
     if b.numel() == 0:
         x = torch.zeros_like(b) if x0 is None else x0.clone()
-        return x, KrylovInfo(iterations=0, residual=0.0, converged=True, reason="converged")
+        return x, KrylovInfo(
+            iterations=0,
+            residual=0.0,
+            converged=True,
+            reason="converged",
+            column_residuals=[0.0] * k,
+            column_converged=[True] * k,
+            column_iterations=[0] * k,
+        )
     if maxiter is None:
         maxiter = 10 * n
     maxiter, check_every, restart = (
@@ -690,7 +704,16 @@ def krylov_solve(
             st.col_its.max().to(st.tol.dtype),
         ]
     ).tolist()
-    return x, _info(vals, status, monitor)
+    info = _info(vals, status, monitor)
+    rel = rnorm / st.bscale
+    cols = torch.stack(
+        [rel.to(st.tol.dtype), (rnorm <= st.tol).to(st.tol.dtype), st.col_its.to(st.tol.dtype)]
+    )
+    col_rel, col_ok, col_its = cols.tolist()
+    info.column_residuals = col_rel
+    info.column_converged = [bool(c) and status != "nan" for c in col_ok]
+    info.column_iterations = [int(c) for c in col_its]
+    return x, info
 
 
 def _info(vals: list[float], status: str, monitor: _Monitor) -> KrylovInfo:
