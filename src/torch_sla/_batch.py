@@ -62,6 +62,14 @@ _ERRORS = {"singular": SingularMatrixError, "not_positive_definite": NotPositive
 
 
 # -- the block-diagonal matrix ---------------------------------------------------------------------------
+def _repeat(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``values[i]`` repeated ``counts[i]`` times. On the CPU through NumPy: torch's kernel wakes its
+    thread pool even for a handful of entries, which costs milliseconds on a busy machine."""
+    if values.device.type == "cpu" and counts.device.type == "cpu":
+        return torch.from_numpy(np.repeat(values.numpy(), counts.numpy()))
+    return torch.repeat_interleave(values, counts)
+
+
 def block_diagonal(As: Sequence[SparseTensor]) -> tuple[SparseTensor, torch.Tensor]:
     """The block-diagonal matrix of square, unbatched SparseTensors (values concatenated, so gradients
     flow back to each member) and its block offsets ``(len(As) + 1,)``. Built from the members' CSR
@@ -107,8 +115,8 @@ def block_diagonal(As: Sequence[SparseTensor]) -> tuple[SparseTensor, torch.Tens
         col = torch.cat([A.pattern.col for A in As]).to(torch.int64).cpu()
         values = torch.cat([A.values for A in As])
     crow = torch.zeros(crow_tail.numel() + 1, dtype=torch.int64)
-    crow[1:] = crow_tail + torch.repeat_interleave(nnz_off, sizes_t)
-    col = col + torch.repeat_interleave(offsets[:-1], nnz_t)
+    crow[1:] = crow_tail + _repeat(nnz_off, sizes_t)
+    col = col + _repeat(offsets[:-1], nnz_t)
     N = int(offsets[-1])
     pattern = Pattern(crow.to(device), col.to(device), N, N)
     return SparseTensor._from_pattern(values, pattern), offsets
@@ -369,7 +377,7 @@ class _KrylovBatchSolver:
         count, n_max = len(g), int(sizes.max())
         device = self.values.device
         # The rows of the group's members, member after member, and each row's padded position.
-        member = torch.repeat_interleave(torch.arange(count), sizes)
+        member = _repeat(torch.arange(count), sizes)
         first = torch.zeros(count, dtype=torch.int64)
         first[1:] = torch.cumsum(sizes, 0)[:-1]
         local = torch.arange(int(sizes.sum())) - first[member]
@@ -382,9 +390,8 @@ class _KrylovBatchSolver:
             counts = crow[rows + 1] - crow[rows]
             sub_crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=device)
             sub_crow[1:] = torch.cumsum(counts, 0)
-            entries = torch.repeat_interleave(crow[rows], counts) + (
-                torch.arange(int(sub_crow[-1]), device=device)
-                - torch.repeat_interleave(sub_crow[:-1], counts)
+            entries = _repeat(crow[rows], counts) + (
+                torch.arange(int(sub_crow[-1]), device=device) - _repeat(sub_crow[:-1], counts)
             )
             renumber = torch.full((self.n,), -1, dtype=torch.int64, device=device)
             renumber[rows] = torch.arange(rows.numel(), device=device)
