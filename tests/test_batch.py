@@ -369,7 +369,8 @@ def test_gradcheck_graph_batch(method):
     def f(v, bb):
         return sla.solve_graph_batch(v, row, col, bb, batch=batch, method=method, **kw)
 
-    torch.autograd.gradcheck(f, (values.clone().requires_grad_(), b.clone().requires_grad_()))
+    inputs = (values.clone().requires_grad_(), b.clone().requires_grad_())
+    torch.autograd.gradcheck(f, inputs, fast_mode=method == "gmres")  # fast mode: a Krylov solve per probe
 
 
 @pytest.mark.parametrize("dtype", [F32, C128])
