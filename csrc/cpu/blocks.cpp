@@ -390,7 +390,8 @@ struct SmallFactor {
 };
 
 // -- analyses per distinct block pattern ------------------------------------------------------------------
-// A hash of a block's key, for bucketing only: equal keys are confirmed entry by entry (same_pattern).
+// A hash of a block's key, for bucketing only: equal keys are confirmed entry by entry (same_arrays), so
+// the hash reads the sizes and a fixed sample of the indices (at most 2 x 128 entries), whatever the size.
 std::uint64_t key_hash(Backend backend, Method method, ScalarType scalar, const CsrView<std::int64_t>& p) {
   std::uint64_t h = 0x9e3779b97f4a7c15ULL;
   auto mix = [&h](std::uint64_t v) {
@@ -402,8 +403,11 @@ std::uint64_t key_hash(Backend backend, Method method, ScalarType scalar, const 
   mix(static_cast<std::uint64_t>(scalar));
   mix(static_cast<std::uint64_t>(p.n_rows));
   const index_t nnz = static_cast<index_t>(p.indptr[p.n_rows]);
-  for (index_t r = 1; r <= p.n_rows; ++r) mix(static_cast<std::uint64_t>(p.indptr[r]));
-  for (index_t e = 0; e < nnz; ++e) mix(static_cast<std::uint64_t>(p.indices[e]));
+  mix(static_cast<std::uint64_t>(nnz));
+  constexpr index_t kSamples = 128;
+  const index_t row_step = std::max<index_t>(1, p.n_rows / kSamples), entry_step = std::max<index_t>(1, nnz / kSamples);
+  for (index_t r = 1; r <= p.n_rows; r += row_step) mix(static_cast<std::uint64_t>(p.indptr[r]));
+  for (index_t e = 0; e < nnz; e += entry_step) mix(static_cast<std::uint64_t>(p.indices[e]));
   return h;
 }
 
@@ -570,7 +574,10 @@ class CallAnalyses {
       ++reused_;
       return slot->sym;
     }
-    auto sym = sla::analyze(b, m, s, p);
+    // Each block is factorized on one thread (the BLAS single-threaded while blocks run in parallel).
+    AnalyzeOptions one_thread;
+    one_thread.threads = 1;
+    auto sym = sla::analyze(b, m, s, p, one_thread);
     ++analysed_;
     slot->sym = cache_ != nullptr ? cache_->put(b, m, s, p, std::move(sym)) : std::move(sym);
     return slot->sym;
@@ -760,10 +767,13 @@ class BlockFactorsImpl final : public BlockFactors {
     const index_t r0 = offsets_[ks], r1 = offsets_[ks + 1], m = r1 - r0;
     if (m == 0) return;
     const index_t e0 = static_cast<index_t>(p.indptr[r0]), e1 = static_cast<index_t>(p.indptr[r1]);
-    // The block's values in the working precision, converted once.
+    // The block's values in the working precision (converted once when they are in another).
     thread_local std::vector<W> value_buffer;
-    std::vector<W>& v = value_buffer;
-    load_values(values, e0, e1 - e0, v);
+    const W* v = static_cast<const W*>(values) + e0;
+    if (scalar_ != scalar_tag<W>::value) {
+      load_values(values, e0, e1 - e0, value_buffer);
+      v = value_buffer.data();
+    }
     if (options.check_finite)
       for (index_t e = e0; e < e1; ++e)
         if (!std::isfinite(std::abs(v[static_cast<std::size_t>(e - e0)]))) {
@@ -775,7 +785,7 @@ class BlockFactorsImpl final : public BlockFactors {
     bool fallback = options.fallback_lu;
     if (options.auto_method) {  // per block: Cholesky (LU if it breaks down) for Hermitian matrices with a
                                 // positive real diagonal, else LU
-      method = hermitian_positive_diagonal(p, v.data(), r0, r1) ? Method::Cholesky : Method::LU;
+      method = hermitian_positive_diagonal(p, v, r0, r1) ? Method::Cholesky : Method::LU;
       fallback = true;
     }
     if (method == Method::Cholesky) chosen_cholesky_[ks] = 1;
@@ -825,15 +835,16 @@ class BlockFactorsImpl final : public BlockFactors {
       dense_[ks] = std::move(f);
       return;
     }
-    // A large block: its own sparse analysis and factorization.
-    std::vector<std::int64_t> indptr(static_cast<std::size_t>(m + 1)), indices;
-    indices.reserve(static_cast<std::size_t>(static_cast<index_t>(p.indptr[r1]) - e0));
-    for (index_t r = r0; r < r1; ++r) {
+    // A large block: its own sparse analysis and factorization. Its pattern renumbered from 0 (buffers per
+    // thread, reused: no allocation, and no fresh pages, per block).
+    thread_local std::vector<std::int64_t> indptr_buffer, indices_buffer;
+    std::vector<std::int64_t>&indptr = indptr_buffer, &indices = indices_buffer;
+    indptr.resize(static_cast<std::size_t>(m + 1));
+    indices.resize(static_cast<std::size_t>(e1 - e0));
+    for (index_t r = r0; r <= r1; ++r)
       indptr[static_cast<std::size_t>(r - r0)] = static_cast<std::int64_t>(p.indptr[r]) - e0;
-      for (index_t e = static_cast<index_t>(p.indptr[r]); e < static_cast<index_t>(p.indptr[r + 1]); ++e)
-        indices.push_back(static_cast<std::int64_t>(p.indices[e]) - r0);
-    }
-    indptr[static_cast<std::size_t>(m)] = static_cast<std::int64_t>(indices.size());
+    for (index_t e = e0; e < e1; ++e)
+      indices[static_cast<std::size_t>(e - e0)] = static_cast<std::int64_t>(p.indices[e]) - r0;
     CsrView<std::int64_t> view{m, m, indptr.data(), indices.data()};
     const char* block_values = static_cast<const char*>(values) + e0 * static_cast<index_t>(scalar_size(scalar_));
     try {

@@ -17,8 +17,8 @@
 #include "blas.hpp"
 #include "convert.hpp"
 #include "selinv.hpp"
-#include "sla/interrupt.hpp"
 #include "sla/errors.hpp"
+#include "sla/interrupt.hpp"
 
 static_assert(std::is_same_v<SuiteSparse_long, sla::index_t>, "SuiteSparse_long must be 64-bit");
 
@@ -87,7 +87,8 @@ void for_each_pivot(const cholmod_factor* L, F&& f) {
     const index_t* px = static_cast<const index_t*>(L->px);
     for (size_t s = 0; s < L->nsuper; ++s) {
       const index_t nsrow = pi[s + 1] - pi[s];  // each supernode is a dense nsrow x ncols column-major block
-      for (index_t j = 0; j < super[s + 1] - super[s]; ++j) at(super[s] + j, static_cast<size_t>(px[s] + j + j * nsrow));
+      for (index_t j = 0; j < super[s + 1] - super[s]; ++j)
+        at(super[s] + j, static_cast<size_t>(px[s] + j + j * nsrow));
     }
     return;
   }
@@ -138,7 +139,8 @@ class CholmodNumeric final : public Numeric {
  public:
   CholmodNumeric(std::shared_ptr<const Symbolic> sym, std::shared_ptr<CholmodCommon> common, FactorPtr L)
       : Numeric(std::move(sym)), common_(std::move(common)), L_(std::move(L)) {
-    for_each_pivot(L_.get(), [&](index_t, double re, double im) { zero_pivot_ = zero_pivot_ || (re == 0.0 && im == 0.0); });
+    for_each_pivot(L_.get(),
+                   [&](index_t, double re, double im) { zero_pivot_ = zero_pivot_ || (re == 0.0 && im == 0.0); });
   }
 
   void solve(const void* b, void* x, index_t nrhs, Op /*op*/) const override {
@@ -159,8 +161,7 @@ class CholmodNumeric final : public Numeric {
     B.dtype = CHOLMOD_DOUBLE;
     std::lock_guard<std::mutex> lock(common_->mutex);
     cholmod_dense* X = cholmod_l_solve(CHOLMOD_A, L_.get(), &B, &common_->c);
-    if (X == nullptr)
-      fail(ErrorKind::Internal, "CHOLMOD solve failed (status ", common_->c.status, ")");
+    if (X == nullptr) fail(ErrorKind::Internal, "CHOLMOD solve failed (status ", common_->c.status, ")");
     store_dense<W>(s, static_cast<const W*>(X->x), n * nrhs, x);
     cholmod_l_free_dense(&X, &common_->c);
   }
@@ -306,7 +307,7 @@ class CholmodNumeric final : public Numeric {
             for (index_t a = b; a < nb; ++a) zrr[a + b * nb] = zc[rel[a]];
           }
         }
-        blas::hemm('L', 'L', ib, ic, W(-1), zrr.data(), ib, y.data(), ib, W(0), zs + nscol, ir);  // Z_BD
+        blas::hemm('L', 'L', ib, ic, W(-1), zrr.data(), ib, y.data(), ib, W(0), zs + nscol, ir);    // Z_BD
         blas::gemm(adj, 'N', ic, ic, ib, W(-1), zs + nscol, ir, y.data(), ib, W(1), t.data(), ic);  // Z_DD
       }
       for (index_t b = 0; b < nscol; ++b) {
@@ -343,12 +344,13 @@ class CholmodNumeric final : public Numeric {
 
 class CholmodSymbolic final : public CpuSymbolic {
  public:
-  CholmodSymbolic(Method method, ScalarType scalar, CscPlan plan)
+  CholmodSymbolic(Method method, ScalarType scalar, CscPlan plan, const AnalyzeOptions& options)
       : CpuSymbolic(scalar, std::move(plan)),
         method_(method),
         common_(std::make_shared<CholmodCommon>(method)),
         L_(nullptr, FactorDeleter{common_}) {
     cholmod_common& c = common_->c;
+    if (options.threads == 1) c.supernodal_switch = 80.0;  // see AnalyzeOptions (the default is 40)
     cholmod_sparse a = sparse_view(plan_, nullptr, false);
     L_.reset(cholmod_l_analyze(&a, &c));
     if (!L_) fail(ErrorKind::Internal, "CHOLMOD analysis failed (status ", c.status, ")");
@@ -401,11 +403,9 @@ class CholmodSymbolic final : public CpuSymbolic {
         fail(ErrorKind::NotPositiveDefinite, "A is not positive definite: the Cholesky factorization broke down ",
              "at column ", L->minor, " of ", L->n,
              ". Use method='ldl' for symmetric indefinite or method='lu' for general matrices");
-      fail(ErrorKind::SingularMatrix, "A is singular: LDL^T found a zero pivot at column ", L->minor, " of ",
-           L->n);
+      fail(ErrorKind::SingularMatrix, "A is singular: LDL^T found a zero pivot at column ", L->minor, " of ", L->n);
     }
-    if (c.status < CHOLMOD_OK)
-      fail(ErrorKind::Internal, "CHOLMOD factorization failed (status ", c.status, ")");
+    if (c.status < CHOLMOD_OK) fail(ErrorKind::Internal, "CHOLMOD factorization failed (status ", c.status, ")");
     // The O(n) workspace is needed again only by a factorization; solves allocate what they use.
     cholmod_l_free_work(&c);
     return std::make_unique<CholmodNumeric<W>>(self, std::move(common), std::move(L));
@@ -421,8 +421,9 @@ class CholmodSymbolic final : public CpuSymbolic {
 
 bool suitesparse_compiled() { return true; }
 
-std::shared_ptr<const Symbolic> analyze_cholmod(Method method, ScalarType scalar, CscPlan plan) {
-  return std::make_shared<CholmodSymbolic>(method, scalar, std::move(plan));
+std::shared_ptr<const Symbolic> analyze_cholmod(Method method, ScalarType scalar, CscPlan plan,
+                                                const AnalyzeOptions& options) {
+  return std::make_shared<CholmodSymbolic>(method, scalar, std::move(plan), options);
 }
 
 }  // namespace sla::detail

@@ -102,11 +102,11 @@ bool backend_available(Backend b) {
 }
 
 template <class I>
-std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar,
-                                        const CsrView<I>& pattern) {
+std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrView<I>& pattern,
+                                        const AnalyzeOptions& options) {
   if (pattern.n_rows != pattern.n_cols)
-    fail(ErrorKind::InvalidArgument, "A: a direct solve needs a square matrix, got shape (", pattern.n_rows,
-         ", ", pattern.n_cols, ")");
+    fail(ErrorKind::InvalidArgument, "A: a direct solve needs a square matrix, got shape (", pattern.n_rows, ", ",
+         pattern.n_cols, ")");
   if (!backend_available(backend))
     fail(ErrorKind::Unavailable, "backend '", backend_name(backend),
          "' was not compiled into this build (SuiteSparse was not found when torch_sla was built)");
@@ -115,13 +115,13 @@ std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarTy
   if (plan.n == 0) return std::make_shared<EmptySymbolic>(backend, method, scalar, std::move(plan));
   if (backend == Backend::Eigen) return detail::analyze_eigen(method, scalar, std::move(plan));
   if (method == Method::LU) return detail::analyze_umfpack(scalar, std::move(plan));
-  return detail::analyze_cholmod(method, scalar, std::move(plan));
+  return detail::analyze_cholmod(method, scalar, std::move(plan), options);
 }
 
 template std::shared_ptr<const Symbolic> analyze<std::int32_t>(Backend, Method, ScalarType,
-                                                               const CsrView<std::int32_t>&);
+                                                               const CsrView<std::int32_t>&, const AnalyzeOptions&);
 template std::shared_ptr<const Symbolic> analyze<std::int64_t>(Backend, Method, ScalarType,
-                                                               const CsrView<std::int64_t>&);
+                                                               const CsrView<std::int64_t>&, const AnalyzeOptions&);
 
 std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern) {
   if (pattern.index32()) return analyze(backend, method, scalar, pattern.view<std::int32_t>());
@@ -181,8 +181,8 @@ void NumericBatch::solve(const void* b, void* x, index_t nrhs, Op op, int thread
                           [&](index_t i) { members_[i]->solve(bb + i * stride, xx + i * stride, nrhs, op); });
 }
 
-NumericBatch factorize_batch(const std::shared_ptr<const Symbolic>& sym, const void* values, index_t batch,
-                             int threads, const FactorizeOptions& options) {
+NumericBatch factorize_batch(const std::shared_ptr<const Symbolic>& sym, const void* values, index_t batch, int threads,
+                             const FactorizeOptions& options) {
   if (!sym) fail(ErrorKind::InvalidArgument, "factorize_batch: the symbolic analysis is empty");
   if (batch < 0) fail(ErrorKind::InvalidArgument, "values: negative batch size ", batch);
   if (batch > 0 && sym->csr_nnz() > 0 && values == nullptr)

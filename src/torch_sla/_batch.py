@@ -16,7 +16,9 @@ forward mode work as for any solve.
 
 from __future__ import annotations
 
+import collections
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -70,16 +72,57 @@ def _repeat(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(values, counts)
 
 
+# The block-diagonal pattern of the last few lists of member patterns (a training loop solves the same
+# meshes with new values at every step): its index arrays, the core's copy of them and the offsets are
+# built once per list. Keyed by the identities of the members' Pattern objects (immutable), which the entry
+# holds, so that an identity cannot be reused while it is cached.
+_BLOCK_PATTERNS: collections.OrderedDict = collections.OrderedDict()
+_BLOCK_PATTERNS_MAX = 4
+_BLOCK_PATTERNS_LOCK = threading.Lock()
+
+
+def _block_pattern(patterns: list, device: torch.device) -> tuple[Pattern, torch.Tensor]:
+    key = tuple(id(p) for p in patterns)
+    with _BLOCK_PATTERNS_LOCK:
+        hit = _BLOCK_PATTERNS.get(key)
+        if hit is not None and hit[2] == device:
+            _BLOCK_PATTERNS.move_to_end(key)
+            return hit[1]
+    sizes_t = torch.tensor([p.n_rows for p in patterns], dtype=torch.int64)
+    nnz_t = torch.tensor([p.nnz for p in patterns], dtype=torch.int64)
+    offsets = torch.zeros(len(patterns) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(sizes_t, 0)
+    nnz_off = torch.zeros(len(patterns), dtype=torch.int64)
+    nnz_off[1:] = torch.cumsum(nnz_t, 0)[:-1]
+    if device.type == "cpu":
+        crow_tail = torch.from_numpy(np.concatenate([p.crow.numpy()[1:] for p in patterns]).astype(np.int64))
+        col = torch.from_numpy(np.concatenate([p.col.numpy() for p in patterns]).astype(np.int64))
+    else:
+        crow_tail = torch.cat([p.crow[1:] for p in patterns]).to(torch.int64).cpu()
+        col = torch.cat([p.col for p in patterns]).to(torch.int64).cpu()
+    crow = torch.zeros(crow_tail.numel() + 1, dtype=torch.int64)
+    crow[1:] = crow_tail + _repeat(nnz_off, sizes_t)
+    col = col + _repeat(offsets[:-1], nnz_t)
+    N = int(offsets[-1])
+    built = (Pattern(crow.to(device), col.to(device), N, N), offsets)
+    with _BLOCK_PATTERNS_LOCK:
+        _BLOCK_PATTERNS[key] = (tuple(patterns), built, device)
+        while len(_BLOCK_PATTERNS) > _BLOCK_PATTERNS_MAX:
+            _BLOCK_PATTERNS.popitem(last=False)
+    return built
+
+
 def block_diagonal(As: Sequence[SparseTensor]) -> tuple[SparseTensor, torch.Tensor]:
     """The block-diagonal matrix of square, unbatched SparseTensors (values concatenated, so gradients
     flow back to each member) and its block offsets ``(len(As) + 1,)``. Built from the members' CSR
-    arrays without sorting; on the CPU the index arrays are concatenated through NumPy (a torch.cat of
-    thousands of small tensors costs several microseconds per tensor)."""
+    arrays without sorting; on the CPU the arrays are concatenated through NumPy (a torch.cat of
+    thousands of small tensors costs several microseconds per tensor). The pattern of a list of member
+    patterns seen lately is reused (see ``_block_pattern``)."""
     if len(As) == 0:
         raise InvalidArgumentError("As: the batch is empty")
     first = As[0]
     dtype, device = first.dtype, first.device
-    sizes, nnzs = [], []
+    patterns = []
     for i, A in enumerate(As):
         p = A.pattern
         if A.batch_shape:
@@ -93,32 +136,12 @@ def block_diagonal(As: Sequence[SparseTensor]) -> tuple[SparseTensor, torch.Tens
                 f"As[{i}]: dtype {A.dtype} on {A.device}, but As[0] is {dtype} on {device}; every member "
                 "needs the same dtype and device"
             )
-        sizes.append(p.n_rows)
-        nnzs.append(p.col.numel())
-    sizes_t = torch.tensor(sizes, dtype=torch.int64)
-    nnz_t = torch.tensor(nnzs, dtype=torch.int64)
-    offsets = torch.zeros(len(As) + 1, dtype=torch.int64)
-    offsets[1:] = torch.cumsum(sizes_t, 0)
-    nnz_off = torch.zeros(len(As), dtype=torch.int64)
-    nnz_off[1:] = torch.cumsum(nnz_t, 0)[:-1]
-    if device.type == "cpu":
-        crow_tail = torch.from_numpy(
-            np.concatenate([A.pattern.crow.numpy()[1:] for A in As]).astype(np.int64)
-        )
-        col = torch.from_numpy(np.concatenate([A.pattern.col.numpy() for A in As]).astype(np.int64))
-        if any(A.values.requires_grad for A in As):
-            values = torch.cat([A.values for A in As])
-        else:
-            values = torch.from_numpy(np.concatenate([A.values.detach().resolve_conj().numpy() for A in As]))
+        patterns.append(p)
+    pattern, offsets = _block_pattern(patterns, device)
+    if device.type == "cpu" and not any(A.values.requires_grad for A in As):
+        values = torch.from_numpy(np.concatenate([A.values.detach().resolve_conj().numpy() for A in As]))
     else:
-        crow_tail = torch.cat([A.pattern.crow[1:] for A in As]).to(torch.int64).cpu()
-        col = torch.cat([A.pattern.col for A in As]).to(torch.int64).cpu()
         values = torch.cat([A.values for A in As])
-    crow = torch.zeros(crow_tail.numel() + 1, dtype=torch.int64)
-    crow[1:] = crow_tail + _repeat(nnz_off, sizes_t)
-    col = col + _repeat(offsets[:-1], nnz_t)
-    N = int(offsets[-1])
-    pattern = Pattern(crow.to(device), col.to(device), N, N)
     return SparseTensor._from_pattern(values, pattern), offsets
 
 

@@ -697,22 +697,20 @@ def krylov_solve(
             if bool((st.est <= st.tol).all()):
                 break
     rnorm = st.est if verified else A.norm(_residual(A, b, x))
-    vals = torch.stack(
+    rel, ok = (rnorm / st.bscale).to(st.tol.dtype), rnorm <= st.tol
+    # one host synchronisation: the summary, then the same per column
+    vals = torch.cat(
         [
-            (rnorm / st.bscale).max().to(st.tol.dtype),
-            (rnorm <= st.tol).all().to(st.tol.dtype),
-            st.col_its.max().to(st.tol.dtype),
+            torch.stack([rel.max(), ok.all().to(st.tol.dtype), st.col_its.max().to(st.tol.dtype)]),
+            rel,
+            ok.to(st.tol.dtype),
+            st.col_its.to(st.tol.dtype),
         ]
     ).tolist()
-    info = _info(vals, status, monitor)
-    rel = rnorm / st.bscale
-    cols = torch.stack(
-        [rel.to(st.tol.dtype), (rnorm <= st.tol).to(st.tol.dtype), st.col_its.to(st.tol.dtype)]
-    )
-    col_rel, col_ok, col_its = cols.tolist()
-    info.column_residuals = col_rel
-    info.column_converged = [bool(c) and status != "nan" for c in col_ok]
-    info.column_iterations = [int(c) for c in col_its]
+    info = _info(vals[:3], status, monitor)
+    info.column_residuals = vals[3 : 3 + k]
+    info.column_converged = [bool(c) and status != "nan" for c in vals[3 + k : 3 + 2 * k]]
+    info.column_iterations = [int(c) for c in vals[3 + 2 * k :]]
     return x, info
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ._checks import INT64_MAX, core_array, outside_transforms
+from ._checks import INT64_MAX, core_array, outside_transforms, plain
 from ._core import IMPORT_ERROR, core, core_build_info
 from ._memory import check_budget
 from .errors import InvalidArgumentError
@@ -70,6 +70,7 @@ class Pattern:
         return Pattern(crow, u_col.contiguous(), n_rows, n_cols), inverse, u_row.numel() < nnz
 
     @staticmethod
+    @outside_transforms
     def from_ordered_coo(row: torch.Tensor, col: torch.Tensor, n_rows: int, n_cols: int) -> Pattern | None:
         """The pattern of CPU COO indices already in CSR order without duplicates (each entry strictly
         after the one before it in row-major order, as graph libraries keep their edge lists), in one pass of
@@ -78,9 +79,11 @@ class Pattern:
         :meth:`from_coo` sorts). An index out of range raises :class:`InvalidArgumentError`."""
         if IMPORT_ERROR is not None or row.device.type != "cpu" or col.device.type != "cpu":
             return None
+        row, col = plain(row), plain(col)  # indices carry no gradient; a torch.func wrapper has no storage
         if row.dtype != col.dtype:
             row, col = row.to(torch.int64), col.to(torch.int64)
-        check_budget(8.0 * (n_rows + 1), f"a CSR matrix with {n_rows} rows (its row pointers)")
+        # the same bound as the sorting path (_crow_from_rows), which builds three arrays of this length
+        check_budget(24.0 * (n_rows + 1), f"a CSR matrix with {n_rows} rows (its row pointers)")
         crow = torch.empty(n_rows + 1, dtype=torch.int64)
         row, col = row.contiguous(), col.contiguous()
         handle = core().csr_from_ordered_coo(
