@@ -905,24 +905,43 @@ class BlockFactorsImpl final : public BlockFactors {
   index_t dense_count_ = 0, sparse_count_ = 0, fallbacks_ = 0, analyses_ = 0, analyses_reused_ = 0;
 };
 
+// Whether every entry of block k lies in its rows and columns.
 template <class I>
-void check_blocks(const CsrView<I>& p, const index_t* offsets, index_t nblocks) {
+bool block_is_closed(const CsrView<I>& p, const index_t* offsets, index_t k) {
+  const index_t lo = offsets[k], hi = offsets[k + 1];
+  for (index_t e = static_cast<index_t>(p.indptr[lo]); e < static_cast<index_t>(p.indptr[hi]); ++e) {
+    const index_t c = static_cast<index_t>(p.indices[e]);
+    if (c < lo || c >= hi) return false;
+  }
+  return true;
+}
+
+template <class I>
+void check_blocks(const CsrView<I>& p, const index_t* offsets, index_t nblocks, int threads) {
   if (nblocks < 0) fail(ErrorKind::InvalidArgument, "offsets: need at least one entry");
   if (offsets[0] != 0) fail(ErrorKind::InvalidArgument, "offsets: must start at 0, got ", offsets[0]);
   if (offsets[nblocks] != p.n_rows)
     fail(ErrorKind::InvalidArgument, "offsets: must end at the number of rows ", p.n_rows, ", got ", offsets[nblocks]);
-  for (index_t k = 0; k < nblocks; ++k) {
+  for (index_t k = 0; k < nblocks; ++k)
     if (offsets[k + 1] < offsets[k])
       fail(ErrorKind::InvalidArgument, "offsets: must be non-decreasing, but offsets[", k + 1, "] = ", offsets[k + 1],
            " < offsets[", k, "] = ", offsets[k]);
-    for (index_t r = offsets[k]; r < offsets[k + 1]; ++r)
-      for (index_t e = static_cast<index_t>(p.indptr[r]); e < static_cast<index_t>(p.indptr[r + 1]); ++e) {
-        const index_t c = static_cast<index_t>(p.indices[e]);
-        if (c < offsets[k] || c >= offsets[k + 1])
-          fail(ErrorKind::InvalidArgument, "A: entry (", r, ", ", c, ") couples block ", k, " (rows and columns ",
-               offsets[k], " to ", offsets[k + 1] - 1, ") to another block; the matrix is not block diagonal");
-      }
-  }
+  // The entries of every block (in parallel: one pass over the whole pattern), then the first block that
+  // fails, named with its first entry outside.
+  index_t first_open = nblocks;
+  const int t = p.indptr[p.n_rows] < 4 * kSerialWork ? 1 : threads;
+#pragma omp parallel for schedule(static) reduction(min : first_open) num_threads(t) if (t > 1)
+  for (index_t k = 0; k < nblocks; ++k)
+    if (!block_is_closed(p, offsets, k)) first_open = std::min(first_open, k);
+  if (first_open == nblocks) return;
+  const index_t k = first_open;
+  for (index_t r = offsets[k]; r < offsets[k + 1]; ++r)
+    for (index_t e = static_cast<index_t>(p.indptr[r]); e < static_cast<index_t>(p.indptr[r + 1]); ++e) {
+      const index_t c = static_cast<index_t>(p.indices[e]);
+      if (c < offsets[k] || c >= offsets[k + 1])
+        fail(ErrorKind::InvalidArgument, "A: entry (", r, ", ", c, ") couples block ", k, " (rows and columns ",
+             offsets[k], " to ", offsets[k + 1] - 1, ") to another block; the matrix is not block diagonal");
+    }
 }
 
 }  // namespace
@@ -932,10 +951,11 @@ std::unique_ptr<BlockFactors> factorize_blocks(Backend backend, Method method, S
                                                const void* values, const BlockOptions& options) {
   if (pattern.n_rows() != pattern.n_cols())
     fail(ErrorKind::InvalidArgument, "A: expected a square matrix, got ", pattern.n_rows(), " x ", pattern.n_cols());
+  const int threads = detail::batch_threads(options.threads);
   if (pattern.index32())
-    check_blocks(pattern.view<std::int32_t>(), offsets, nblocks);
+    check_blocks(pattern.view<std::int32_t>(), offsets, nblocks, threads);
   else
-    check_blocks(pattern.view<std::int64_t>(), offsets, nblocks);
+    check_blocks(pattern.view<std::int64_t>(), offsets, nblocks, threads);
   if (options.dense_max < 0) fail(ErrorKind::InvalidArgument, "dense_max: must be >= 0, got ", options.dense_max);
   std::vector<index_t> offs(offsets, offsets + nblocks + 1);
   if (is_complex(scalar)) {

@@ -93,6 +93,7 @@ class Pattern:
             return None
         p = Pattern(crow, col.to(torch.int64), n_rows, n_cols)
         p._cache["core_handle"] = handle
+        p._cache["row"] = row.to(torch.int64)  # in CSR order already: the row of every entry
         return p
 
     @staticmethod
