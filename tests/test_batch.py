@@ -289,6 +289,12 @@ def test_explain_says_which_strategy():
     As = members([5, 10])
     _, info = sla.solve_batch(As, rhs(As), return_info=True)
     assert any("separately in parallel" in r for r in info["reasons"])
+    L = sla.SparseTensorList(As)
+    c = L.explain()
+    assert c.kind == "members" and "separately in parallel" in str(c)
+    assert L.explain(strategy="block_diagonal").kind == "block_diagonal"
+    k = sla.SparseTensorList(members([5, 10], "spd")).explain(method="cg")
+    assert k.kind == "krylov" and k.preconditioner == "jacobi" and "together" in str(k)
     _, info = sla.solve_batch(As, rhs(As), strategy="block_diagonal", return_info=True)
     assert info["strategy"] == "block_diagonal"
     with warnings.catch_warnings():

@@ -2,7 +2,8 @@
 
 The members become the diagonal blocks of one block-diagonal matrix (a list is concatenated; a graph
 batch already is one: a block-diagonal COO and a ``batch`` vector), so they reach the C++ core as a few
-arrays however many they are. Two ways to factorize it, chosen by size (:func:`explain` says which):
+arrays however many they are. Two ways to factorize it, chosen by size (``return_info=True`` or
+:meth:`SparseTensorList.explain` say which):
 
 - ``members``: every block on its own, in parallel on OpenMP threads with the GIL released once; blocks
   of up to ``dense_max`` rows as dense matrices (microseconds each), larger ones with their own sparse
@@ -663,7 +664,8 @@ def solve_batch(
         converge raise :class:`ConvergenceError` naming them, or are reported in a warning (their last
         iterates returned).
     strategy : {"auto", "members", "block_diagonal"}
-        See the module notes; ``return_info=True`` or :func:`explain` say which was used and why.
+        See the module notes; ``return_info=True`` or :meth:`SparseTensorList.explain` say which was used
+        and why.
     **iterative
         For iterative methods: ``rtol`` (1e-8), ``atol`` (0), ``maxiter`` (10 times the member's size),
         ``restart`` (GMRES, 30), ``preconditioner`` ("auto": Jacobi when the diagonal allows it, "none",
@@ -783,6 +785,32 @@ class SparseTensorList:
     def solve(self, bs, **kwargs):
         """``solve_batch(self, bs, **kwargs)``."""
         return solve_batch(self, bs, **kwargs)
+
+    def explain(
+        self,
+        *,
+        backend: str = "auto",
+        method: str = "auto",
+        strategy: str = "auto",
+        check_symmetry: bool = True,
+    ) -> Choice:
+        """What ``solve_batch`` would do with these members (backend, method, strategy) and why. Printable;
+        ``kind`` is the strategy: "members" (blocks factorized separately in parallel), "block_diagonal"
+        (one factorization of the whole block-diagonal matrix) or "krylov" (iterative, members together)."""
+        A, offsets = block_diagonal(self.tensors)
+        if method in ITERATIVE_METHODS:
+            if backend not in ("auto", "torch"):
+                raise InvalidArgumentError(
+                    f"backend: iterative methods on a batch of distinct patterns run on the torch Krylov "
+                    f"kernels (backend 'torch' or 'auto'), not {backend!r}"
+                )
+            c = choose(A, "torch", method, check_symmetry=check_symmetry)
+            reasons = list(c.reasons) + [
+                f"{len(self)} members iterated together, each with its own scalars and convergence"
+            ]
+            return Choice(c.backend, method, None, reasons, kind="krylov", preconditioner=c.preconditioner)
+        strategy, c, reasons = _plan(A, offsets, backend, method, check_symmetry, strategy)
+        return Choice(c.backend, c.method, c.fallback, reasons, kind=strategy)
 
 
 # -- the names of the torch-sla API ------------------------------------------------------------------------
