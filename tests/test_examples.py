@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+import torch_sla
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -173,3 +175,20 @@ def test_distributed_benchmark_quick_run(tmp_path):
     assert data["halo"]["measured"] == data["halo"]["model"]
     assert set(data["iterations"]) == {"1", "2"}  # --quick runs no oversubscribed pools
     assert data["cg"]["per_iteration_2"] > 0 and "communication exceeds compute" in r.stdout
+def test_batches_benchmark_quick_run(tmp_path):
+    js = tmp_path / "batches.json"
+    # The package this test process imported (also when it is not the editable install's).
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(torch_sla.__file__)))
+    script = os.path.join(ROOT, "benchmarks", "bench_batches.py")
+    boot = (
+        "import runpy, sys; "
+        "sys.meta_path[:] = [f for f in sys.meta_path if '_editable' not in type(f).__module__]; "
+        f"sys.path.insert(0, {parent!r}); sys.argv = [{script!r}, '--quick', '--json', {str(js)!r}]; "
+        f"runpy.run_path({script!r}, run_name='__main__')"
+    )
+    r = run(["-c", boot], tmp_path)
+    assert r.returncode == 0, r.stderr
+    graphs, fem, shared = json.loads(js.read_text())["results"]
+    assert graphs["graph_batch_s"] > 0 and graphs["arithmetic_s"] > 0 and graphs["vs_scipy_graph"] > 0
+    assert fem["ratio_warm"] > 0 and fem["ratio_cold"] > 0 and shared["ratio"] > 0
+    assert "per-member overhead" in r.stdout

@@ -4,6 +4,7 @@
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -34,7 +35,8 @@ struct BlocksHandle {
 
 BlocksHandle factorize_blocks_py(const std::string& backend, const std::string& method, const std::string& dtype,
                                  const CsrPattern& pattern, const Array& offsets, const Array& values, int threads,
-                                 index_t dense_max, bool fallback_lu, bool auto_method, bool check_finite) {
+                                 index_t dense_max, bool fallback_lu, bool auto_method, bool check_finite,
+                                 BlockAnalysisCache* cache) {
   check_array(offsets, "offsets", 1);
   if (!is_int64(offsets)) fail(ErrorKind::InvalidArgument, "offsets: must be int64");
   if (offsets.shape(0) < 1) fail(ErrorKind::InvalidArgument, "offsets: need at least one entry (0)");
@@ -53,6 +55,7 @@ BlocksHandle factorize_blocks_py(const std::string& backend, const std::string& 
   o.fallback_lu = fallback_lu;
   o.auto_method = auto_method;
   o.check_finite = check_finite;
+  o.cache = cache;
   nb::gil_scoped_release release;  // once, for every block
   return BlocksHandle{factorize_blocks(b, m, s, pattern, off, nblocks, v, o), s};
 }
@@ -91,6 +94,11 @@ void bind_blocks(nb::module_& m) {
       .def_prop_ro("lu_fallbacks", [](const BlocksHandle& h) { return h.factors->lu_fallbacks(); })
       .def_prop_ro("cholesky_blocks", [](const BlocksHandle& h) { return h.factors->cholesky_blocks(); })
       .def_prop_ro(
+          "analyses", [](const BlocksHandle& h) { return h.factors->analyses(); }, "Sparse analyses this call made.")
+      .def_prop_ro(
+          "analyses_reused", [](const BlocksHandle& h) { return h.factors->analyses_reused(); },
+          "Sparse blocks whose analysis came from the cache or from another block with the same pattern.")
+      .def_prop_ro(
           "errors",
           [](const BlocksHandle& h) {
             std::vector<std::tuple<index_t, std::string, std::string>> out;
@@ -98,13 +106,28 @@ void bind_blocks(nb::module_& m) {
             return out;
           },
           "The blocks that failed: (block, kind, message), kind one of 'singular', 'not_positive_definite', ...");
+  nb::class_<BlockAnalysisCache>(m, "BlockAnalysisCache",
+                                 "Symbolic analyses of block patterns kept between calls of factorize_blocks (exact "
+                                 "pattern keys, least recently used first out beyond limit_bytes).")
+      .def(nb::init<std::size_t>(), nb::arg("limit_bytes"))
+      .def("set_limit", &BlockAnalysisCache::set_limit, nb::arg("limit_bytes"))
+      .def("clear", &BlockAnalysisCache::clear)
+      .def(
+          "stats",
+          [](const BlockAnalysisCache& c) {
+            const auto s = c.stats();
+            return std::make_tuple(s.entries, s.bytes, s.limit_bytes, s.hits, s.misses);
+          },
+          "(entries, bytes, limit_bytes, hits, misses)");
   m.def("factorize_blocks", &factorize_blocks_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"),
         nb::arg("pattern"), nb::arg("offsets"), nb::arg("values"), nb::arg("threads") = 0, nb::arg("dense_max") = 96,
         nb::arg("fallback_lu") = false, nb::arg("auto_method") = false, nb::arg("check_finite") = true,
+        nb::arg("cache").none() = nullptr,
         "Factorize the diagonal blocks (rows/columns offsets[b]..offsets[b+1]) of a block-diagonal CsrPattern, "
         "small blocks densely, larger ones with `backend`, blocks in parallel, the GIL released once. Failed "
         "blocks are reported in .errors, not raised. auto_method: per block, Cholesky (LU if it breaks down) for a "
-        "Hermitian block with a positive real diagonal, else LU (`method` is then ignored).");
+        "Hermitian block with a positive real diagonal, else LU (`method` is then ignored). cache: a "
+        "BlockAnalysisCache for the sparse blocks' analyses (None: kept for this call only).");
 }
 
 }  // namespace sla::bind

@@ -1,15 +1,15 @@
 // Binding of CsrPattern: a CSR pattern validated once, whose index arrays the core owns.
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
-#include <nanobind/stl/optional.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <new>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
-#include <string>
 
 #include "common.hpp"
 #include "sla/coloring.hpp"
@@ -86,7 +86,6 @@ void check_values(const CsrPattern& p, const Array& values, const char* what) {
   scalar_of(values, what);
 }
 
-
 // Colors of a column coloring, as an int32 array of n_cols entries (checked).
 const std::int32_t* colors_of(const CsrPattern& p, const Array& colors, const char* what) {
   check_array(colors, what, 1);
@@ -102,7 +101,8 @@ void bind_coloring(nb::module_& m) {
       "color_columns",
       [](const CsrPattern& p, const std::string& order, OutArray& colors) {
         check_output(colors, "colors", 1);
-        if (colors.dtype() != nb::dtype<std::int32_t>()) fail(ErrorKind::InvalidArgument, "colors: dtype must be int32");
+        if (colors.dtype() != nb::dtype<std::int32_t>())
+          fail(ErrorKind::InvalidArgument, "colors: dtype must be int32");
         if (static_cast<index_t>(colors.shape(0)) != p.n_cols())
           fail(ErrorKind::InvalidArgument, "colors: expected ", p.n_cols(), " entries (one per column), got ",
                colors.shape(0));
@@ -136,6 +136,37 @@ void bind_pattern(nb::module_& m) {
         nb::arg("col_indices"), nb::arg("t_crow"), nb::arg("t_col"), nb::arg("perm"),
         "Transpose a CSR pattern (int64) into t_crow, t_col and perm (values_T = values[perm]) by a counting "
         "sort, O(nnz + n_cols); the pattern is validated first.");
+  m.def(
+      "csr_from_ordered_coo",
+      [](const Array& row, const Array& col, index_t n_rows, index_t n_cols,
+         OutArray& crow) -> std::optional<CsrPattern> {
+        check_array(row, "row_indices", 1);
+        check_array(col, "col_indices", 1);
+        check_output(crow, "crow", 1);
+        if (crow.dtype() != nb::dtype<std::int64_t>() || static_cast<index_t>(crow.shape(0)) != n_rows + 1)
+          fail(ErrorKind::InvalidArgument, "crow: expected ", n_rows + 1, " int64 entries");
+        const auto nnz = static_cast<index_t>(row.shape(0));
+        if (static_cast<index_t>(col.shape(0)) != nnz)
+          fail(ErrorKind::InvalidArgument, "col_indices: has ", col.shape(0), " entries but row_indices has ", nnz);
+        auto* cp = static_cast<std::int64_t*>(crow.data());
+        if (is_int64(row) && is_int64(col)) {
+          const auto* r = static_cast<const std::int64_t*>(row.data());
+          const auto* c = static_cast<const std::int64_t*>(col.data());
+          nb::gil_scoped_release release;
+          return CsrPattern::from_ordered_coo(r, c, nnz, n_rows, n_cols, cp, "row_indices", "col_indices");
+        }
+        if (is_int32(row) && is_int32(col)) {
+          const auto* r = static_cast<const std::int32_t*>(row.data());
+          const auto* c = static_cast<const std::int32_t*>(col.data());
+          nb::gil_scoped_release release;
+          return CsrPattern::from_ordered_coo(r, c, nnz, n_rows, n_cols, cp, "row_indices", "col_indices");
+        }
+        fail(ErrorKind::InvalidArgument, "row_indices, col_indices: must both be int32 or both int64");
+      },
+      nb::arg("row"), nb::arg("col"), nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("crow"),
+      "The CsrPattern of COO indices already in CSR order (each entry strictly after the previous one in "
+      "row-major order), with its row pointers written to crow (int64, n_rows + 1), in one pass; None when "
+      "an entry is out of that order. An index out of range raises.");
   nb::class_<CsrPattern>(m, "CsrPattern",
                          "A CSR sparsity pattern validated once; the core keeps its own copy of the indices "
                          "(int32 when they fit, else int64). Entry points that take it skip the O(nnz) "

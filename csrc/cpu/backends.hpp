@@ -10,7 +10,8 @@
 namespace sla::detail {
 
 bool suitesparse_compiled();
-std::shared_ptr<const Symbolic> analyze_cholmod(Method method, ScalarType scalar, CscPlan plan);
+std::shared_ptr<const Symbolic> analyze_cholmod(Method method, ScalarType scalar, CscPlan plan,
+                                                const AnalyzeOptions& options);
 std::shared_ptr<const Symbolic> analyze_umfpack(ScalarType scalar, CscPlan plan);
 std::shared_ptr<const Symbolic> analyze_eigen(Method method, ScalarType scalar, CscPlan plan);
 std::shared_ptr<const Symbolic> analyze_pardiso(Method method, ScalarType scalar, CscPlan plan);

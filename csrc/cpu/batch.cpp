@@ -2,6 +2,7 @@
 #include "batch.hpp"
 
 #include <exception>
+#include <mutex>
 
 #include "sla/direct.hpp"
 #include "sla/errors.hpp"
@@ -29,6 +30,29 @@ BlasThreadsScope::BlasThreadsScope(int threads) {
 
 BlasThreadsScope::~BlasThreadsScope() {
   if (previous_ > 0) set_blas_threads(previous_);
+}
+
+namespace {
+std::mutex nested_mutex;
+int nested_scopes = 0;     // scopes alive
+int nested_previous = -1;  // max-active-levels before the first of them
+}  // namespace
+
+SerialNestedRegions::SerialNestedRegions() {
+#ifdef SLA_HAVE_OPENMP
+  std::lock_guard<std::mutex> lock(nested_mutex);
+  if (nested_scopes++ == 0) {
+    nested_previous = omp_get_max_active_levels();
+    if (nested_previous > 1) omp_set_max_active_levels(1);
+  }
+#endif
+}
+
+SerialNestedRegions::~SerialNestedRegions() {
+#ifdef SLA_HAVE_OPENMP
+  std::lock_guard<std::mutex> lock(nested_mutex);
+  if (--nested_scopes == 0 && nested_previous > 1) omp_set_max_active_levels(nested_previous);
+#endif
 }
 
 int batch_threads(int threads) {

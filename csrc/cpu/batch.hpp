@@ -55,6 +55,21 @@ class MemberScope {
   index_t previous_member_;
 };
 
+// While one lives, OpenMP regions nested inside parallel regions run on the thread that meets them. The
+// libraries under a batch member open regions of their own (CHOLMOD's supernodal factorization asks for a
+// team of several threads for each of a few loops); inside the batch's parallel loop each such region
+// would start a team of new threads (the runtime keeps no pool for nested teams) and oversubscribe the
+// cores that the batch already uses. The setting (max-active-levels) is the process's; it is lowered to 1
+// while any scope lives and restored when the last one ends. Regions outside parallel regions are not
+// affected.
+class SerialNestedRegions {
+ public:
+  SerialNestedRegions();
+  ~SerialNestedRegions();
+  SerialNestedRegions(const SerialNestedRegions&) = delete;
+  SerialNestedRegions& operator=(const SerialNestedRegions&) = delete;
+};
+
 // Throws BatchCancelled when this thread runs a member of a batch that no longer needs it (poll_interrupt).
 void check_batch_cancelled();
 
@@ -70,9 +85,8 @@ void for_each_member(index_t count, int threads, F&& f) {
   std::vector<char> other(static_cast<std::size_t>(count), 0);  // errors[i] is not an sla::Error
   BatchState state(count);
   const int t = threads < 1 ? 1 : (static_cast<index_t>(threads) > count ? static_cast<int>(count) : threads);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(t) if (t > 1)
-  for (index_t i = 0; i < count; ++i) {
-    if (state.cancels(i)) continue;
+  auto member = [&](index_t i) {
+    if (state.cancels(i)) return;
     MemberScope scope(&state, i);
     try {
       f(i);
@@ -86,6 +100,13 @@ void for_each_member(index_t count, int threads, F&& f) {
       other[static_cast<std::size_t>(i)] = 1;
       state.abort_all.store(true, std::memory_order_relaxed);
     }
+  };
+  if (t > 1) {
+    SerialNestedRegions nested;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(t)
+    for (index_t i = 0; i < count; ++i) member(i);
+  } else {  // no parallel region at all: the libraries' own regions stay top-level (their thread pool)
+    for (index_t i = 0; i < count; ++i) member(i);
   }
   for (index_t i = 0; i < count; ++i)
     if (other[static_cast<std::size_t>(i)]) std::rethrow_exception(errors[static_cast<std::size_t>(i)]);

@@ -344,7 +344,7 @@ class CholmodNumeric final : public Numeric {
 
 class CholmodSymbolic final : public CpuSymbolic {
  public:
-  CholmodSymbolic(Method method, ScalarType scalar, CscPlan plan)
+  CholmodSymbolic(Method method, ScalarType scalar, CscPlan plan, const AnalyzeOptions& options)
       : CpuSymbolic(scalar, std::move(plan)),
         method_(method),
         common_(std::make_shared<CholmodCommon>(method)),
@@ -355,6 +355,7 @@ class CholmodSymbolic final : public CpuSymbolic {
       c.method[0].ordering = plan_.ordering == Ordering::AMD ? CHOLMOD_AMD : CHOLMOD_METIS;
       c.postorder = 1;
     }
+    if (options.threads == 1) c.supernodal_switch = 80.0;  // see AnalyzeOptions (the default is 40)
     cholmod_sparse a = sparse_view(plan_, nullptr, false);
     L_.reset(cholmod_l_analyze(&a, &c));
     if (!L_) fail(ErrorKind::Internal, "CHOLMOD analysis failed (status ", c.status, ")");
@@ -432,8 +433,9 @@ class CholmodSymbolic final : public CpuSymbolic {
 
 bool suitesparse_compiled() { return true; }
 
-std::shared_ptr<const Symbolic> analyze_cholmod(Method method, ScalarType scalar, CscPlan plan) {
-  return std::make_shared<CholmodSymbolic>(method, scalar, std::move(plan));
+std::shared_ptr<const Symbolic> analyze_cholmod(Method method, ScalarType scalar, CscPlan plan,
+                                                const AnalyzeOptions& options) {
+  return std::make_shared<CholmodSymbolic>(method, scalar, std::move(plan), options);
 }
 
 }  // namespace sla::detail

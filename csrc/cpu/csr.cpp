@@ -1,4 +1,5 @@
 // CSR pattern validation, and CsrPattern: a validated pattern with its own copy of the indices.
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -17,27 +18,26 @@ void validate_csr(const CsrView<I>& a, index_t indptr_len, index_t indices_len, 
   if (a.n_rows < 0 || a.n_cols < 0)
     fail(ErrorKind::InvalidArgument, what, ": shape (", a.n_rows, ", ", a.n_cols, ") has a negative size");
   if (indptr_len != a.n_rows + 1)
-    fail(ErrorKind::InvalidArgument, what, ": indptr has ", indptr_len, " entries, expected n_rows + 1 = ",
-         a.n_rows + 1);
+    fail(ErrorKind::InvalidArgument, what, ": indptr has ", indptr_len,
+         " entries, expected n_rows + 1 = ", a.n_rows + 1);
   if (a.indptr == nullptr || (indices_len > 0 && a.indices == nullptr))
     fail(ErrorKind::InvalidArgument, what, ": null index array");
   if (a.indptr[0] != 0) fail(ErrorKind::InvalidArgument, what, ": indptr[0] is ", a.indptr[0], ", expected 0");
   for (index_t r = 0; r < a.n_rows; ++r) {
     if ((r & 0xFFFF) == 0) poll_interrupt();
     const index_t lo = a.indptr[r], hi = a.indptr[r + 1];
-    if (hi < lo)
-      fail(ErrorKind::InvalidArgument, what, ": indptr decreases at row ", r, " (", lo, " -> ", hi, ")");
+    if (hi < lo) fail(ErrorKind::InvalidArgument, what, ": indptr decreases at row ", r, " (", lo, " -> ", hi, ")");
     if (hi > indices_len)
       fail(ErrorKind::InvalidArgument, what, ": indptr[", r + 1, "] = ", hi, " exceeds the ", indices_len,
            " column indices given");
     for (index_t k = lo; k < hi; ++k) {
       const index_t c = a.indices[k];
       if (c < 0 || c >= a.n_cols)
-        fail(ErrorKind::InvalidArgument, what, ": column index ", c, " in row ", r, " is out of range [0, ",
-             a.n_cols, ")");
+        fail(ErrorKind::InvalidArgument, what, ": column index ", c, " in row ", r, " is out of range [0, ", a.n_cols,
+             ")");
       if (k > lo && c <= static_cast<index_t>(a.indices[k - 1]))
-        fail(ErrorKind::InvalidArgument, what, ": column indices of row ", r,
-             " are not sorted and unique (", a.indices[k - 1], " then ", c, ")");
+        fail(ErrorKind::InvalidArgument, what, ": column indices of row ", r, " are not sorted and unique (",
+             a.indices[k - 1], " then ", c, ")");
     }
   }
   if (a.nnz() != indices_len)
@@ -94,6 +94,55 @@ template CsrPattern CsrPattern::copy_of<std::int32_t>(const CsrView<std::int32_t
                                                       const std::string&);
 template CsrPattern CsrPattern::copy_of<std::int64_t>(const CsrView<std::int64_t>&, index_t, index_t,
                                                       const std::string&);
+
+template <class I>
+std::optional<CsrPattern> CsrPattern::from_ordered_coo(const I* row, const I* col, index_t nnz, index_t n_rows,
+                                                       index_t n_cols, std::int64_t* crow, const std::string& row_name,
+                                                       const std::string& col_name) {
+  if (nnz < 0 || n_rows < 0 || n_cols < 0)
+    fail(ErrorKind::InvalidArgument, "from_ordered_coo: negative size (", nnz, ", ", n_rows, ", ", n_cols, ")");
+  std::fill(crow, crow + n_rows + 1, std::int64_t{0});
+  index_t prev_r = -1, prev_c = -1;
+  for (index_t e = 0; e < nnz; ++e) {
+    const auto r = static_cast<index_t>(row[e]), c = static_cast<index_t>(col[e]);
+    if (r < 0 || r >= n_rows)
+      fail(ErrorKind::InvalidArgument, row_name, ": index ", r, " is out of range for a matrix of shape (", n_rows,
+           ", ", n_cols, ")");
+    if (c < 0 || c >= n_cols)
+      fail(ErrorKind::InvalidArgument, col_name, ": index ", c, " is out of range for a matrix of shape (", n_rows,
+           ", ", n_cols, ")");
+    if (r < prev_r || (r == prev_r && c <= prev_c)) return std::nullopt;
+    ++crow[r + 1];
+    prev_r = r;
+    prev_c = c;
+  }
+  for (index_t r = 0; r < n_rows; ++r) crow[r + 1] += crow[r];
+  CsrPattern p;
+  p.n_rows_ = n_rows;
+  p.n_cols_ = n_cols;
+  p.nnz_ = nnz;
+  constexpr index_t kMax32 = std::numeric_limits<std::int32_t>::max();
+  p.index32_ = n_rows <= kMax32 && n_cols <= kMax32 && nnz <= kMax32;
+  auto copy = [&](auto& indptr, auto& indices) {
+    using J = typename std::decay_t<decltype(indptr)>::value_type;
+    indptr.resize(static_cast<std::size_t>(n_rows + 1));
+    indices.resize(static_cast<std::size_t>(nnz));
+    for (index_t r = 0; r <= n_rows; ++r) indptr[r] = static_cast<J>(crow[r]);
+    for (index_t k = 0; k < nnz; ++k) indices[k] = static_cast<J>(col[k]);
+  };
+  if (p.index32_)
+    copy(p.indptr32_, p.indices32_);
+  else
+    copy(p.indptr64_, p.indices64_);
+  return p;
+}
+
+template std::optional<CsrPattern> CsrPattern::from_ordered_coo<std::int32_t>(const std::int32_t*, const std::int32_t*,
+                                                                              index_t, index_t, index_t, std::int64_t*,
+                                                                              const std::string&, const std::string&);
+template std::optional<CsrPattern> CsrPattern::from_ordered_coo<std::int64_t>(const std::int64_t*, const std::int64_t*,
+                                                                              index_t, index_t, index_t, std::int64_t*,
+                                                                              const std::string&, const std::string&);
 
 std::size_t CsrPattern::memory_bytes() const {
   return sizeof(*this) + (indptr32_.capacity() + indices32_.capacity()) * sizeof(std::int32_t) +

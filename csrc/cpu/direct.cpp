@@ -118,7 +118,7 @@ bool backend_available(Backend b) {
 
 template <class I>
 std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrView<I>& pattern,
-                                        Ordering ordering) {
+                                        Ordering ordering, const AnalyzeOptions& options) {
   if (pattern.n_rows != pattern.n_cols)
     fail(ErrorKind::InvalidArgument, "A: a direct solve needs a square matrix, got shape (", pattern.n_rows, ", ",
          pattern.n_cols, ")");
@@ -140,13 +140,15 @@ std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarTy
   if (backend == Backend::Eigen) return detail::analyze_eigen(method, scalar, std::move(plan));
   if (backend == Backend::Pardiso) return detail::analyze_pardiso(method, scalar, std::move(plan));
   if (method == Method::LU) return detail::analyze_umfpack(scalar, std::move(plan));
-  return detail::analyze_cholmod(method, scalar, std::move(plan));
+  return detail::analyze_cholmod(method, scalar, std::move(plan), options);
 }
 
 template std::shared_ptr<const Symbolic> analyze<std::int32_t>(Backend, Method, ScalarType,
-                                                               const CsrView<std::int32_t>&, Ordering);
+                                                               const CsrView<std::int32_t>&, Ordering,
+                                                               const AnalyzeOptions&);
 template std::shared_ptr<const Symbolic> analyze<std::int64_t>(Backend, Method, ScalarType,
-                                                               const CsrView<std::int64_t>&, Ordering);
+                                                               const CsrView<std::int64_t>&, Ordering,
+                                                               const AnalyzeOptions&);
 
 std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern,
                                         Ordering ordering) {

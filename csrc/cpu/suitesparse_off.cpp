@@ -6,7 +6,7 @@ namespace sla::detail {
 
 bool suitesparse_compiled() { return false; }
 
-std::shared_ptr<const Symbolic> analyze_cholmod(Method, ScalarType, CscPlan) {
+std::shared_ptr<const Symbolic> analyze_cholmod(Method, ScalarType, CscPlan, const AnalyzeOptions&) {
   fail(ErrorKind::Unavailable, "backend 'suitesparse' (CHOLMOD) is not compiled into this build");
 }
 

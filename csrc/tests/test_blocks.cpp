@@ -7,9 +7,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu/batch.hpp"
 #include "sla/blocks.hpp"
 #include "sla/direct.hpp"
 #include "test_util.hpp"
+
+#ifdef SLA_HAVE_OPENMP
+#include <omp.h>
+#endif
 
 namespace sla {
 namespace {
@@ -61,7 +66,8 @@ TEST(Blocks, DenseAndSparseBlocksSolveTheWholeSystem) {
   for (Method method : {Method::Cholesky, Method::LDL, Method::LU}) {
     BlockOptions o;
     o.threads = 2;
-    auto f = factorize_blocks(Backend::Eigen, method, ScalarType::Float64, b.pattern(), b.offsets.data(), 4, b.v.data(), o);
+    auto f =
+        factorize_blocks(Backend::Eigen, method, ScalarType::Float64, b.pattern(), b.offsets.data(), 4, b.v.data(), o);
     EXPECT_TRUE(f->errors().empty());
     EXPECT_EQ(f->dense_blocks(), 3);
     EXPECT_EQ(f->sparse_blocks(), 1);
@@ -99,9 +105,9 @@ TEST(Blocks, UnsymmetricDenseBlockTransposedSolve) {
 TEST(Blocks, FailedBlocksAreReportedAndNaNWhileTheOthersSolve) {
   Blocks b;
   b.add(tridiag(4, 4.0, -1.0));
-  b.add({{1.0, 1.0}, {1.0, 1.0}});          // singular
-  b.add({{1.0, 2.0}, {2.0, 1.0}});          // symmetric, positive diagonal, indefinite
-  b.add(tridiag(120, 1.0, 1.0));            // sparse, indefinite
+  b.add({{1.0, 1.0}, {1.0, 1.0}});  // singular
+  b.add({{1.0, 2.0}, {2.0, 1.0}});  // symmetric, positive diagonal, indefinite
+  b.add(tridiag(120, 1.0, 1.0));    // sparse, indefinite
   BlockOptions o;
   o.threads = 2;
   auto f = factorize_blocks(Backend::Eigen, Method::Cholesky, ScalarType::Float64, b.pattern(), b.offsets.data(), 4,
@@ -143,8 +149,8 @@ TEST(Blocks, BadOffsetsAndCouplingEntriesAreRejected) {
   b.add(tridiag(3, 4.0, -1.0));
   auto pat = b.pattern();
   std::vector<std::int64_t> bad_end{0, 3, 5};
-  EXPECT_THROW(factorize_blocks(Backend::Eigen, Method::LU, ScalarType::Float64, pat, bad_end.data(), 2, b.v.data(), {}),
-               Error);
+  EXPECT_THROW(
+      factorize_blocks(Backend::Eigen, Method::LU, ScalarType::Float64, pat, bad_end.data(), 2, b.v.data(), {}), Error);
   std::vector<std::int64_t> split{0, 2, 6};  // row 2 couples to column 1 of... block boundaries cut a block
   try {
     factorize_blocks(Backend::Eigen, Method::LU, ScalarType::Float64, pat, split.data(), 2, b.v.data(), {});
@@ -154,6 +160,157 @@ TEST(Blocks, BadOffsetsAndCouplingEntriesAreRejected) {
     EXPECT_NE(std::string(e.what()).find("block diagonal"), std::string::npos);
   }
 }
+
+// An arrow matrix: a dense last row and column, diagonal otherwise. In natural order its Cholesky factor
+// has no fill; in reverse order (the dense row first) it would fill completely. Eliminated by minimum degree
+// it must keep the leaves first, and solve exactly.
+std::vector<std::vector<double>> reverse_arrow(index_t m) {
+  std::vector<std::vector<double>> a(static_cast<std::size_t>(m), std::vector<double>(static_cast<std::size_t>(m)));
+  for (index_t i = 0; i < m; ++i) {
+    a[i][i] = 4.0 + static_cast<double>(i % 3);
+    if (i > 0) a[0][i] = a[i][0] = 1.0 / static_cast<double>(m);
+  }
+  a[0][0] = static_cast<double>(m);
+  return a;
+}
+
+TEST(Blocks, SmallBlocksWithAFillReducingOrderingSolveExactly) {
+  Blocks b;
+  b.add(reverse_arrow(60));
+  b.add(reverse_arrow(7));
+  b.add({{5.0, 0.0, 2.0}, {0.0, 6.0, 1.0}, {2.0, 1.0, 7.0}});
+  for (Method method : {Method::Cholesky, Method::LU}) {
+    auto f =
+        factorize_blocks(Backend::Eigen, method, ScalarType::Float64, b.pattern(), b.offsets.data(), 3, b.v.data(), {});
+    ASSERT_TRUE(f->errors().empty());
+    EXPECT_EQ(f->dense_blocks(), 3);
+    std::vector<double> rhs(static_cast<std::size_t>(b.n)), x(rhs.size());
+    for (index_t i = 0; i < b.n; ++i) rhs[i] = std::cos(0.7 * static_cast<double>(i));
+    f->solve(rhs.data(), x.data(), 1, Op::N, 1);
+    const auto y = times(b, x);
+    for (index_t i = 0; i < b.n; ++i) EXPECT_NEAR(y[i], rhs[i], 1e-12);
+  }
+}
+
+TEST(Blocks, CholeskyOfASmallBlockReadsTheLowerTriangleOnly) {
+  // The upper triangle holds garbage; Cholesky must factor tril(A) + tril(A, -1)^T whatever the ordering.
+  Blocks b;
+  b.add({{4.0, 9.0, 9.0}, {1.0, 5.0, 9.0}, {0.5, 2.0, 6.0}});
+  auto f = factorize_blocks(Backend::Eigen, Method::Cholesky, ScalarType::Float64, b.pattern(), b.offsets.data(), 1,
+                            b.v.data(), {});
+  const double s[3][3] = {{4.0, 1.0, 0.5}, {1.0, 5.0, 2.0}, {0.5, 2.0, 6.0}};
+  const std::vector<double> rhs{1.0, -2.0, 3.0};
+  std::vector<double> x(3);
+  f->solve(rhs.data(), x.data(), 1, Op::N, 1);
+  for (int r = 0; r < 3; ++r) EXPECT_NEAR(s[r][0] * x[0] + s[r][1] * x[1] + s[r][2] * x[2], rhs[r], 1e-13);
+}
+
+TEST(Blocks, SparseAnalysesAreMadeOncePerPatternAndCached) {
+  Blocks b;
+  b.add(tridiag(130, 4.0, -1.0));
+  b.add(tridiag(140, 4.0, -1.0));
+  b.add(tridiag(130, 5.0, -2.0));  // the pattern of block 0, other values
+  b.add(tridiag(5, 4.0, -1.0));    // dense: no analysis
+  BlockAnalysisCache cache(std::size_t{1} << 30);
+  BlockOptions o;
+  o.threads = 2;
+  o.cache = &cache;
+  auto f = factorize_blocks(Backend::Eigen, Method::Cholesky, ScalarType::Float64, b.pattern(), b.offsets.data(), 4,
+                            b.v.data(), o);
+  EXPECT_EQ(f->analyses(), 2);
+  EXPECT_EQ(f->analyses_reused(), 1);
+  EXPECT_EQ(cache.stats().entries, 2u);
+  f = factorize_blocks(Backend::Eigen, Method::Cholesky, ScalarType::Float64, b.pattern(), b.offsets.data(), 4,
+                       b.v.data(), o);
+  EXPECT_EQ(f->analyses(), 0);
+  EXPECT_EQ(f->analyses_reused(), 3);
+  std::vector<double> rhs(static_cast<std::size_t>(b.n), 1.0), x(rhs.size());
+  f->solve(rhs.data(), x.data(), 1, Op::N, 2);
+  const auto y = times(b, x);
+  for (index_t i = 0; i < b.n; ++i) EXPECT_NEAR(y[i], 1.0, 1e-12);
+  // Another method or scalar type is another key; without a cache the blocks of one call still share.
+  f = factorize_blocks(Backend::Eigen, Method::LU, ScalarType::Float64, b.pattern(), b.offsets.data(), 4, b.v.data(),
+                       o);
+  EXPECT_EQ(f->analyses(), 2);
+  EXPECT_EQ(cache.stats().entries, 4u);
+  o.cache = nullptr;
+  f = factorize_blocks(Backend::Eigen, Method::Cholesky, ScalarType::Float64, b.pattern(), b.offsets.data(), 4,
+                       b.v.data(), o);
+  EXPECT_EQ(f->analyses(), 2);
+  EXPECT_EQ(f->analyses_reused(), 1);
+}
+
+TEST(Blocks, AnalysisCacheKeysAreExactAndBoundedByBytes) {
+  std::vector<std::int64_t> p{0, 2, 4}, j{0, 1, 0, 1}, j2{0, 1, 0, 1};
+  CsrView<std::int64_t> a{2, 2, p.data(), j.data()};
+  std::vector<std::int64_t> pd{0, 1, 2}, jd{0, 1};
+  CsrView<std::int64_t> diag{2, 2, pd.data(), jd.data()};
+  BlockAnalysisCache cache(std::size_t{1} << 20);
+  EXPECT_EQ(cache.find(Backend::Eigen, Method::LU, ScalarType::Float64, a), nullptr);
+  auto sym = analyze(Backend::Eigen, Method::LU, ScalarType::Float64, a);
+  EXPECT_EQ(cache.put(Backend::Eigen, Method::LU, ScalarType::Float64, a, sym), sym);
+  CsrView<std::int64_t> same{2, 2, p.data(), j2.data()};  // equal arrays elsewhere in memory
+  EXPECT_EQ(cache.find(Backend::Eigen, Method::LU, ScalarType::Float64, same), sym);
+  EXPECT_EQ(cache.find(Backend::Eigen, Method::LU, ScalarType::Float64, diag), nullptr);
+  EXPECT_EQ(cache.find(Backend::Eigen, Method::LU, ScalarType::Float32, a), nullptr);
+  auto other = analyze(Backend::Eigen, Method::LU, ScalarType::Float64, a);
+  EXPECT_EQ(cache.put(Backend::Eigen, Method::LU, ScalarType::Float64, a, other), sym);  // the first one stays
+  auto s = cache.stats();
+  EXPECT_EQ(s.entries, 1u);
+  EXPECT_EQ(s.hits, 1u);
+  EXPECT_EQ(s.misses, 3u);
+  cache.put(Backend::Eigen, Method::LU, ScalarType::Float64, diag,
+            analyze(Backend::Eigen, Method::LU, ScalarType::Float64, diag));
+  EXPECT_EQ(cache.stats().entries, 2u);
+  cache.set_limit(cache.stats().bytes - 1);  // the least recently used goes: `a`
+  EXPECT_EQ(cache.stats().entries, 1u);
+  EXPECT_EQ(cache.find(Backend::Eigen, Method::LU, ScalarType::Float64, a), nullptr);
+  cache.set_limit(0);
+  EXPECT_EQ(cache.stats().entries, 0u);
+  cache.put(Backend::Eigen, Method::LU, ScalarType::Float64, a, sym);  // limit 0: nothing kept
+  EXPECT_EQ(cache.stats().entries, 0u);
+}
+
+#ifdef SLA_HAVE_OPENMP
+TEST(Blocks, NestedRegionsRunSeriallyWhileABatchRunsAndTheSettingComesBack) {
+  const int before = omp_get_max_active_levels();
+  omp_set_max_active_levels(8);
+  {
+    detail::SerialNestedRegions outer;
+    EXPECT_EQ(omp_get_max_active_levels(), 1);
+    {
+      detail::SerialNestedRegions inner;  // scopes nest: the last one out restores
+      EXPECT_EQ(omp_get_max_active_levels(), 1);
+    }
+    EXPECT_EQ(omp_get_max_active_levels(), 1);
+    int inner_threads = 0;
+#pragma omp parallel num_threads(2)
+    {
+#pragma omp parallel num_threads(2)
+      {
+#pragma omp single
+        if (omp_get_thread_num() == 0) {
+#pragma omp atomic write
+          inner_threads = omp_get_num_threads();
+        }
+      }
+    }
+    EXPECT_EQ(inner_threads, 1);
+  }
+  EXPECT_EQ(omp_get_max_active_levels(), 8);
+  // A batch call leaves the setting as it found it.
+  Blocks b;
+  b.add(tridiag(130, 4.0, -1.0));
+  b.add(tridiag(140, 4.0, -1.0));
+  BlockOptions o;
+  o.threads = 2;
+  auto f = factorize_blocks(Backend::Eigen, Method::Cholesky, ScalarType::Float64, b.pattern(), b.offsets.data(), 2,
+                            b.v.data(), o);
+  EXPECT_TRUE(f->errors().empty());
+  EXPECT_EQ(omp_get_max_active_levels(), 8);
+  omp_set_max_active_levels(before);
+}
+#endif
 
 }  // namespace
 }  // namespace sla

@@ -115,4 +115,31 @@ TEST(CsrPattern, GivesTheSameSpmvPreconditionerAndKrylovSolve) {
   }
 }
 
+TEST(CsrPattern, FromCooInCsrOrderInOnePass) {
+  using sla::CsrPattern;
+  const std::vector<std::int64_t> row{0, 0, 1, 2, 2}, col{0, 2, 1, 0, 2};
+  std::vector<std::int64_t> crow(4);
+  auto p = CsrPattern::from_ordered_coo(row.data(), col.data(), 5, 3, 3, crow.data(), "row", "col");
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(crow, (std::vector<std::int64_t>{0, 2, 3, 5}));
+  EXPECT_TRUE(p->index32());
+  const auto v = p->view<std::int32_t>();
+  for (int k = 0; k < 5; ++k) EXPECT_EQ(v.indices[k], col[k]);
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(v.indptr[r], crow[r]);
+  // Out of order or a duplicate: nothing (the caller sorts).
+  const std::vector<std::int64_t> swapped{0, 0, 2, 1, 2}, dup_col{0, 0, 1, 0, 2};
+  EXPECT_FALSE(CsrPattern::from_ordered_coo(swapped.data(), col.data(), 5, 3, 3, crow.data(), "row", "col"));
+  EXPECT_FALSE(CsrPattern::from_ordered_coo(row.data(), dup_col.data(), 5, 3, 3, crow.data(), "row", "col"));
+  // An index out of range names its array.
+  const std::vector<std::int32_t> r32{0, 1, 3}, c32{0, 1, 1};
+  std::vector<std::int64_t> crow3(4);
+  try {
+    CsrPattern::from_ordered_coo(r32.data(), c32.data(), 3, 3, 3, crow3.data(), "row_indices", "col_indices");
+    FAIL() << "expected an error";
+  } catch (const sla::Error& e) {
+    EXPECT_EQ(e.kind(), sla::ErrorKind::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("row_indices: index 3 is out of range"), std::string::npos);
+  }
+}
+
 }  // namespace

@@ -2,7 +2,8 @@
 
 The members become the diagonal blocks of one block-diagonal matrix (a list is concatenated; a graph
 batch already is one: a block-diagonal COO and a ``batch`` vector), so they reach the C++ core as a few
-arrays however many they are. Two ways to factorize it, chosen by size (:func:`explain` says which):
+arrays however many they are. Two ways to factorize it, chosen by size (``return_info=True`` or
+:meth:`SparseTensorList.explain` say which):
 
 - ``members``: every block on its own, in parallel on OpenMP threads with the GIL released once; blocks
   of up to ``dense_max`` rows as dense matrices (microseconds each), larger ones with their own sparse
@@ -16,6 +17,9 @@ forward mode work as for any solve.
 
 from __future__ import annotations
 
+import collections
+import math
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -25,12 +29,17 @@ import torch
 from ._autograd import pattern_jvp, pattern_vjp, solve_through
 from ._checks import core_array, dtype_name, plain, to_core
 from ._core import core
-from ._direct import CoreDirectBackend
+from ._direct import CoreDirectBackend, block_analysis_cache
+from ._iterative import HERMITIAN_KRYLOV
+from ._krylov_torch import krylov_solve
+from ._operator import CsrOperator, InnerProducts
+from ._options import KrylovOptions
 from ._pattern import Pattern
-from ._registry import DIRECT_METHODS, Choice, choose
+from ._registry import DIRECT_METHODS, ITERATIVE_METHODS, Choice, choose
 from ._solve import solve
-from ._sparse_tensor import SparseTensor, as_sparse_tensor
+from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_values_finite
 from .errors import (
+    ConvergenceError,
     InvalidArgumentError,
     NotPositiveDefiniteError,
     SingularMatrixError,
@@ -56,16 +65,65 @@ _ERRORS = {"singular": SingularMatrixError, "not_positive_definite": NotPositive
 
 
 # -- the block-diagonal matrix ---------------------------------------------------------------------------
+def _repeat(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``values[i]`` repeated ``counts[i]`` times. On the CPU through NumPy: torch's kernel wakes its
+    thread pool even for a handful of entries, which costs milliseconds on a busy machine."""
+    if values.device.type == "cpu" and counts.device.type == "cpu":
+        return torch.from_numpy(np.repeat(values.numpy(), counts.numpy()))
+    return torch.repeat_interleave(values, counts)
+
+
+# The block-diagonal pattern of the last few lists of member patterns (a training loop solves the same
+# meshes with new values at every step): its index arrays, the core's copy of them and the offsets are
+# built once per list. Keyed by the identities of the members' Pattern objects (immutable), which the entry
+# holds, so that an identity cannot be reused while it is cached.
+_BLOCK_PATTERNS: collections.OrderedDict = collections.OrderedDict()
+_BLOCK_PATTERNS_MAX = 4
+_BLOCK_PATTERNS_LOCK = threading.Lock()
+
+
+def _block_pattern(patterns: list, device: torch.device) -> tuple[Pattern, torch.Tensor]:
+    key = tuple(id(p) for p in patterns)
+    with _BLOCK_PATTERNS_LOCK:
+        hit = _BLOCK_PATTERNS.get(key)
+        if hit is not None and hit[2] == device:
+            _BLOCK_PATTERNS.move_to_end(key)
+            return hit[1]
+    sizes_t = torch.tensor([p.n_rows for p in patterns], dtype=torch.int64)
+    nnz_t = torch.tensor([p.nnz for p in patterns], dtype=torch.int64)
+    offsets = torch.zeros(len(patterns) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(sizes_t, 0)
+    nnz_off = torch.zeros(len(patterns), dtype=torch.int64)
+    nnz_off[1:] = torch.cumsum(nnz_t, 0)[:-1]
+    if device.type == "cpu":
+        crow_tail = torch.from_numpy(np.concatenate([p.crow.numpy()[1:] for p in patterns]).astype(np.int64))
+        col = torch.from_numpy(np.concatenate([p.col.numpy() for p in patterns]).astype(np.int64))
+    else:
+        crow_tail = torch.cat([p.crow[1:] for p in patterns]).to(torch.int64).cpu()
+        col = torch.cat([p.col for p in patterns]).to(torch.int64).cpu()
+    crow = torch.zeros(crow_tail.numel() + 1, dtype=torch.int64)
+    crow[1:] = crow_tail + _repeat(nnz_off, sizes_t)
+    col = col + _repeat(offsets[:-1], nnz_t)
+    N = int(offsets[-1])
+    built = (Pattern(crow.to(device), col.to(device), N, N), offsets)
+    with _BLOCK_PATTERNS_LOCK:
+        _BLOCK_PATTERNS[key] = (tuple(patterns), built, device)
+        while len(_BLOCK_PATTERNS) > _BLOCK_PATTERNS_MAX:
+            _BLOCK_PATTERNS.popitem(last=False)
+    return built
+
+
 def block_diagonal(As: Sequence[SparseTensor]) -> tuple[SparseTensor, torch.Tensor]:
     """The block-diagonal matrix of square, unbatched SparseTensors (values concatenated, so gradients
     flow back to each member) and its block offsets ``(len(As) + 1,)``. Built from the members' CSR
-    arrays without sorting; on the CPU the index arrays are concatenated through NumPy (a torch.cat of
-    thousands of small tensors costs several microseconds per tensor)."""
+    arrays without sorting; on the CPU the arrays are concatenated through NumPy (a torch.cat of
+    thousands of small tensors costs several microseconds per tensor). The pattern of a list of member
+    patterns seen lately is reused (see ``_block_pattern``)."""
     if len(As) == 0:
         raise InvalidArgumentError("As: the batch is empty")
     first = As[0]
     dtype, device = first.dtype, first.device
-    sizes, nnzs = [], []
+    patterns = []
     for i, A in enumerate(As):
         p = A.pattern
         if A.batch_shape:
@@ -79,32 +137,12 @@ def block_diagonal(As: Sequence[SparseTensor]) -> tuple[SparseTensor, torch.Tens
                 f"As[{i}]: dtype {A.dtype} on {A.device}, but As[0] is {dtype} on {device}; every member "
                 "needs the same dtype and device"
             )
-        sizes.append(p.n_rows)
-        nnzs.append(p.col.numel())
-    sizes_t = torch.tensor(sizes, dtype=torch.int64)
-    nnz_t = torch.tensor(nnzs, dtype=torch.int64)
-    offsets = torch.zeros(len(As) + 1, dtype=torch.int64)
-    offsets[1:] = torch.cumsum(sizes_t, 0)
-    nnz_off = torch.zeros(len(As), dtype=torch.int64)
-    nnz_off[1:] = torch.cumsum(nnz_t, 0)[:-1]
-    if device.type == "cpu":
-        crow_tail = torch.from_numpy(
-            np.concatenate([A.pattern.crow.numpy()[1:] for A in As]).astype(np.int64)
-        )
-        col = torch.from_numpy(np.concatenate([A.pattern.col.numpy() for A in As]).astype(np.int64))
-        if any(A.values.requires_grad for A in As):
-            values = torch.cat([A.values for A in As])
-        else:
-            values = torch.from_numpy(np.concatenate([A.values.detach().resolve_conj().numpy() for A in As]))
+        patterns.append(p)
+    pattern, offsets = _block_pattern(patterns, device)
+    if device.type == "cpu" and not any(A.values.requires_grad for A in As):
+        values = torch.from_numpy(np.concatenate([A.values.detach().resolve_conj().numpy() for A in As]))
     else:
-        crow_tail = torch.cat([A.pattern.crow[1:] for A in As]).to(torch.int64).cpu()
-        col = torch.cat([A.pattern.col for A in As]).to(torch.int64).cpu()
         values = torch.cat([A.values for A in As])
-    crow = torch.zeros(crow_tail.numel() + 1, dtype=torch.int64)
-    crow[1:] = crow_tail + torch.repeat_interleave(nnz_off, sizes_t)
-    col = col + torch.repeat_interleave(offsets[:-1], nnz_t)
-    N = int(offsets[-1])
-    pattern = Pattern(crow.to(device), col.to(device), N, N)
     return SparseTensor._from_pattern(values, pattern), offsets
 
 
@@ -138,8 +176,7 @@ def _plan(
         )
     if method not in ("auto",) + DIRECT_METHODS:
         raise InvalidArgumentError(
-            f"method: a batch of distinct patterns is solved by a direct method ('auto', 'cholesky', 'ldl', "
-            f"'lu'), got {method!r}; solve the members one by one for iterative methods"
+            f"method: expected 'auto', one of {DIRECT_METHODS} or of {ITERATIVE_METHODS}, got {method!r}"
         )
     sizes = offsets[1:] - offsets[:-1]
     largest = int(sizes.max()) if sizes.numel() else 0
@@ -184,8 +221,10 @@ class _BlockSolver:
 
     def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
         """(1, N, k) -> (1, N, k)."""
+        if b.numel() == 0:
+            return torch.zeros_like(b)
         bt = to_core(b[0].t())
-        xt = torch.empty_like(bt)
+        xt = torch.empty(bt.shape, dtype=bt.dtype, device=bt.device)
         self.handle.solve(core_array(bt), core_array(xt), op, torch.get_num_threads())
         return xt.t().unsqueeze(0)
 
@@ -223,12 +262,15 @@ class _BlockSource:
                 self.choice.fallback is not None,
                 per_block,
                 self.check_finite,
+                block_analysis_cache(),
             )
             self.info.update(
                 cholesky_blocks=int(handle.cholesky_blocks),
                 dense_blocks=int(handle.dense_blocks),
                 sparse_blocks=int(handle.sparse_blocks),
                 lu_fallbacks=int(handle.lu_fallbacks),
+                analyses=int(handle.analyses),
+                analyses_reused=int(handle.analyses_reused),
                 failed=[int(e[0]) for e in handle.errors],
             )
             _report_failures(handle.errors, self.on_fail)
@@ -263,6 +305,273 @@ def _report_failures(errors, on_fail: str) -> None:
     warnings.warn(text + "; their solutions are NaN", RuntimeWarning, stacklevel=4)
 
 
+# -- iterative methods: every member at once, each with its own scalars and convergence -------------------
+# The torch Krylov kernels solve the columns of an (n, k) block as independent systems: every scalar is
+# per column and a column that has converged is frozen. Member b's right-hand sides become k columns of an
+# (n_max, B k) block, its vector in the first n_b rows and zeros below: one run of the kernel iterates every
+# member with its own scalars and stops each one when it converges. The padding rows stay zero (the
+# operator maps them to zero and they add nothing to the inner products). Members of very different sizes
+# are solved in groups of similar size, so that the padding at most doubles the work.
+class _PaddedBlocks(InnerProducts):
+    """The members of a block-diagonal CSR matrix side by side, as an :class:`Operator` on
+    ``(n_max, B k)`` blocks (see above); ``pos[g]`` is the padded position ``i B + b`` of row ``g``, row
+    ``i`` of member ``b``."""
+
+    def __init__(self, csr: CsrOperator, pos: torch.Tensor, n_max: int, count: int, k: int):
+        self.csr, self.pos, self.n_max, self.count, self.k = csr, pos, n_max, count, k
+        self.shape = (n_max, n_max)
+        self.dtype, self.device = csr.dtype, csr.device
+
+    def _apply(self, mat: CsrOperator, X: torch.Tensor) -> torch.Tensor:
+        rows = X.reshape(self.n_max * self.count, self.k)
+        out = torch.zeros_like(rows)
+        out[self.pos] = mat.matvec(rows[self.pos])
+        return out.reshape(self.n_max, self.count * self.k)
+
+    def matvec(self, X: torch.Tensor) -> torch.Tensor:
+        return self._apply(self.csr, X)
+
+    def rmatvec(self, X: torch.Tensor) -> torch.Tensor:
+        return self._apply(self.csr._adjoint, X)
+
+
+class _PaddedJacobi:
+    """``r / diag`` on the padded layout, the diagonal of each member in its column (1 on padding)."""
+
+    def __init__(self, diag_padded: torch.Tensor, k: int):
+        self.inv = diag_padded.reciprocal().unsqueeze(-1)  # (n_max, B, 1)
+        self.k = k
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        n_max, cols = r.shape
+        return (r.reshape(n_max, cols // self.k, self.k) * self.inv).reshape(n_max, cols)
+
+
+def _size_groups(sizes: list[int]) -> list[list[int]]:
+    """The non-empty members in groups of similar size, n_max * count <= 2 * (rows of the group) (taken
+    largest first), each group in increasing member order."""
+    order = sorted((b for b in range(len(sizes)) if sizes[b] > 0), key=lambda b: -sizes[b])
+    groups: list[list[int]] = []
+    rows = 0
+    for b in order:
+        if groups and sizes[groups[-1][0]] * (len(groups[-1]) + 1) <= 2 * (rows + sizes[b]):
+            groups[-1].append(b)
+            rows += sizes[b]
+            continue
+        groups.append([b])
+        rows = sizes[b]
+    return [sorted(g) for g in groups]
+
+
+class _KrylovBatchSolver:
+    """The iterative solve of a batch (the Solver protocol of LinearSolve): the members' CSR operators and
+    preconditioners, built once and kept for the adjoint solve of backward."""
+
+    def __init__(
+        self,
+        A: SparseTensor,
+        values: torch.Tensor,
+        offsets: torch.Tensor,
+        method: str,
+        preconditioner: str,
+        opts: KrylovOptions,
+    ):
+        self.method, self.opts, self.preconditioner = method, opts, preconditioner
+        p = A.pattern
+        self.n = p.n_rows
+        sizes = (offsets[1:] - offsets[:-1]).tolist()
+        self.sizes, self.offsets = sizes, offsets
+        self.groups = _size_groups(sizes)
+        self.full = len(self.groups) == 1 and len(self.groups[0]) == len(sizes)  # one group of every member
+        self.values = values
+        self.pattern = p
+        self._parts: dict[int, tuple] = {}
+        self.info: dict = {}
+        self._forward_done = False
+
+    def _group(self, gi: int):
+        """(row indices of the group's members in A, the group's CSR operator with its adjoint, pos, n_max,
+        its Jacobi diagonal or None), built on first use."""
+        part = self._parts.get(gi)
+        if part is not None:
+            return part
+        g = self.groups[gi]
+        sizes = torch.tensor([self.sizes[b] for b in g], dtype=torch.int64)
+        starts = self.offsets[g]
+        count, n_max = len(g), int(sizes.max())
+        device = self.values.device
+        # The rows of the group's members, member after member, and each row's padded position.
+        member = _repeat(torch.arange(count), sizes)
+        first = torch.zeros(count, dtype=torch.int64)
+        first[1:] = torch.cumsum(sizes, 0)[:-1]
+        local = torch.arange(int(sizes.sum())) - first[member]
+        rows = (starts[member] + local).to(device)
+        pos = (local * count + member).to(device)
+        crow, col = self.pattern.crow, self.pattern.col
+        if self.full:  # every member: A itself, its rows already in this order
+            sub_crow, sub_col, vals = crow, col, self.values
+        else:  # the group's rows of A, columns renumbered to the group's rows
+            counts = crow[rows + 1] - crow[rows]
+            sub_crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=device)
+            sub_crow[1:] = torch.cumsum(counts, 0)
+            entries = _repeat(crow[rows], counts) + (
+                torch.arange(int(sub_crow[-1]), device=device) - _repeat(sub_crow[:-1], counts)
+            )
+            renumber = torch.full((self.n,), -1, dtype=torch.int64, device=device)
+            renumber[rows] = torch.arange(rows.numel(), device=device)
+            sub_col, vals = renumber[col[entries]], self.values[entries]
+        sub = Pattern(sub_crow, sub_col, rows.numel(), rows.numel())
+        adj = None
+        if self.method not in HERMITIAN_KRYLOV:  # A^H for the adjoint solve: the transposed pattern
+            pt, perm = sub.transpose()
+            vt = vals[perm]
+            adj = CsrOperator(pt.crow, pt.col, vt.conj() if vt.is_complex() else vt, rows.numel())
+        csr = CsrOperator(sub_crow, sub_col, vals, rows.numel(), adjoint_of=adj)
+        if self.method in HERMITIAN_KRYLOV:
+            csr._adjoint = csr  # A^H = A (checked by choose)
+        diag = None
+        if self.preconditioner == "jacobi":
+            dpos = sub.diag_positions
+            if dpos is None:
+                raise InvalidArgumentError(
+                    "preconditioner: 'jacobi' needs every diagonal entry of A to be stored"
+                )
+            d = vals[dpos]
+            if bool((d == 0).any()) or not bool(torch.isfinite(d).all()):
+                raise InvalidArgumentError("preconditioner: 'jacobi' needs a nonzero finite diagonal")
+            diag = torch.ones(n_max * count, dtype=vals.dtype, device=device)
+            diag[pos] = d
+            diag = diag.reshape(n_max, count)
+        part = (rows, csr, pos, n_max, diag)
+        self._parts[gi] = part
+        return part
+
+    def raw_solve(self, b: torch.Tensor, op: str) -> torch.Tensor:
+        """(1, N, k) -> (1, N, k): every group of members in one Krylov run each."""
+        bb = b[0]
+        k = bb.shape[1]
+        x = torch.zeros_like(bb)
+        nb = len(self.sizes)
+        its, ok, res = [0] * nb, [True] * nb, [0.0] * nb
+        o = self.opts
+        for gi, g in enumerate(self.groups):
+            rows, csr, pos, n_max, diag = self._group(gi)
+            count = len(g)
+            padded = bb.new_zeros(n_max * count, k)
+            padded[pos] = bb[rows]
+            padded = padded.reshape(n_max, count * k)
+            A_op = _PaddedBlocks(csr if op == "N" else csr._adjoint, pos, n_max, count, k)
+            M = None
+            if diag is not None:
+                M = _PaddedJacobi(diag.conj() if op == "H" and diag.is_complex() else diag, k)
+            xg, info = krylov_solve(
+                A_op,
+                padded,
+                method=self.method,
+                rtol=o.rtol,
+                atol=o.atol,
+                maxiter=o.max_iterations(n_max),
+                restart=o.restart,
+                M=M,
+                check_every=o.check_every,
+            )
+            x[rows] = xg.reshape(n_max * count, k)[pos]
+            for j, m in enumerate(g):
+                cols = slice(j * k, (j + 1) * k)
+                its[m] = max(info.column_iterations[cols], default=0)
+                ok[m] = all(info.column_converged[cols])
+                res[m] = max(info.column_residuals[cols], default=0.0)
+        failed = [m for m in range(nb) if not ok[m]]
+        result = dict(
+            member_iterations=its,
+            member_converged=ok,
+            member_residuals=res,
+            iterations=max(its, default=0),
+            failed=failed,
+        )
+        if op == "N" and not self._forward_done:  # the forward solve; later ones are backward's
+            self.info.update(result)
+            self._forward_done = True
+        else:
+            self.info["adjoint"] = result
+        if failed:
+            shown = ", ".join(str(m) for m in failed[:10]) + (", ..." if len(failed) > 10 else "")
+            worst = max((res[m] for m in failed), key=lambda r: r if r == r else math.inf)
+            text = (
+                f"{'adjoint solve (backward): ' if op == 'H' else ''}{self.method} did not converge for "
+                f"{len(failed)} of {nb} batch members ({shown}); largest relative residual {worst:.3g} "
+                f"after up to {max(its)} iterations. Raise maxiter, use a preconditioner, or a direct method"
+            )
+            if o.on_fail == "raise":
+                raise ConvergenceError(text)
+            warnings.warn(text, RuntimeWarning, stacklevel=5)
+        return x.unsqueeze(0)
+
+
+class _KrylovBatchSource:
+    """Builds the batch's Krylov solver from the values LinearSolve is given (the SolverSource protocol)."""
+
+    def __init__(self, A, offsets, method, preconditioner, opts, info: dict):
+        self.A, self.offsets, self.method, self.preconditioner, self.opts = (
+            A,
+            offsets,
+            method,
+            preconditioner,
+            opts,
+        )
+        self.info = info
+        self._built: _KrylovBatchSolver | None = None
+
+    def solver_for(self, params) -> _KrylovBatchSolver:
+        if self._built is None:
+            values = plain(params[0]).detach().reshape(self.A.nnz)
+            self._built = _KrylovBatchSolver(
+                self.A, values, self.offsets, self.method, self.preconditioner, self.opts
+            )
+            self._built.info = self.info  # filled by the forward solve
+        return self._built
+
+    def rebatched(self):
+        raise InvalidArgumentError(
+            "values: vmap over the values of a batch of patterns is not supported; the batch already solves "
+            "every member in one call"
+        )
+
+    def params_vjp(self, params, left, right):
+        return (pattern_vjp(self.A.pattern, left, right),)
+
+    def params_jvp(self, params, tangents, x, op):
+        return pattern_jvp(self.A.pattern, tangents[0], x, op)
+
+
+def _solve_krylov(A, offsets, b, method, backend, check_symmetry, opts, info) -> torch.Tensor:
+    if backend not in ("auto", "torch"):
+        raise InvalidArgumentError(
+            f"backend: iterative methods on a batch of distinct patterns run on the torch Krylov kernels "
+            f"(backend 'torch' or 'auto'), not {backend!r}"
+        )
+    choice = choose(A, "torch", method, check_symmetry=check_symmetry)
+    spec = opts.preconditioner
+    if not isinstance(spec, str) or spec not in ("auto", "none", "jacobi"):
+        raise InvalidArgumentError(
+            f"preconditioner: a batch of distinct patterns takes 'auto', 'none' or 'jacobi', got {spec!r}"
+        )
+    pre = (choice.preconditioner or "none") if spec == "auto" else spec
+    info.update(
+        strategy="krylov",
+        backend="torch",
+        method=method,
+        preconditioner=pre,
+        reasons=list(choice.reasons)
+        + [f"{offsets.numel() - 1} members iterated together, each with its own scalars and convergence"],
+    )
+    vec = b.dim() == 1
+    bb = (b.unsqueeze(-1) if vec else b).unsqueeze(0)
+    source = _KrylovBatchSource(A, offsets, method, pre, opts, info)
+    x = solve_through(source, "N", bb, A.values.reshape(1, A.nnz))[0]
+    return x.squeeze(-1) if vec else x
+
+
 # -- entry points ----------------------------------------------------------------------------------------
 def _solve_block_diagonal(
     A: SparseTensor,
@@ -276,9 +585,15 @@ def _solve_block_diagonal(
     on_fail: str,
     strategy: str,
     info: dict,
+    iterative: dict,
 ) -> torch.Tensor:
     if on_fail not in ("raise", "warn"):
         raise InvalidArgumentError(f"on_fail: expected 'raise' or 'warn', got {on_fail!r}")
+    if method not in ITERATIVE_METHODS and iterative:
+        raise InvalidArgumentError(
+            f"{sorted(iterative)[0]}: applies to iterative methods only (method 'cg', 'bicgstab', 'gmres' or "
+            f"'minres'), got method {method!r}"
+        )
     n = A.shape[-1]
     if b.shape[0] != n or b.dim() not in (1, 2):
         raise InvalidArgumentError(
@@ -291,6 +606,18 @@ def _solve_block_diagonal(
     if check_finite:
         if b.numel() and not bool(torch.isfinite(plain(b).detach()).all()):
             raise InvalidArgumentError("b: contains NaN or Inf (pass check_finite=False to skip this check)")
+    if method in ITERATIVE_METHODS:
+        if strategy not in ("auto", "members"):
+            raise InvalidArgumentError(
+                f"strategy: iterative methods run every member together ('auto'), got {strategy!r}"
+            )
+        if check_finite:
+            check_values_finite(A)
+        opts = KrylovOptions.from_kwargs(
+            dict(iterative, on_fail=on_fail),
+            allowed=("rtol", "atol", "maxiter", "restart", "preconditioner", "check_every", "on_fail"),
+        )
+        return _solve_krylov(A, offsets, b, method, backend, check_symmetry, opts, info)
     strategy, choice, reasons = _plan(A, offsets, backend, method, check_symmetry, strategy)
     info.update(strategy=strategy, backend=choice.backend, method=choice.method, reasons=reasons)
     if strategy == "block_diagonal":
@@ -315,6 +642,7 @@ def solve_batch(
     on_fail: str = "raise",
     strategy: str = "auto",
     return_info: bool = False,
+    **iterative,
 ):
     """Solve ``As[i] x_i = bs[i]`` for a batch of matrices with distinct sparsity patterns, in one call.
 
@@ -323,15 +651,25 @@ def solve_batch(
     As : sequence of SparseTensor (or anything :func:`torch_sla.solve` accepts), or a SparseTensorList
         Square, unbatched; sizes may differ; one dtype and device.
     bs : sequence of tensors, ``(n_i,)`` or ``(n_i, k)`` (the same k for all).
-    backend, method : as for :func:`torch_sla.solve`, direct methods only. ``auto``: Cholesky when every
-        member is Hermitian with a positive diagonal (a member whose Cholesky breaks down is redone by
-        LU), else LU.
+    backend, method : as for :func:`torch_sla.solve`. ``auto``: Cholesky for each member that is
+        Hermitian with a positive diagonal (LU if its Cholesky breaks down), else LU. An iterative method
+        (``cg``, ``bicgstab``, ``gmres``, ``minres``) runs every member together on the torch Krylov
+        kernels (any device), each member with its own scalars and its own convergence test, and stops
+        each when it converges; ``info`` then has ``member_iterations``, ``member_converged`` and
+        ``member_residuals``.
     on_fail : {"raise", "warn"}
         A singular or not positive definite member raises (``SingularMatrixError`` /
         ``NotPositiveDefiniteError`` naming its index) or, with "warn", is reported in a warning and its
-        solution is NaN while the others are returned.
+        solution is NaN while the others are returned. With an iterative method: members that did not
+        converge raise :class:`ConvergenceError` naming them, or are reported in a warning (their last
+        iterates returned).
     strategy : {"auto", "members", "block_diagonal"}
-        See the module notes; ``return_info=True`` or :func:`explain` say which was used and why.
+        See the module notes; ``return_info=True`` or :meth:`SparseTensorList.explain` say which was used
+        and why.
+    **iterative
+        For iterative methods: ``rtol`` (1e-8), ``atol`` (0), ``maxiter`` (10 times the member's size),
+        ``restart`` (GMRES, 30), ``preconditioner`` ("auto": Jacobi when the diagonal allows it, "none",
+        "jacobi"), ``check_every`` (10).
 
     Returns
     -------
@@ -342,6 +680,10 @@ def solve_batch(
     bs = list(bs)
     if len(As) != len(bs):
         raise InvalidArgumentError(f"bs: {len(bs)} right-hand sides for {len(As)} matrices")
+    if not As:  # an empty batch: nothing to solve, an empty result
+        if on_fail not in ("raise", "warn"):
+            raise InvalidArgumentError(f"on_fail: expected 'raise' or 'warn', got {on_fail!r}")
+        return ([], {"strategy": "empty", "reasons": ["an empty batch"]}) if return_info else []
     As = [as_sparse_tensor(A) for A in As]
     A, offsets = block_diagonal(As)
     for i, (Ai, bi) in enumerate(zip(As, bs)):
@@ -358,7 +700,7 @@ def solve_batch(
     info: dict = {}
     opts = dict(backend=backend, method=method, check_finite=check_finite, check_symmetry=check_symmetry)
     x = _solve_block_diagonal(
-        A, offsets, torch.cat(bs), on_fail=on_fail, strategy=strategy, info=info, **opts
+        A, offsets, torch.cat(bs), on_fail=on_fail, strategy=strategy, info=info, iterative=iterative, **opts
     )
     xs = list(torch.split(x, [Ai.shape[0] for Ai in As]))
     return (xs, info) if return_info else xs
@@ -380,6 +722,7 @@ def solve_graph_batch(
     on_fail: str = "raise",
     strategy: str = "auto",
     return_info: bool = False,
+    **iterative,
 ):
     """Solve a batch of graphs given as one block-diagonal COO matrix, the layout of graph-learning
     libraries: ``values``, ``row``, ``col`` over all nodes (entries within their graph; duplicates
@@ -411,7 +754,9 @@ def solve_graph_batch(
         offsets = _offsets_from_batch(batch, n, num_graphs)
     info: dict = {}
     opts = dict(backend=backend, method=method, check_finite=check_finite, check_symmetry=check_symmetry)
-    x = _solve_block_diagonal(A, offsets, b, on_fail=on_fail, strategy=strategy, info=info, **opts)
+    x = _solve_block_diagonal(
+        A, offsets, b, on_fail=on_fail, strategy=strategy, info=info, iterative=iterative, **opts
+    )
     return (x, info) if return_info else x
 
 
@@ -440,6 +785,32 @@ class SparseTensorList:
     def solve(self, bs, **kwargs):
         """``solve_batch(self, bs, **kwargs)``."""
         return solve_batch(self, bs, **kwargs)
+
+    def explain(
+        self,
+        *,
+        backend: str = "auto",
+        method: str = "auto",
+        strategy: str = "auto",
+        check_symmetry: bool = True,
+    ) -> Choice:
+        """What ``solve_batch`` would do with these members (backend, method, strategy) and why. Printable;
+        ``kind`` is the strategy: "members" (blocks factorized separately in parallel), "block_diagonal"
+        (one factorization of the whole block-diagonal matrix) or "krylov" (iterative, members together)."""
+        A, offsets = block_diagonal(self.tensors)
+        if method in ITERATIVE_METHODS:
+            if backend not in ("auto", "torch"):
+                raise InvalidArgumentError(
+                    f"backend: iterative methods on a batch of distinct patterns run on the torch Krylov "
+                    f"kernels (backend 'torch' or 'auto'), not {backend!r}"
+                )
+            c = choose(A, "torch", method, check_symmetry=check_symmetry)
+            reasons = list(c.reasons) + [
+                f"{len(self)} members iterated together, each with its own scalars and convergence"
+            ]
+            return Choice(c.backend, method, None, reasons, kind="krylov", preconditioner=c.preconditioner)
+        strategy, c, reasons = _plan(A, offsets, backend, method, check_symmetry, strategy)
+        return Choice(c.backend, c.method, c.fallback, reasons, kind=strategy)
 
 
 # -- the names of the torch-sla API ------------------------------------------------------------------------
@@ -474,7 +845,7 @@ def spsolve_batch_coo_same_layout(A_template, val_batch, b_batch, method: str = 
 
 def spsolve_batch_different_layout(matrices, b_list, method: str = "auto", atol=None, maxiter=None, **kwargs):
     """Solve ``A_i x_i = b_i`` for matrices with distinct patterns, each ``(values, row, col, shape)``:
-    one call of :func:`solve_batch` (direct methods), or a loop of solves for an iterative method."""
+    one call of :func:`solve_batch` (an iterative method runs every member together)."""
     As = [SparseTensor(v, r, c, s) for v, r, c, s in matrices]
     return _different_layout(As, b_list, method, atol, maxiter, kwargs)
 
@@ -487,7 +858,4 @@ def spsolve_batch_coo_different_layout(
 
 
 def _different_layout(As, b_list, method, atol, maxiter, kwargs):
-    if method in ("cg", "bicgstab", "gmres", "minres"):
-        it = _iterative_kwargs(method, atol, maxiter)
-        return [solve(A, b, method=method, **it, **kwargs) for A, b in zip(As, b_list, strict=True)]
-    return solve_batch(As, b_list, method=method, **kwargs)
+    return solve_batch(As, b_list, method=method, **_iterative_kwargs(method, atol, maxiter), **kwargs)

@@ -89,22 +89,50 @@ class AnalysisCache:
 
 
 _ANALYSIS_CACHE = AnalysisCache(1 << 30)
+# The analyses of the members of batches of distinct patterns (solve_batch) live in the core, which looks
+# them up per block by the block's exact pattern while the GIL is released: the core's BlockAnalysisCache,
+# made on first use, under the same byte limit as the cache above (each its own).
+_BLOCK_CACHE: list = []
+_BLOCK_CACHE_LOCK = threading.Lock()
+
+
+def block_analysis_cache():
+    """The core's cache of the analyses of batch members (made on first use)."""
+    with _BLOCK_CACHE_LOCK:
+        if not _BLOCK_CACHE:
+            _BLOCK_CACHE.append(core().BlockAnalysisCache(int(_ANALYSIS_CACHE.limit_bytes)))
+        return _BLOCK_CACHE[0]
 
 
 def clear_analysis_cache() -> None:
-    """Forget every cached symbolic analysis."""
+    """Forget every cached symbolic analysis (those of batch members too)."""
     _ANALYSIS_CACHE.clear()
+    with _BLOCK_CACHE_LOCK:
+        for c in _BLOCK_CACHE:
+            c.clear()
 
 
 def set_analysis_cache_limit(nbytes: float) -> None:
     """Bound the memory held by cached symbolic analyses (default 1 GiB); 0 disables the cache. The least
-    recently used analyses are dropped first."""
-    _ANALYSIS_CACHE.set_limit(as_float(nbytes, "nbytes", lo=0.0))
+    recently used analyses are dropped first. The analyses of the members of batches of distinct patterns
+    (:func:`solve_batch`) are kept in a cache of their own under the same limit."""
+    limit = as_float(nbytes, "nbytes", lo=0.0)
+    _ANALYSIS_CACHE.set_limit(limit)
+    with _BLOCK_CACHE_LOCK:
+        for c in _BLOCK_CACHE:
+            c.set_limit(int(min(limit, 2.0**63)))
 
 
 def analysis_cache_info() -> dict:
-    """``entries``, ``bytes`` (held by the cached analyses), ``limit_bytes``, ``hits`` and ``misses``."""
-    return _ANALYSIS_CACHE.info()
+    """``entries``, ``bytes`` (held by the cached analyses), ``limit_bytes``, ``hits`` and ``misses``; the
+    same for the analyses of batch members as ``batch_entries``, ``batch_bytes``, ``batch_hits`` and
+    ``batch_misses``."""
+    info = _ANALYSIS_CACHE.info()
+    with _BLOCK_CACHE_LOCK:
+        stats = _BLOCK_CACHE[0].stats() if _BLOCK_CACHE else (0, 0, 0, 0, 0)
+    entries, nbytes, _, hits, misses = stats
+    info.update(batch_entries=entries, batch_bytes=nbytes, batch_hits=hits, batch_misses=misses)
+    return info
 
 
 # -- raw factors: solve without autograd, one per batch member ----------------------------------------

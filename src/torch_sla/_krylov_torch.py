@@ -87,6 +87,9 @@ class KrylovInfo:
         preconditioner that is not positive definite), ``"breakdown"`` (a division by an exact zero in
         BiCGStab that renewing the shadow residual does not cure, or a singular Hessenberg matrix in
         GMRES) or ``"nan"`` (NaN/Inf appeared; the solve stops at the next check).
+    column_residuals, column_converged, column_iterations : lists, one entry per column
+        The same per column (:func:`krylov_solve`): true relative residual, whether the column met its
+        test, iterations before it was frozen. Empty for :func:`lsqr`.
     """
 
     iterations: int = 0
@@ -94,6 +97,9 @@ class KrylovInfo:
     converged: bool = False
     residual_history: list[float] = dataclasses.field(default_factory=list)
     reason: str = "maxiter"
+    column_residuals: list[float] = dataclasses.field(default_factory=list)
+    column_converged: list[bool] = dataclasses.field(default_factory=list)
+    column_iterations: list[int] = dataclasses.field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -637,7 +643,15 @@ def krylov_solve(
         _check_x0(x0, b, n)
     if k == 0 or A.shape[0] == 0:  # the global size: a rank may hold no rows of a sharded operator
         x = torch.zeros_like(b) if x0 is None else x0.clone()
-        return x, KrylovInfo(iterations=0, residual=0.0, converged=True, reason="converged")
+        return x, KrylovInfo(
+            iterations=0,
+            residual=0.0,
+            converged=True,
+            reason="converged",
+            column_residuals=[0.0] * k,
+            column_converged=[True] * k,
+            column_iterations=[0] * k,
+        )
     if maxiter is None:
         maxiter = 10 * A.shape[0]
     maxiter, check_every, restart = (
@@ -685,14 +699,21 @@ def krylov_solve(
             if bool((st.est <= st.tol).all()):
                 break
     rnorm = st.est if verified else A.norm(_residual(A, b, x))
-    vals = torch.stack(
+    rel, ok = (rnorm / st.bscale).to(st.tol.dtype), rnorm <= st.tol
+    # one host synchronisation: the summary, then the same per column
+    vals = torch.cat(
         [
-            (rnorm / st.bscale).max().to(st.tol.dtype),
-            (rnorm <= st.tol).all().to(st.tol.dtype),
-            st.col_its.max().to(st.tol.dtype),
+            torch.stack([rel.max(), ok.all().to(st.tol.dtype), st.col_its.max().to(st.tol.dtype)]),
+            rel,
+            ok.to(st.tol.dtype),
+            st.col_its.to(st.tol.dtype),
         ]
     ).tolist()
-    return x, _info(vals, status, monitor)
+    info = _info(vals[:3], status, monitor)
+    info.column_residuals = vals[3 : 3 + k]
+    info.column_converged = [bool(c) and status != "nan" for c in vals[3 + k : 3 + 2 * k]]
+    info.column_iterations = [int(c) for c in vals[3 + 2 * k :]]
+    return x, info
 
 
 def _info(vals: list[float], status: str, monitor: _Monitor) -> KrylovInfo:

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from ._checks import INT64_MAX, core_array, outside_transforms
-from ._core import core, core_build_info
+from ._checks import INT64_MAX, core_array, outside_transforms, plain
+from ._core import IMPORT_ERROR, core, core_build_info
 from ._memory import check_budget
 from .errors import InvalidArgumentError
 
@@ -68,6 +68,33 @@ class Pattern:
             u_row, u_col = r[first], c[first]
         crow = _crow_from_rows(u_row, n_rows)
         return Pattern(crow, u_col.contiguous(), n_rows, n_cols), inverse, u_row.numel() < nnz
+
+    @staticmethod
+    @outside_transforms
+    def from_ordered_coo(row: torch.Tensor, col: torch.Tensor, n_rows: int, n_cols: int) -> Pattern | None:
+        """The pattern of CPU COO indices already in CSR order without duplicates (each entry strictly
+        after the one before it in row-major order, as graph libraries keep their edge lists), in one pass of
+        the C++ core that also checks the index range and keeps the core's copy of the pattern; ``None``
+        when an entry is out of that order, when the indices are not on the CPU or the core is missing (then
+        :meth:`from_coo` sorts). An index out of range raises :class:`InvalidArgumentError`."""
+        if IMPORT_ERROR is not None or row.device.type != "cpu" or col.device.type != "cpu":
+            return None
+        row, col = plain(row), plain(col)  # indices carry no gradient; a torch.func wrapper has no storage
+        if row.dtype != col.dtype:
+            row, col = row.to(torch.int64), col.to(torch.int64)
+        # the same bound as the sorting path (_crow_from_rows), which builds three arrays of this length
+        check_budget(24.0 * (n_rows + 1), f"a CSR matrix with {n_rows} rows (its row pointers)")
+        crow = torch.empty(n_rows + 1, dtype=torch.int64)
+        row, col = row.contiguous(), col.contiguous()
+        handle = core().csr_from_ordered_coo(
+            core_array(row), core_array(col), n_rows, n_cols, core_array(crow)
+        )
+        if handle is None:
+            return None
+        p = Pattern(crow, col.to(torch.int64), n_rows, n_cols)
+        p._cache["core_handle"] = handle
+        p._cache["row"] = row.to(torch.int64)  # in CSR order already: the row of every entry
+        return p
 
     @staticmethod
     def from_csr(

@@ -109,6 +109,12 @@ class SparseTensor(InnerProducts):
                 f"shape: expected (n_rows, n_cols) or (*batch, n_rows, n_cols) with batch {batch}, got {shape}"
             )
         if nnz:
+            # Indices already in CSR order (the common case of edge lists): one pass of the core checks the
+            # range, finds the row pointers and keeps the core's copy of the pattern.
+            fast = Pattern.from_ordered_coo(row_indices, col_indices, n_rows, n_cols)
+            if fast is not None:
+                self._init(values, fast)
+                return
             for name, idx, bound in (
                 ("row_indices", row_indices, n_rows),
                 ("col_indices", col_indices, n_cols),

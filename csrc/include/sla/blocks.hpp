@@ -14,11 +14,17 @@
 // sparse library's set-up costs tens. Larger blocks get a sparse analysis and factorization each from
 // `backend`. Blocks run in parallel on OpenMP threads, the BLAS single-threaded meanwhile.
 //
+// The sparse analyses of the larger blocks are made once per distinct block pattern in a call (a batch
+// that repeats one mesh analyses it once) and, given a BlockAnalysisCache, kept for later calls: a
+// training loop that feeds the same meshes again skips the orderings and symbolic factorizations.
+//
 // A block that fails (singular, not positive definite, NaN) does not stop the others: its error is
 // recorded (errors()) and its part of every solution is NaN, so that the caller decides whether the rest
 // of the batch is used. Invalid input (offsets, an entry outside its block) throws InvalidArgument.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +35,36 @@
 
 namespace sla {
 
+// Symbolic analyses of block patterns kept between calls of factorize_blocks, keyed by the exact pattern
+// of the block (compared entry by entry, not by a hash alone), the backend, the method and the scalar
+// type. Least recently used first out beyond `limit_bytes` (the analyses' memory_bytes() plus the key's
+// copy of the pattern); limit 0 keeps nothing. Safe to use from several threads at once.
+class BlockAnalysisCache {
+ public:
+  struct Stats {
+    std::size_t entries = 0, bytes = 0, limit_bytes = 0, hits = 0, misses = 0;
+  };
+  explicit BlockAnalysisCache(std::size_t limit_bytes = std::size_t{1} << 30);
+  ~BlockAnalysisCache();
+  BlockAnalysisCache(const BlockAnalysisCache&) = delete;
+  BlockAnalysisCache& operator=(const BlockAnalysisCache&) = delete;
+  void set_limit(std::size_t limit_bytes);  // drops the least recently used entries beyond it
+  void clear();
+  Stats stats() const;
+
+  // The cached analysis of the square CSR `pattern` (null: none; counted as a hit or a miss).
+  std::shared_ptr<const Symbolic> find(Backend backend, Method method, ScalarType scalar,
+                                       const CsrView<std::int64_t>& pattern) const;
+  // Keep `sym`, the analysis of `pattern`; returns the analysis now cached for it (`sym`, or the one
+  // another thread stored first).
+  std::shared_ptr<const Symbolic> put(Backend backend, Method method, ScalarType scalar,
+                                      const CsrView<std::int64_t>& pattern, std::shared_ptr<const Symbolic> sym);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 struct BlockOptions {
   int threads = 0;           // 0: OpenMP's default
   index_t dense_max = 96;    // blocks with at most this many rows are factorized densely
@@ -37,6 +73,9 @@ struct BlockOptions {
   // positive real diagonal (up to 100 units of roundoff of its largest entry), LU otherwise.
   bool auto_method = false;
   bool check_finite = true;  // a NaN or infinite value fails its block (InvalidArgument)
+  // Where the analyses of the sparse blocks are looked up and kept between calls (null: none kept; the
+  // blocks of one call that share a pattern still share one analysis). Not owned; used during the call.
+  BlockAnalysisCache* cache = nullptr;
 };
 
 struct BlockError {
@@ -58,6 +97,10 @@ class BlockFactors {
   virtual index_t lu_fallbacks() const = 0;
   // Blocks factorized (or first tried) by Cholesky.
   virtual index_t cholesky_blocks() const = 0;
+  // Sparse analyses made by this call, and sparse blocks that took theirs from the cache or from another
+  // block of the call with the same pattern (an LU fallback counts once more).
+  virtual index_t analyses() const = 0;
+  virtual index_t analyses_reused() const = 0;
   // Solve op(A) X = B for the whole block-diagonal matrix: b and x are n x nrhs column-major of the
   // scalar type the values were given in; the rows of a failed block are NaN in x.
   virtual void solve(const void* b, void* x, index_t nrhs, Op op, int threads) const = 0;

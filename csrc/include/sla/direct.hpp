@@ -164,12 +164,23 @@ class Numeric {
   std::shared_ptr<const Symbolic> sym_;
 };
 
+// Options of the symbolic analysis.
+struct AnalyzeOptions {
+  // The threads the numeric factorizations of this analysis will have (0: as many as the BLAS is given). A
+  // backend may pick its algorithm by it: CHOLMOD takes its supernodal (BLAS-3) factorization for a larger
+  // work per entry of the factor when one thread factorizes (a batch of blocks in parallel), since on one
+  // thread its small dense kernels gain less over the simplicial loops: measured with one BLAS thread, the
+  // simplicial factorization is the faster up to about 20,000 rows of a 2D mesh and 1,000 of a 3D grid,
+  // where CHOLMOD's default switch (40 flops per entry) already takes the supernodal one.
+  int threads = 0;
+};
+
 // Symbolic analysis of a square CSR pattern, which must be valid (validate_csr: the bindings check it
 // first). Throws InvalidArgument (not square) / Unavailable (backend not compiled in).
 // A 0 x 0 pattern gives an analysis whose factorizations are trivial (solve does nothing).
 template <class I>
 std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrView<I>& pattern,
-                                        Ordering ordering = Ordering::Default);
+                                        Ordering ordering = Ordering::Default, const AnalyzeOptions& options = {});
 // The same for a CsrPattern, validated when it was made.
 std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern,
                                         Ordering ordering = Ordering::Default);

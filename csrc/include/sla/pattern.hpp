@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,16 @@ class CsrPattern {
   // SpMV), int64 otherwise, whatever the index type of the view.
   template <class I>
   static CsrPattern copy_of(const CsrView<I>& view, index_t indptr_len, index_t indices_len, const std::string& what);
+
+  // The pattern of COO indices (nnz each) that are already in CSR order, every entry strictly after the one
+  // before it in row-major order (sorted, no duplicates): the usual layout of graph libraries' edge lists.
+  // Writes the row pointers to crow (n_rows + 1, int64) and returns the pattern, in one pass; returns
+  // nothing when an entry is out of that order (the caller sorts). Throws InvalidArgument naming row_name
+  // or col_name for an index out of range met before that.
+  template <class I>
+  static std::optional<CsrPattern> from_ordered_coo(const I* row, const I* col, index_t nnz, index_t n_rows,
+                                                    index_t n_cols, std::int64_t* crow, const std::string& row_name,
+                                                    const std::string& col_name);
 
   index_t n_rows() const { return n_rows_; }
   index_t n_cols() const { return n_cols_; }
