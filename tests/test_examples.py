@@ -3,6 +3,7 @@ the real sizes)."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -175,15 +176,22 @@ def test_distributed_benchmark_quick_run(tmp_path):
     assert data["halo"]["measured"] == data["halo"]["model"]
     assert set(data["iterations"]) == {"1", "2"}  # --quick runs no oversubscribed pools
     assert data["cg"]["per_iteration_2"] > 0 and "communication exceeds compute" in r.stdout
+
+
 def test_batches_benchmark_quick_run(tmp_path):
     js = tmp_path / "batches.json"
     # The package this test process imported (also when it is not the editable install's).
     parent = os.path.dirname(os.path.dirname(os.path.abspath(torch_sla.__file__)))
     script = os.path.join(ROOT, "benchmarks", "bench_batches.py")
-    boot = (
-        "import runpy, sys; "
+    # A built copy (its own _C next to it) is imported from its folder; the editable install as it is.
+    isolate = (
         "sys.meta_path[:] = [f for f in sys.meta_path if '_editable' not in type(f).__module__]; "
-        f"sys.path.insert(0, {parent!r}); sys.argv = [{script!r}, '--quick', '--json', {str(js)!r}]; "
+        f"sys.path.insert(0, {parent!r}); "
+        if glob.glob(os.path.join(parent, "torch_sla", "_C*.so"))
+        else ""
+    )
+    boot = (
+        f"import runpy, sys; {isolate}sys.argv = [{script!r}, '--quick', '--json', {str(js)!r}]; "
         f"runpy.run_path({script!r}, run_name='__main__')"
     )
     r = run(["-c", boot], tmp_path)
