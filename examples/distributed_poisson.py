@@ -94,6 +94,7 @@ def main() -> None:
         )
     stats = D.halo_stats()
     say(f"{args.iters} steps in {time.perf_counter() - t0:.2f} s; rank 0 halo: {stats}")
+    dist.barrier()  # every rank done with its last messages before any closes its connections
     dist.destroy_process_group()
 
 

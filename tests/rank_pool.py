@@ -65,6 +65,7 @@ def _one_shot(rank: int, world: int, port: int, results, fn, args, threads: int,
     except BaseException:  # noqa: BLE001
         results.put((rank, 0, "error", traceback.format_exc()))
         raise SystemExit(1) from None
+    dist.barrier()
     dist.destroy_process_group()
 
 
