@@ -8,6 +8,7 @@ eigenvector part is one projected adjoint solve per requested vector.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -31,14 +32,17 @@ _WHICH = {"LM": "LM", "SM": "SM", "LA": "LA", "SA": "SA", "largest": "LA", "smal
 _METHODS = ("auto", "lanczos", "lobpcg", "dense")
 # Eigenvalue pairs closer than this (relative to the larger magnitude) count as degenerate in backward.
 _DEGENERATE_GAP = 1e-8
+# A Lanczos basis of fewer entries than this is iterated on one thread (see _serial).
+_PARALLEL_FROM = 1 << 23
 
 
 @dataclasses.dataclass
 class EigshInfo:
     """What an eigensolve did (the worst batch member when A is batched).
 
-    ``iterations`` counts applications of the operator (``A``, ``M^{-1} A`` or ``(A - sigma M)^{-1} M``);
-    ``residuals`` are the final relative residuals ``||A v - lambda M v|| / (||v|| scale)`` of the
+    ``iterations`` counts applications of the operator (``A``, ``M^{-1} A`` or ``(A - sigma M)^{-1} M``)
+    to a vector (a block of b vectors counts b); ``block_size`` is the Lanczos block size (0 for the other
+    methods); ``residuals`` are the final relative residuals ``||A v - lambda M v|| / (||v|| scale)`` of the
     returned pairs (``scale`` = the max abs row sum of A, plus ``|lambda|`` times M's for generalized
     problems), in the order of the returned eigenvalues."""
 
@@ -50,6 +54,7 @@ class EigshInfo:
     reason: str = "converged"
     residuals: list[float] = dataclasses.field(default_factory=list)
     ncv: int = 0
+    block_size: int = 0
     adjoint: dict | None = None
 
     def _merge(self, other: EigshInfo) -> None:
@@ -156,6 +161,26 @@ def _block_size(requested: int | None, k: int, ncv: int, n: int, shift_invert: b
     if requested is None:
         requested = 3 if shift_invert else 1
     return max(1, min(requested, (ncv - k) // 2, n - ncv))
+
+
+@contextlib.contextmanager
+def _serial(entries: int, device: torch.device):
+    """Torch's intra-op threads limited to one while a CPU Lanczos basis of ``entries`` values is below
+    ``_PARALLEL_FROM`` (8M: 64 MB in float64). Each step is a dozen memory-bound operations on vectors
+    (a product, projections on the basis, norms) that take tens to hundreds of microseconds: a second
+    thread does not make them faster (measured: the same best times with 1 and 2 threads up to n = 1M),
+    while every one of them becomes a fork and join that waits for the slowest thread, which on a
+    machine shared with other work is often descheduled (then each step costs several time slices:
+    10x slower than one thread). Factorizations and solves keep their threads."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1 or entries >= _PARALLEL_FROM:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _real_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -314,6 +339,28 @@ def _lanczos(
     multiplicity up to b are found in one pass. When a wanted eigenvalue shows b or more copies, more may
     be missing, so the converged pairs are locked and their complement is searched from a fresh random
     block until the wanted set no longer changes (for b = 1, always)."""
+    with _serial(member.n * (ncv + block), member.device):
+        return _lanczos_run(
+            member,
+            apply_t,
+            bmul,
+            to_lambda,
+            k,
+            want,
+            ncv,
+            tol,
+            maxiter,
+            v0,
+            generator,
+            standard_mode,
+            sigma,
+            block,
+        )
+
+
+def _lanczos_run(
+    member, apply_t, bmul, to_lambda, k, want, ncv, tol, maxiter, v0, generator, standard_mode, sigma, block
+):
     n, dtype, device = member.n, member.dtype, member.device
     rdtype = _real_dtype(dtype)
     eps = torch.finfo(rdtype).eps
@@ -911,7 +958,9 @@ def eigsh(
             f"without sigma), got which={which!r}, sigma={sigma}"
         )
     if method == "lobpcg" and block_size is not None:
-        raise InvalidArgumentError("block_size: applies to method='lanczos' only (LOBPCG sizes its own block)")
+        raise InvalidArgumentError(
+            "block_size: applies to method='lanczos' only (LOBPCG sizes its own block)"
+        )
     if method != "lobpcg" and preconditioner is not None:
         raise InvalidArgumentError("preconditioner: applies to method='lobpcg' only")
     mode = "shift-invert" if sigma is not None else ("generalized" if M is not None else "standard")
@@ -919,7 +968,8 @@ def eigsh(
     if gen is None:
         gen = torch.Generator(device=A.device)
         gen.manual_seed(0x5EED)
-    info = EigshInfo(method=method, mode=mode, ncv=ncv)
+    block = _block_size(block_size, k, ncv, n, sigma is not None) if method == "lanczos" else 0
+    info = EigshInfo(method=method, mode=mode, ncv=ncv, block_size=block)
     settings = dict(
         k=k,
         want=want,
@@ -932,7 +982,7 @@ def eigsh(
         preconditioner=preconditioner,
         generator=gen,
         info=info,
-        block_size=block_size,
+        block=block,
     )
 
     B = A.batch_size
@@ -1002,6 +1052,7 @@ class _Runner:
             reason=status,
             residuals=res.tolist(),
             ncv=s["ncv"],
+            block_size=s["block"],
         )
         s["info"]._merge(one)
         return lam, V, shared
@@ -1009,9 +1060,8 @@ class _Runner:
     def _lanczos(self, member: _Member, shared: dict):
         s = self.s
         k, want, sigma, ncv = s["k"], s["want"], s["sigma"], s["ncv"]
-        n = member.n
         bmul = None if member.m_op is None else member.mmul_rows
-        block = _block_size(s["block_size"], k, ncv, n, sigma is not None)
+        block = s["block"]
         if sigma is not None:
             shifted_matrix = shifted(member.A, sigma, member.M)
             try:
