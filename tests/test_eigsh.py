@@ -284,6 +284,23 @@ def test_gradient_of_eigenvalues_is_the_outer_product_on_the_pattern():
     torch.testing.assert_close(v.grad, expected.detach())
 
 
+def test_gradient_with_create_graph_matches_the_plain_one():
+    # with create_graph the pattern products stay differentiable (a gather instead of a sampled product)
+    D = hermitian_sparse(25, 0.2, seed=5)
+    A = sla.SparseTensor.from_dense(D)
+    herm = hermitian_parametrization(A)
+    p = A.values.clone().requires_grad_()
+
+    def loss(q):
+        w = sla.eigsh(A.with_values(herm(q)), 3, which="LA", method="lanczos", return_eigenvectors=False)
+        return (w**2).sum()
+
+    (plain,) = torch.autograd.grad(loss(p), p)
+    (graph,) = torch.autograd.grad(loss(p), p, create_graph=True)
+    assert graph.requires_grad
+    torch.testing.assert_close(graph.detach(), plain, rtol=1e-10, atol=1e-12)
+
+
 def test_batched_values_solve_member_by_member():
     A0 = poisson2d(6)
     g = torch.Generator().manual_seed(1)

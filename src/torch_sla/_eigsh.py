@@ -647,6 +647,13 @@ class _EigshFunction(torch.autograd.Function):
     # On the pattern, grad_values[p] = C[row_p, col_p] (torch's convention for complex gradients).
     @staticmethod
     def backward(ctx, g_lam, g_V):
+        # the adjoint solve and the pattern products work on a few n x k blocks: see _serial
+        n, k = ctx.V.shape
+        with _serial(8 * n * k, ctx.V.device):
+            return _EigshFunction._backward(ctx, g_lam, g_V)
+
+    @staticmethod
+    def _backward(ctx, g_lam, g_V):
         lam, V = ctx.lam, ctx.V
         shared = ctx.shared
         dtype = V.dtype
@@ -709,7 +716,17 @@ class _EigshFunction(torch.autograd.Function):
 
 
 def _on_pattern(pattern, L: Tensor, R: Tensor) -> Tensor:
-    """``(L R^H)[row_p, col_p]`` for every stored entry p."""
+    """``(L R^H)[row_p, col_p]`` for every stored entry p: torch's sampled product on the CPU (about 8x
+    faster than gathering rows of L and R per entry), the gather where it must be differentiable (double
+    backward) or on other devices."""
+    if L.device.type == "cpu" and not (torch.is_grad_enabled() and (L.requires_grad or R.requires_grad)):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            warnings.filterwarnings("ignore", message="Sparse invariant checks")
+            mask = torch.sparse_csr_tensor(
+                pattern.crow, pattern.col, L.new_zeros(pattern.nnz), (pattern.n_rows, pattern.n_cols)
+            )
+            return torch.sparse.sampled_addmm(mask, L, R.mH, beta=0.0).values()
     return (L[pattern.row] * R[pattern.col].conj()).sum(-1)
 
 
