@@ -671,7 +671,7 @@ class _EigshFunction(torch.autograd.Function):
                                 "gradient is not defined and is dropped (only losses of the eigenspace, such "
                                 "as projectors, have exact gradients there)",
                                 RuntimeWarning,
-                                stacklevel=2,
+                                stacklevel=3,
                             )
             safe = torch.where(degenerate, torch.ones_like(diff), diff).to(dtype)
             S = torch.where(degenerate, torch.zeros_like(skew), skew / safe)
@@ -754,7 +754,7 @@ def _adjoint_solve(member: _Member, V: Tensor, lam: Tensor, G: Tensor, shared: d
             "the gradient is approximate. An eigenvalue outside the requested set equal to a requested one "
             "makes it undefined: request the whole cluster.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return P(x), {
         "method": method,
