@@ -129,6 +129,81 @@ def test_repeated_eigenvalues_of_the_2d_laplacian():
     torch.testing.assert_close(projector(V), projector(U), rtol=1e-8, atol=1e-8)
 
 
+BLOCK_CASES = [
+    ({"which": "LA"}, None, False),
+    ({"which": "SA"}, None, False),
+    ({"sigma": 7.3}, 7.3, False),
+    ({"which": "LA"}, None, True),
+    ({"sigma": 1.5}, 1.5, True),
+]
+
+
+@pytest.mark.parametrize("block", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [F64, C128])
+@pytest.mark.parametrize("kw,sigma,generalized", BLOCK_CASES)
+def test_block_lanczos_with_restarts_matches_dense_eigh(kw, sigma, generalized, dtype, block):
+    n, k = 40, 4
+    D = hermitian_sparse(n, 0.15, seed=11, dtype=dtype)
+    Mden = mass_matrix(n).to(dtype) if generalized else None
+    A = sla.SparseTensor.from_dense(D)
+    M = sla.SparseTensor.from_dense(Mden) if generalized else None
+    w, V, info = sla.eigsh(A, k, M=M, ncv=12, block_size=block, method="lanczos", return_info=True, **kw)
+    assert info.block_size == block and info.restarts > 0 and info.converged
+    lam, U = dense_reference(D, k, kw.get("which", "LM"), sigma, Mden)
+    torch.testing.assert_close(w, lam, rtol=1e-10, atol=1e-10)
+    G = V.mH @ V if Mden is None else V.mH @ Mden @ V
+    torch.testing.assert_close(G, torch.eye(k, dtype=dtype), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(projector(V, Mden), projector(U, Mden), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5])
+def test_clusters_larger_than_the_block_are_completed(block):
+    # eigenvalues 0..4, each 8 times, in a random orthonormal basis: a Krylov space of one vector spans 5
+    # dimensions (an invariant subspace after 5 steps), one of b vectors 5 b; the 10 largest are 4 (8
+    # copies) and 3 (2 of 8), so every block size below 8 must find missing copies in later passes
+    n = 40
+    g = torch.Generator().manual_seed(12)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=F64, generator=g))
+    lam = torch.arange(5, dtype=F64).repeat_interleave(8)
+    D = Q @ torch.diag(lam) @ Q.mT
+    A = sla.SparseTensor.from_dense((D + D.mT) / 2)
+    w, V, info = sla.eigsh(A, 10, which="LA", ncv=24, block_size=block, method="lanczos", return_info=True)
+    expected = torch.tensor([3.0, 3.0] + [4.0] * 8, dtype=F64)
+    assert info.converged and info.block_size == block
+    torch.testing.assert_close(w, expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(V.mT @ V, torch.eye(10, dtype=F64), rtol=0, atol=1e-10)
+    assert (D @ V - V * w).abs().max() < 1e-9
+
+
+def test_block_size_defaults_and_limits():
+    A = poisson2d(10)
+    _, _, info = sla.eigsh(A, 4, sigma=0.0, return_info=True)
+    assert info.block_size == 3  # shift-invert: one solve with 3 right-hand sides per step
+    _, _, info = sla.eigsh(A, 4, which="LA", return_info=True)
+    assert info.block_size == 1
+    _, _, info = sla.eigsh(A, 4, sigma=0.0, ncv=10, block_size=8, return_info=True)
+    assert info.block_size == 3  # (ncv - k) / 2: two blocks of expansion per restart
+    _, _, info = sla.eigsh(A, 4, which="SA", method="lobpcg", return_info=True)
+    assert info.block_size == 0
+    with pytest.raises(sla.InvalidArgumentError, match="block_size: must lie in"):
+        sla.eigsh(A, 4, block_size=0)
+    with pytest.raises(sla.InvalidArgumentError, match="block_size: expected an integer"):
+        sla.eigsh(A, 4, block_size=2.0)
+    with pytest.raises(sla.InvalidArgumentError, match="block_size: applies to method='lanczos'"):
+        sla.eigsh(A, 4, which="SA", method="lobpcg", block_size=2)
+
+
+def test_shift_invert_blocks_take_fewer_solves_than_vectors():
+    A = poisson2d(30)
+    lam = torch.linalg.eigvalsh(A.to_dense())[:6]
+    w1, _, one = sla.eigsh(A, 6, sigma=0.0, block_size=1, return_info=True)
+    w3, _, three = sla.eigsh(A, 6, sigma=0.0, return_info=True)
+    torch.testing.assert_close(w1, lam, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(w3, lam, rtol=1e-10, atol=1e-12)
+    # a block of 3 needs about as many vectors but a third as many (multi-right-hand-side) solves
+    assert three.iterations / 3 < 0.6 * one.iterations
+
+
 def test_degenerate_pair_gradients_exact_for_the_eigenspace_and_warned_otherwise():
     A = poisson2d(4)  # eigenvalues l11 < l12 = l21 < l22 < l13 = l31
     herm = hermitian_parametrization(A)
@@ -207,6 +282,23 @@ def test_gradient_of_eigenvalues_is_the_outer_product_on_the_pattern():
     (w * g).sum().backward()
     expected = ((V * g) @ V.mT)[A.pattern.row, A.pattern.col]
     torch.testing.assert_close(v.grad, expected.detach())
+
+
+def test_gradient_with_create_graph_matches_the_plain_one():
+    # with create_graph the pattern products stay differentiable (a gather instead of a sampled product)
+    D = hermitian_sparse(25, 0.2, seed=5)
+    A = sla.SparseTensor.from_dense(D)
+    herm = hermitian_parametrization(A)
+    p = A.values.clone().requires_grad_()
+
+    def loss(q):
+        w = sla.eigsh(A.with_values(herm(q)), 3, which="LA", method="lanczos", return_eigenvectors=False)
+        return (w**2).sum()
+
+    (plain,) = torch.autograd.grad(loss(p), p)
+    (graph,) = torch.autograd.grad(loss(p), p, create_graph=True)
+    assert graph.requires_grad
+    torch.testing.assert_close(graph.detach(), plain, rtol=1e-10, atol=1e-12)
 
 
 def test_batched_values_solve_member_by_member():

@@ -119,6 +119,32 @@ def test_shifted_matrix_for_shift_invert():
         shifted(A, 1.0, sla.SparseTensor.from_dense(torch.eye(2, dtype=torch.float64)))
 
 
+def test_shifted_keeps_a_pattern_that_holds_the_diagonal():
+    from torch_sla._sparse_tensor import shifted
+
+    d = torch.tensor([[2.0, 1, 0], [1, 3, 0.5], [0, 0.5, 4]], dtype=torch.float64)
+    m = torch.tensor([[1.0, 0.2, 0], [0.2, 2, 0.1], [0, 0.1, 0.5]], dtype=torch.float64)  # A's pattern
+    A, M = sla.SparseTensor.from_dense(d), sla.SparseTensor.from_dense(m)
+    eye = torch.eye(3, dtype=torch.float64)
+    S = shifted(A, 0.5)
+    assert S.pattern is A.pattern  # values only: no new pattern
+    torch.testing.assert_close(S.to_dense(), d - 0.5 * eye)
+    S = shifted(A, 0.5, M)
+    assert S.pattern is A.pattern
+    torch.testing.assert_close(S.to_dense(), d - 0.5 * m)
+    Md = sla.SparseTensor.from_dense(torch.diag(torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)))
+    S = shifted(A, 0.5, Md)  # a different pattern: the union
+    assert S.pattern is not A.pattern
+    torch.testing.assert_close(S.to_dense(), d - 0.5 * Md.to_dense())
+    batched = A.with_values(torch.stack([A.values, 2 * A.values]))
+    torch.testing.assert_close(shifted(batched, 1.0).to_dense()[1], 2 * d - eye)
+    torch.testing.assert_close(shifted(batched, 1.0, M).to_dense()[1], 2 * d - m)
+    v = A.values.clone().requires_grad_()
+    w = M.values.clone().requires_grad_()
+    torch.autograd.gradcheck(lambda v: shifted(A.with_values(v), 0.3).to_dense(), (v,))
+    torch.autograd.gradcheck(lambda v, w: shifted(A.with_values(v), 0.3, M.with_values(w)).to_dense(), (v, w))
+
+
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
 def test_transpose_keeps_the_index_type_and_detects_structural_symmetry(index_dtype):
     m = sp.random(30, 30, density=0.2, random_state=0, format="csr")

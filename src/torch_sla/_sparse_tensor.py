@@ -592,16 +592,28 @@ def shifted(A: SparseTensor, sigma, M: SparseTensor | None = None) -> SparseTens
     if not (abs(sigma) < math.inf):
         raise InvalidArgumentError(f"sigma: must be finite, got {sigma}")
     batch = A.batch_shape
+    if M is not None and (M.shape[-2:] != (n, n) or M.dtype != A.dtype or M.device != A.device):
+        raise InvalidArgumentError(
+            f"M: expected a ({n}, {n}) matrix with A's dtype {A.dtype} and device {A.device}, got "
+            f"shape {M.shape}, {M.dtype}, {M.device}"
+        )
+    pos = A.pattern.diag_positions
+    if pos is not None and (
+        M is None or M.pattern is A.pattern or M.pattern.fingerprint == A.pattern.fingerprint
+    ):
+        # A's pattern holds the whole diagonal (and M's entries): only the values change, and the result
+        # keeps A's pattern (no sort, and the analyses cached for A serve it)
+        if M is None:
+            delta = torch.zeros(A.nnz, dtype=A.dtype, device=A.device)
+            delta[pos] = -sigma
+            return SparseTensor._from_pattern(A.values + delta, A.pattern)
+        mv = M.values if M.batch_shape == batch else M.values.expand(batch + (M.nnz,))
+        return SparseTensor._from_pattern(A.values - sigma * mv, A.pattern)
     diag = torch.arange(n, device=A.device)
     rows, cols, vals = [A.pattern.row, diag], [A.pattern.col, diag], [A.values]
     if M is None:
         vals.append(torch.full(batch + (n,), -sigma, dtype=A.dtype, device=A.device))
     else:
-        if M.shape[-2:] != (n, n) or M.dtype != A.dtype or M.device != A.device:
-            raise InvalidArgumentError(
-                f"M: expected a ({n}, {n}) matrix with A's dtype {A.dtype} and device {A.device}, got "
-                f"shape {M.shape}, {M.dtype}, {M.device}"
-            )
         rows.append(M.pattern.row)
         cols.append(M.pattern.col)
         vals.append(torch.zeros(batch + (n,), dtype=A.dtype, device=A.device))
