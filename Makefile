@@ -28,8 +28,10 @@ test: test-cpp test-py test-eigen-only
 bench: setup $(CPP_BUILD)/build.ninja
 	$(VENV)/bin/cmake --build $(CPP_BUILD) --target bench_direct bench_stream bench_batch
 	$(PY) benchmarks/bench_direct.py --cpp-bench $(CPP_BUILD)/bench_direct
+	$(PY) benchmarks/bench_pardiso.py
 	$(PY) benchmarks/bench_krylov.py --stream $(CPP_BUILD)/bench_stream
 	$(PY) benchmarks/bench_api.py
+	$(PY) benchmarks/bench_partition.py
 	$(CPP_BUILD)/bench_batch 60 64 $(OMP_NUM_THREADS)
 
 lint: setup

@@ -9,7 +9,11 @@ run (interleaved, best of ``--repeats``).
 2. 3D Poisson (``--grid3d``^3, default 100^3): AMG-CG iterations <= 25; against a CHOLMOD Cholesky solve
    (factorization + solve) and PyAMG (>= 2); operator complexity <= 1.5.
 3. Values-only re-setup (new values on the same pattern, the aggregates kept) against a full setup, on
-   the 2D problem: target <= 0.5.
+   both problems: target <= 0.5.
+
+Every case prints the setup / solve split of AMG-CG and PyAMG (where the time goes) and the load
+average before and after it (the machine may be shared). The last lines list every target with its
+ratio.
 """
 
 from __future__ import annotations
@@ -72,11 +76,80 @@ def rel_res(S, x: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(b - S @ x) / np.linalg.norm(b))
 
 
+def load() -> float:
+    """The 1-minute load average (of the whole machine)."""
+    return os.getloadavg()[0]
+
+
 def pyamg_cg(S, b: np.ndarray):
+    t0 = time.perf_counter()
     ml = pyamg.smoothed_aggregation_solver(S)
+    setup = time.perf_counter() - t0
     res: list = []
     x = ml.solve(b, accel="cg", tol=RTOL, residuals=res, maxiter=500)
-    return x, len(res) - 1, ml.operator_complexity()
+    return x, len(res) - 1, ml.operator_complexity(), setup, time.perf_counter() - t0 - setup, ml
+
+
+def cycle_profile(h, ml, cycles: int = 5) -> list:
+    """Per level, the seconds one V-cycle spends on the level's own work (smoothing, residual,
+    restriction, prolongation; on the last level the direct solve): ours from the core's timers, PyAMG's
+    by running the same steps of its cycle (``MultilevelSolver.__solve``) level by level. Plus our
+    setup time per level."""
+    n = h.levels[0][0]
+    r = torch.randn(n, 1, dtype=torch.float64)
+    z = torch.empty_like(r)
+    before = h.handle.cycle_level_seconds
+    for _ in range(cycles):
+        h.handle.apply(r, z, "N")
+    ours = [(a - b) / cycles for a, b in zip(h.handle.cycle_level_seconds, before)]
+    rows = []
+    py_levels = ml.levels if ml is not None else []
+    for i in range(max(len(ours), len(py_levels))):
+        row = {"level": i}
+        if i < len(ours):
+            row.update(
+                rows=h.levels[i][0],
+                nnz=h.levels[i][1],
+                setup_s=h.handle.setup_level_seconds[i],
+                cycle_s=ours[i],
+            )
+        if i < len(py_levels):
+            lvl = py_levels[i]
+            b = np.random.default_rng(i).standard_normal(lvl.A.shape[0])
+            t0 = time.perf_counter()
+            for _ in range(cycles):
+                if i + 1 < len(py_levels):
+                    x = np.zeros_like(b)
+                    lvl.presmoother(lvl.A, x, b)
+                    coarse_b = lvl.R @ (b - lvl.A @ x)
+                    x += lvl.P @ np.zeros_like(coarse_b)
+                    lvl.postsmoother(lvl.A, x, b)
+                else:
+                    ml.coarse_solver(lvl.A, b)
+            row.update(
+                pyamg_rows=lvl.A.shape[0],
+                pyamg_nnz=lvl.A.nnz,
+                pyamg_cycle_s=(time.perf_counter() - t0) / cycles,
+            )
+        rows.append(row)
+    return rows
+
+
+def print_profile(rows: list) -> None:
+    print("  where the time goes, per level (one V-cycle; our setup):")
+    print("   level |        rows         nnz   setup s  cycle ms |  PyAMG rows         nnz  cycle ms")
+    for r in rows:
+        ours = (
+            f"{r['rows']:11d} {r['nnz']:11d} {r['setup_s']:9.3f} {1e3 * r['cycle_s']:9.2f}"
+            if "rows" in r
+            else " " * 43
+        )
+        py = (
+            f"{r['pyamg_rows']:11d} {r['pyamg_nnz']:11d} {1e3 * r['pyamg_cycle_s']:9.2f}"
+            if "pyamg_rows" in r
+            else ""
+        )
+        print(f"   {r['level']:5d} | {ours} | {py}")
 
 
 def ratio_row(name, base_s, ours_s, target, fn) -> dict:
@@ -104,11 +177,13 @@ def bench_2d(m: int, repeats: int, with_ic0: bool) -> dict:
         )
     if pyamg is not None:
         fns["pyamg"] = lambda: pyamg_cg(S, bn)
+    load0 = load()
     best = interleaved(fns, repeats)
     t_amg, (x, info) = best["amg"]
     h = info.hierarchy
     out = {
         "problem": f"2D Poisson {m}^2 (n = {n})",
+        "load": [load0, load()],
         "amg": {
             "total_s": t_amg,
             "setup_s": info.setup_time,
@@ -126,14 +201,17 @@ def bench_2d(m: int, repeats: int, with_ic0: bool) -> dict:
         out["ic0"] = {"total_s": t_ic0, "iterations": ii.iterations, "residual": rel_res(S, xi.numpy(), bn)}
         out["ratios"].append(ratio_row("IC(0)-CG / AMG-CG", t_ic0, t_amg, ">= 5", lambda r: r >= 5))
     if pyamg is not None:
-        t_py, (xp, itp, ocp) = best["pyamg"]
+        t_py, (xp, itp, ocp, sp, so, ml) = best["pyamg"]
         out["pyamg"] = {
             "total_s": t_py,
+            "setup_s": sp,
+            "solve_s": so,
             "iterations": itp,
             "operator_complexity": ocp,
             "residual": rel_res(S, xp, bn),
         }
         out["ratios"].append(ratio_row("PyAMG / AMG-CG", t_py, t_amg, ">= 2", lambda r: r >= 2))
+        out["profile"] = cycle_profile(h, ml)
     oc = h.operator_complexity
     out["ratios"].append({"case": "operator complexity", "ratio": oc, "target": "<= 1.5", "met": oc <= 1.5})
     return out
@@ -152,11 +230,13 @@ def bench_3d(m: int, repeats: int, with_direct: bool) -> dict:
         )
     if pyamg is not None:
         fns["pyamg"] = lambda: pyamg_cg(S, bn)
+    load0 = load()
     best = interleaved(fns, repeats)
     t_amg, (x, info) = best["amg"]
     h = info.hierarchy
     out = {
         "problem": f"3D Poisson {m}^3 (n = {n})",
+        "load": [load0, load()],
         "amg": {
             "total_s": t_amg,
             "setup_s": info.setup_time,
@@ -181,21 +261,24 @@ def bench_3d(m: int, repeats: int, with_direct: bool) -> dict:
         out["cholmod"] = {"total_s": t_d, "residual": rel_res(S, xd.numpy(), bn)}
         out["ratios"].append(ratio_row("CHOLMOD / AMG-CG", t_d, t_amg, "(reported)", lambda r: True))
     if pyamg is not None:
-        t_py, (xp, itp, ocp) = best["pyamg"]
+        t_py, (xp, itp, ocp, sp, so, ml) = best["pyamg"]
         out["pyamg"] = {
             "total_s": t_py,
+            "setup_s": sp,
+            "solve_s": so,
             "iterations": itp,
             "operator_complexity": ocp,
             "residual": rel_res(S, xp, bn),
         }
         out["ratios"].append(ratio_row("PyAMG / AMG-CG", t_py, t_amg, ">= 2", lambda r: r >= 2))
+        out["profile"] = cycle_profile(h, ml)
     oc = h.operator_complexity
     out["ratios"].append({"case": "operator complexity", "ratio": oc, "target": "<= 1.5", "met": oc <= 1.5})
     return out
 
 
-def bench_reuse(m: int, repeats: int) -> dict:
-    A = sla.SparseTensor.from_scipy(problems.poisson2d(m))
+def bench_reuse(name: str, S, repeats: int) -> dict:
+    A = sla.SparseTensor.from_scipy(S)
     b = torch.ones(A.shape[0], dtype=torch.float64)
     scale = [1.0]
 
@@ -214,6 +297,7 @@ def bench_reuse(m: int, repeats: int) -> dict:
         )[1]
 
     setup("full")  # the hierarchy a values-only setup reuses
+    load0 = load()
     full, vo = float("inf"), float("inf")
     for _ in range(repeats):
         full = min(full, setup("full").hierarchy.setup_time)
@@ -221,7 +305,8 @@ def bench_reuse(m: int, repeats: int) -> dict:
         assert i.hierarchy.values_only
         vo = min(vo, i.hierarchy.setup_time)
     return {
-        "problem": f"2D Poisson {m}^2",
+        "problem": name,
+        "load": [load0, load()],
         "full_setup_s": full,
         "values_only_setup_s": vo,
         "ratios": [
@@ -254,34 +339,44 @@ def main() -> None:
         "pyamg": None if pyamg is None else pyamg.__version__,
         "poisson2d": bench_2d(m2, reps, not args.no_ic0),
         "poisson3d": bench_3d(m3, reps, not args.no_direct),
-        "reuse": bench_reuse(m2, reps),
+        "reuse": bench_reuse(f"2D Poisson {m2}^2, setup reuse", problems.poisson2d(m2), reps),
+        "reuse3d": bench_reuse(f"3D Poisson {m3}^3, setup reuse", problems.poisson3d(m3), reps),
     }
     if pyamg is None:
         print("PyAMG is not installed: its comparisons are skipped")
-    for key in ("poisson2d", "poisson3d", "reuse"):
+    targets = []
+    for key in ("poisson2d", "poisson3d", "reuse", "reuse3d"):
         r = results[key]
-        print(r["problem"] + ":")
+        print(f"{r['problem']} (load {r['load'][0]:.1f} -> {r['load'][1]:.1f}):")
         if "amg" in r:
             a = r["amg"]
             print(
                 f"  AMG-CG: {a['total_s']:.3f} s (setup {a['setup_s']:.3f} s, solve {a['solve_s']:.3f} s), "
                 f"{a['iterations']} iterations, residual {a['residual']:.1e}, operator complexity "
                 f"{a['operator_complexity']:.3f}, grid complexity {a['grid_complexity']:.3f}, "
-                f"{len(a['levels'])} levels"
+                f"levels (rows, nnz) {a['levels']}"
             )
             for other in ("ic0", "cholmod", "pyamg"):
                 if other in r:
                     o = r[other]
                     extra = f", {o['iterations']} iterations" if "iterations" in o else ""
+                    if "setup_s" in o:
+                        extra += f" (setup {o['setup_s']:.3f} s, solve {o['solve_s']:.3f} s)"
+                    if "operator_complexity" in o:
+                        extra += f", operator complexity {o['operator_complexity']:.3f}"
                     print(f"  {other}: {o['total_s']:.3f} s{extra}, residual {o['residual']:.1e}")
+            if "profile" in r:
+                print_profile(r["profile"])
         else:
             print(
                 f"  full setup {r['full_setup_s']:.3f} s, values-only setup {r['values_only_setup_s']:.3f} s"
             )
         for row in r["ratios"]:
-            print(
-                f"  {row['case']}: {row['ratio']:.3g} (target {row['target']}: {'met' if row['met'] else 'NOT met'})"
-            )
+            targets.append((r["problem"].split(" (")[0].split(",")[0], row))
+    print(f"targets ({args.threads} threads, best of {reps}):")
+    for problem, row in targets:
+        met = "met" if row["met"] else "NOT met"
+        print(f"  {problem}: {row['case']}: {row['ratio']:.3g} (target {row['target']}: {met})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY="$VENV/bin/python"
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}   # pinned: an unpinned torch would pull a CUDA build of several GB
+# Intel MKL for the 'pardiso' backend, loaded at run time (nothing is linked against it): MKL_SPEC=none
+# leaves it out, and torch_sla builds, imports and passes its tests without it.
+MKL_SPEC=${MKL_SPEC:-mkl==2026.2.0}
 DEB_PACKAGES="build-essential libeigen3-dev libsuitesparse-dev libopenblas-dev libgtest-dev libmetis-dev"
 
 # 1. Debian packages (Eigen is required; SuiteSparse over OpenBLAS is used when present).
@@ -32,6 +35,7 @@ if [ ! -x "$PY" ]; then
 fi
 mkdir -p .stamp
 REQS="$TORCH_SPEC numpy scipy nanobind>=2.4 scikit-build-core>=0.10 cmake>=3.18 ninja pytest hypothesis matplotlib ruff"
+if [ "$MKL_SPEC" != none ]; then REQS="$REQS $MKL_SPEC"; fi
 if [ ! -f .stamp/venv ] || [ "$(cat .stamp/venv)" != "$REQS" ]; then
   echo "setup: installing Python packages"
   "$PY" -m pip install -q --upgrade pip >/dev/null

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 import torch_sla as sla
+
+# backend="auto" follows the registry's order in the tests, on every machine; the cost model has its own
+# tests with calibration files (test_costmodel.py).
+os.environ.setdefault("TORCH_SLA_CALIBRATION", "off")
 
 
 # Test parameters come from the backend registry: a newly registered backend is tested by every test

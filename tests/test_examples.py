@@ -152,6 +152,29 @@ def test_amg_benchmark_quick_run(tmp_path):
     assert data["reuse"]["values_only_setup_s"] > 0
 
 
+def test_distributed_example_under_torchrun_matches_one_process(tmp_path):
+    def misfits(cmd):
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return [float(line.split()[3]) for line in r.stdout.splitlines() if line.startswith("iter ")]
+
+    args = ["examples/distributed_poisson.py", "--grid", "24", "--iters", "3"]
+    one = misfits([sys.executable, *args])
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    two = misfits([torchrun, "--standalone", "--nproc-per-node", "2", *args])
+    assert len(one) == 3 and one[-1] < one[0]
+    assert two == pytest.approx(one, rel=1e-6)
+
+
+def test_distributed_benchmark_quick_run(tmp_path):
+    js = tmp_path / "dist.json"
+    r = run(["benchmarks/bench_distributed.py", "--quick", "--json", str(js)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(js.read_text())
+    assert data["halo"]["measured"] == data["halo"]["model"]
+    assert set(data["iterations"]) == {"1", "2"}  # --quick runs no oversubscribed pools
+    assert data["cg"]["per_iteration_2"] > 0 and "communication exceeds compute" in r.stdout
 def test_batches_benchmark_quick_run(tmp_path):
     js = tmp_path / "batches.json"
     # The package this test process imported (also when it is not the editable install's).

@@ -93,7 +93,16 @@ inline ScalarType parse_scalar(const std::string& s) {
 inline Backend parse_backend(const std::string& s) {
   if (s == "suitesparse") return Backend::SuiteSparse;
   if (s == "eigen") return Backend::Eigen;
-  fail(ErrorKind::InvalidArgument, "backend: unknown C++ backend '", s, "' (expected 'suitesparse' or 'eigen')");
+  if (s == "pardiso") return Backend::Pardiso;
+  fail(ErrorKind::InvalidArgument, "backend: unknown C++ backend '", s,
+       "' (expected 'suitesparse', 'eigen' or 'pardiso')");
+}
+
+inline Ordering parse_ordering(const std::string& s) {
+  if (s == "default") return Ordering::Default;
+  if (s == "amd") return Ordering::AMD;
+  if (s == "metis") return Ordering::NestedDissection;
+  fail(ErrorKind::InvalidArgument, "ordering: expected 'default', 'amd' or 'metis', got '", s, "'");
 }
 
 inline Method parse_method(const std::string& s) {
@@ -113,5 +122,6 @@ void bind_direct(nb::module_& m);
 void bind_mtx(nb::module_& m);
 void bind_krylov(nb::module_& m);
 void bind_blocks(nb::module_& m);
+void bind_partition(nb::module_& m);
 
 }  // namespace sla::bind

@@ -3,6 +3,7 @@
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/unique_ptr.h>
+#include <nanobind/stl/vector.h>
 
 #include <memory>
 #include <string>
@@ -15,7 +16,7 @@ namespace {
 
 template <class I>
 std::shared_ptr<Symbolic> analyze_typed(Backend b, Method m, ScalarType s, index_t n_rows, index_t n_cols,
-                                              const Array& indptr, const Array& indices) {
+                                        const Array& indptr, const Array& indices) {
   CsrView<I> view{n_rows, n_cols, static_cast<const I*>(indptr.data()), static_cast<const I*>(indices.data())};
   if (indptr.shape(0) < 1) fail(ErrorKind::InvalidArgument, "crow_indices: empty, expected n_rows + 1 entries");
   validate_csr(view, static_cast<index_t>(indptr.shape(0)), static_cast<index_t>(indices.shape(0)), "A");
@@ -23,26 +24,29 @@ std::shared_ptr<Symbolic> analyze_typed(Backend b, Method m, ScalarType s, index
   return std::const_pointer_cast<Symbolic>(analyze(b, m, s, view));
 }
 
-std::shared_ptr<Symbolic> analyze_py(const std::string& backend, const std::string& method,
-                                           const std::string& dtype, index_t n_rows, index_t n_cols,
-                                           const Array& indptr, const Array& indices) {
+std::shared_ptr<Symbolic> analyze_py(const std::string& backend, const std::string& method, const std::string& dtype,
+                                     index_t n_rows, index_t n_cols, const Array& indptr, const Array& indices) {
   check_array(indptr, "crow_indices", 1);
   check_array(indices, "col_indices", 1);
   const Backend b = parse_backend(backend);
   const Method m = parse_method(method);
   const ScalarType s = parse_scalar(dtype);
-  if (is_int64(indptr) && is_int64(indices)) return analyze_typed<std::int64_t>(b, m, s, n_rows, n_cols, indptr, indices);
-  if (is_int32(indptr) && is_int32(indices)) return analyze_typed<std::int32_t>(b, m, s, n_rows, n_cols, indptr, indices);
+  if (is_int64(indptr) && is_int64(indices))
+    return analyze_typed<std::int64_t>(b, m, s, n_rows, n_cols, indptr, indices);
+  if (is_int32(indptr) && is_int32(indices))
+    return analyze_typed<std::int32_t>(b, m, s, n_rows, n_cols, indptr, indices);
   fail(ErrorKind::InvalidArgument, "crow_indices, col_indices: must both be int32 or both int64");
 }
 
 std::shared_ptr<Symbolic> analyze_pattern_py(const std::string& backend, const std::string& method,
-                                             const std::string& dtype, const CsrPattern& pattern) {
+                                             const std::string& dtype, const CsrPattern& pattern,
+                                             const std::string& ordering) {
   const Backend b = parse_backend(backend);
   const Method m = parse_method(method);
   const ScalarType s = parse_scalar(dtype);
+  const Ordering o = parse_ordering(ordering);
   nb::gil_scoped_release release;
-  return std::const_pointer_cast<Symbolic>(analyze(b, m, s, pattern));
+  return std::const_pointer_cast<Symbolic>(analyze(b, m, s, pattern, o));
 }
 
 std::shared_ptr<Numeric> factorize_py(const std::shared_ptr<Symbolic>& sym, const Array& values, bool allow_singular) {
@@ -162,6 +166,13 @@ void bind_direct(nb::module_& m) {
           "Where the analysis and its factorizations live and run: 'cpu' or 'cuda:<ordinal>'.")
       .def_prop_ro("n", &Symbolic::n)
       .def_prop_ro("predicted_factor_bytes", &Symbolic::predicted_factor_bytes)
+      .def_prop_ro("predicted_flops", &Symbolic::predicted_flops,
+                   "Flops of the numeric factorization predicted by the analysis (-1: none yet).")
+      .def_prop_ro("predicted_factor_nnz", &Symbolic::predicted_factor_nnz,
+                   "Stored entries of the factors predicted by the analysis (-1: none yet).")
+      .def_prop_ro(
+          "ordering", [](const Symbolic& s) { return std::string(ordering_name(s.ordering())); },
+          "The fill-reducing ordering asked for: 'default' (the backend's own), 'amd' or 'metis'.")
       .def_prop_ro("memory_bytes", &Symbolic::memory_bytes,
                    "Bytes this analysis holds (plan and backend symbolic data; factors not included).")
       .def_prop_ro("nnz", &Symbolic::csr_nnz);
@@ -183,7 +194,9 @@ void bind_direct(nb::module_& m) {
   m.def("analyze", &analyze_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"), nb::arg("n_rows"),
         nb::arg("n_cols"), nb::arg("crow_indices"), nb::arg("col_indices"));
   m.def("analyze", &analyze_pattern_py, nb::arg("backend"), nb::arg("method"), nb::arg("dtype"), nb::arg("pattern"),
-        "Symbolic analysis of a CsrPattern, validated when it was made.");
+        nb::arg("ordering") = "default",
+        "Symbolic analysis of a CsrPattern, validated when it was made, with the fill-reducing ordering "
+        "'default' (the backend's own), 'amd' (minimum degree) or 'metis' (nested dissection; not Eigen).");
   m.def("factorize", &factorize_py, nb::arg("symbolic"), nb::arg("values"), nb::arg("allow_singular") = false,
         "Numeric factorization. allow_singular=True accepts a matrix singular to working precision when the "
         "library produced a complete factor (UMFPACK; CHOLMOD LDL^T when only its last pivot is zero): slogdet() "
@@ -216,6 +229,22 @@ void bind_direct(nb::module_& m) {
         "parallel on `threads` threads (0: OpenMP's default), the GIL released once. Errors name the first "
         "member that failed: 'batch member i: ...'.");
   m.def("backend_available", [](const std::string& b) { return backend_available(parse_backend(b)); });
+  m.def(
+      "load_pardiso",
+      [](const std::vector<std::string>& candidates) {
+        PardisoLibrary lib;
+        {
+          nb::gil_scoped_release release;
+          lib = load_pardiso(candidates);
+        }
+        return nb::make_tuple(lib.loaded, lib.description);
+      },
+      nb::arg("candidates"),
+      "Load Intel MKL's libmkl_rt for the 'pardiso' backend: TORCH_SLA_MKL_RT when set (a path; 'none' "
+      "disables it), else the candidate paths in turn, then the dynamic loader's search. Returns (loaded, "
+      "description): the library and version, or every place tried and why it failed.");
+  m.def("set_pardiso_threads", &set_pardiso_threads, nb::arg("n"),
+        "Threads for PARDISO (0: MKL's default); calls inside a parallel batch run on one thread each.");
 }
 
 }  // namespace sla::bind

@@ -1,14 +1,13 @@
 // Bindings of the Krylov solvers, preconditioners and SpMV. Arrays are row-major (n, k) blocks.
 #include <nanobind/stl/function.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
-#include <nanobind/stl/optional.h>
 #include <nanobind/stl/vector.h>
 
 #include <cstring>
-#include <optional>
-
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -26,7 +25,8 @@ CsrArrays csr_from(index_t n_rows, index_t n_cols, const Array& crow, const Arra
   CsrArrays a;
   a.n_rows = n_rows;
   a.n_cols = n_cols;
-  if (is_int32(crow) && is_int32(col)) a.index32 = true;
+  if (is_int32(crow) && is_int32(col))
+    a.index32 = true;
   else if (!(is_int64(crow) && is_int64(col)))
     fail(ErrorKind::InvalidArgument, "crow_indices, col_indices: must both be int32 or both int64");
   a.indptr = crow.data();
@@ -270,6 +270,8 @@ void bind_amg(nb::module_& m) {
       .def_prop_ro("grid_complexity", &AmgPreconditioner::grid_complexity)
       .def_prop_ro("setup_seconds", &AmgPreconditioner::setup_seconds)
       .def_prop_ro("values_only", &AmgPreconditioner::values_only)
+      .def_prop_ro("setup_level_seconds", &AmgPreconditioner::setup_level_seconds)
+      .def_prop_ro("cycle_level_seconds", &AmgPreconditioner::cycle_level_seconds)
       .def_prop_ro("symmetric", &AmgPreconditioner::symmetric)
       .def("describe", &AmgPreconditioner::describe)
       .def("spectral_radius", &AmgPreconditioner::spectral_radius, nb::arg("level"))
@@ -292,17 +294,34 @@ void bind_amg(nb::module_& m) {
               fail(ErrorKind::InvalidArgument, "out: expected ", n, " values of dtype ", scalar_name(M.scalar()));
             std::memcpy(out.data(), M.inv_diag(level), (M.scalar() == ScalarType::Float32 ? 4 : 8) * n);
           },
-          nb::arg("level"), nb::arg("out"));
+          nb::arg("level"), nb::arg("out"))
+      .def_prop_ro("near_nullspace_columns", &AmgPreconditioner::near_nullspace_columns)
+      .def(
+          "export_near_nullspace",
+          [](const AmgPreconditioner& M, int level, OutArray& out) {
+            check_output(out, "out", 2);
+            const index_t n = M.matrix(level, 'A').n_rows, k = M.near_nullspace_columns();
+            if (static_cast<index_t>(out.shape(0)) != n || static_cast<index_t>(out.shape(1)) != k ||
+                scalar_of(out, "out") != M.scalar())
+              fail(ErrorKind::InvalidArgument, "out: expected (", n, ", ", k, ") values of dtype ",
+                   scalar_name(M.scalar()));
+            std::memcpy(out.data(), M.near_nullspace(level), (M.scalar() == ScalarType::Float32 ? 4 : 8) * n * k);
+          },
+          nb::arg("level"), nb::arg("out"), "Level l's near-null space (n, k) into out.");
 
   m.def(
       "make_amg",
       [](const CsrPattern& pattern, const Array& values, double strength, const std::string& cycle,
          const std::string& smoother, int sweeps, int degree, index_t max_coarse, int max_levels,
-         const std::optional<Array>& near_nullspace, int threads,
-         const std::shared_ptr<AmgPreconditioner>& reuse, bool same_strength_only) -> std::shared_ptr<AmgPreconditioner> {
+         const std::optional<Array>& near_nullspace, int threads, const std::shared_ptr<AmgPreconditioner>& reuse,
+         bool same_strength_only, double truncation, double coarse_drop,
+         index_t block_size) -> std::shared_ptr<AmgPreconditioner> {
         const CsrArrays a = csr_from(pattern, values);
         AmgOptions o;
         o.strength = strength;
+        o.truncation = truncation;
+        o.coarse_drop = coarse_drop;
+        o.block_size = block_size;
         o.cycle = parse_cycle(cycle);
         o.smoother = parse_smoother(smoother);
         o.sweeps = sweeps;
@@ -311,12 +330,14 @@ void bind_amg(nb::module_& m) {
         o.max_levels = max_levels;
         o.threads = threads;
         if (near_nullspace) {
-          check_array(*near_nullspace, "near_nullspace", 1);
+          check_array(*near_nullspace, "near_nullspace", 2);
           if (static_cast<index_t>(near_nullspace->shape(0)) != a.n_rows ||
-              scalar_of(*near_nullspace, "near_nullspace") != a.scalar)
-            fail(ErrorKind::InvalidArgument, "near_nullspace: expected ", a.n_rows, " values of dtype ",
-                 scalar_name(a.scalar));
+              scalar_of(*near_nullspace, "near_nullspace") != a.scalar || near_nullspace->stride(1) != 1 ||
+              near_nullspace->stride(0) != near_nullspace->shape(1))
+            fail(ErrorKind::InvalidArgument, "near_nullspace: expected a C-contiguous (", a.n_rows,
+                 ", k) array of dtype ", scalar_name(a.scalar));
           o.near_nullspace = near_nullspace->data();
+          o.near_nullspace_columns = static_cast<int>(near_nullspace->shape(1));
         }
         nb::gil_scoped_release release;
         return std::shared_ptr<AmgPreconditioner>(make_amg(a, o, reuse.get(), same_strength_only));
@@ -324,7 +345,8 @@ void bind_amg(nb::module_& m) {
       nb::arg("pattern"), nb::arg("values"), nb::arg("strength") = 0.02, nb::arg("cycle") = "V",
       nb::arg("smoother") = "sgs", nb::arg("sweeps") = 1, nb::arg("degree") = 2, nb::arg("max_coarse") = 500,
       nb::arg("max_levels") = 25, nb::arg("near_nullspace").none() = nb::none(), nb::arg("threads") = 1,
-      nb::arg("reuse").none() = nb::none(), nb::arg("same_strength_only") = false,
+      nb::arg("reuse").none() = nb::none(), nb::arg("same_strength_only") = false, nb::arg("truncation") = 0.01,
+      nb::arg("coarse_drop") = 0.02, nb::arg("block_size") = 1,
       "Smoothed-aggregation AMG hierarchy of a square real matrix; with reuse (a hierarchy of the same pattern) "
       "a values-only setup that keeps its aggregates and patterns.");
 }

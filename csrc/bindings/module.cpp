@@ -10,6 +10,7 @@
 #include "sla/cuda.hpp"
 #include "sla/direct.hpp"
 #include "sla/interrupt.hpp"
+#include "sla/partition.hpp"
 
 #ifdef SLA_HAVE_SUITESPARSE
 #include <SuiteSparse_config.h>
@@ -72,6 +73,7 @@ nb::dict build_info() {
 #endif
   info["eigen_version"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
                           std::to_string(EIGEN_MINOR_VERSION);
+  info["metis"] = sla::metis_available();
 #ifdef SLA_HAVE_OPENMP
   info["openmp"] = true;
 #else
@@ -139,4 +141,5 @@ NB_MODULE(_C, m) {
   sla::bind::bind_mtx(m);
   sla::bind::bind_krylov(m);
   sla::bind::bind_blocks(m);
+  sla::bind::bind_partition(m);
 }

@@ -14,5 +14,6 @@ std::shared_ptr<const Symbolic> analyze_cholmod(Method method, ScalarType scalar
                                                 const AnalyzeOptions& options);
 std::shared_ptr<const Symbolic> analyze_umfpack(ScalarType scalar, CscPlan plan);
 std::shared_ptr<const Symbolic> analyze_eigen(Method method, ScalarType scalar, CscPlan plan);
+std::shared_ptr<const Symbolic> analyze_pardiso(Method method, ScalarType scalar, CscPlan plan);
 
 }  // namespace sla::detail

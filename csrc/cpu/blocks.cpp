@@ -577,7 +577,7 @@ class CallAnalyses {
     // Each block is factorized on one thread (the BLAS single-threaded while blocks run in parallel).
     AnalyzeOptions one_thread;
     one_thread.threads = 1;
-    auto sym = sla::analyze(b, m, s, p, one_thread);
+    auto sym = sla::analyze(b, m, s, p, Ordering::Default, one_thread);
     ++analysed_;
     slot->sym = cache_ != nullptr ? cache_->put(b, m, s, p, std::move(sym)) : std::move(sym);
     return slot->sym;

@@ -350,17 +350,27 @@ class CholmodSymbolic final : public CpuSymbolic {
         common_(std::make_shared<CholmodCommon>(method)),
         L_(nullptr, FactorDeleter{common_}) {
     cholmod_common& c = common_->c;
+    if (plan_.ordering != Ordering::Default) {  // one ordering only, instead of CHOLMOD's own tries
+      c.nmethods = 1;
+      c.method[0].ordering = plan_.ordering == Ordering::AMD ? CHOLMOD_AMD : CHOLMOD_METIS;
+      c.postorder = 1;
+    }
     if (options.threads == 1) c.supernodal_switch = 80.0;  // see AnalyzeOptions (the default is 40)
     cholmod_sparse a = sparse_view(plan_, nullptr, false);
     L_.reset(cholmod_l_analyze(&a, &c));
     if (!L_) fail(ErrorKind::Internal, "CHOLMOD analysis failed (status ", c.status, ")");
     const double scalar_bytes = is_complex(scalar_) ? 16.0 : 8.0;
     predicted_bytes_ = c.lnz * (scalar_bytes + 8.0);
+    // CHOLMOD's counts are for a real LL^T; a complex factorization takes about four times the flops.
+    predicted_flops_ = c.fl * (is_complex(scalar_) ? 4.0 : 1.0);
+    predicted_nnz_ = c.lnz;
   }
 
   Backend backend() const override { return Backend::SuiteSparse; }
   Method method() const override { return method_; }
   double predicted_factor_bytes() const override { return predicted_bytes_; }
+  double predicted_flops() const override { return predicted_flops_; }
+  double predicted_factor_nnz() const override { return predicted_nnz_; }
   // The plan, the symbolic factor (ordering, column counts, supernode structure: counted from its array
   // sizes) and the analysis's cholmod_common with its workspace (Flag, Head, Iwork and Xwork, counted from
   // their sizes). Each numeric factorization has a common of its own, whose workspace it frees when done.
@@ -413,6 +423,8 @@ class CholmodSymbolic final : public CpuSymbolic {
 
   Method method_;
   double predicted_bytes_ = -1.0;
+  double predicted_flops_ = -1.0;
+  double predicted_nnz_ = -1.0;
   std::shared_ptr<CholmodCommon> common_;
   FactorPtr L_;  // symbolic factor, copied for each numeric factorization
 };

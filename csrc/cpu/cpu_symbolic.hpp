@@ -26,6 +26,7 @@ struct CscPlan {
   // and column j are both empty when tril(A) has nothing in row j or column j: both are set to that j.
   index_t empty_row = -1;
   index_t empty_col = -1;
+  Ordering ordering = Ordering::Default;  // what the analysis was asked for
 };
 
 // Build the CSC plan of a validated square CSR pattern.
@@ -40,6 +41,7 @@ class CpuSymbolic : public Symbolic {
   Device device() const override { return Device::cpu(); }
   index_t n() const override { return plan_.n; }
   index_t csr_nnz() const override { return plan_.csr_nnz; }
+  Ordering ordering() const override { return plan_.ordering; }
   // This object and the plan's arrays; a backend adds what it keeps besides.
   std::size_t memory_bytes() const override;
   void check_structure() const override;

@@ -84,6 +84,16 @@ const char* backend_name(Backend b) {
   switch (b) {
     case Backend::SuiteSparse: return "suitesparse";
     case Backend::Eigen: return "eigen";
+    case Backend::Pardiso: return "pardiso";
+  }
+  return "?";
+}
+
+const char* ordering_name(Ordering o) {
+  switch (o) {
+    case Ordering::Default: return "default";
+    case Ordering::AMD: return "amd";
+    case Ordering::NestedDissection: return "metis";
   }
   return "?";
 }
@@ -98,34 +108,52 @@ const char* method_name(Method m) {
 }
 
 bool backend_available(Backend b) {
-  return b == Backend::Eigen || (b == Backend::SuiteSparse && detail::suitesparse_compiled());
+  switch (b) {
+    case Backend::Eigen: return true;
+    case Backend::SuiteSparse: return detail::suitesparse_compiled();
+    case Backend::Pardiso: return pardiso_library().loaded;
+  }
+  return false;
 }
 
 template <class I>
 std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrView<I>& pattern,
-                                        const AnalyzeOptions& options) {
+                                        Ordering ordering, const AnalyzeOptions& options) {
   if (pattern.n_rows != pattern.n_cols)
     fail(ErrorKind::InvalidArgument, "A: a direct solve needs a square matrix, got shape (", pattern.n_rows, ", ",
          pattern.n_cols, ")");
+  if (backend == Backend::Pardiso && !backend_available(backend))
+    fail(ErrorKind::Unavailable, "backend 'pardiso' is not available: ", pardiso_library().description);
   if (!backend_available(backend))
     fail(ErrorKind::Unavailable, "backend '", backend_name(backend),
          "' was not compiled into this build (SuiteSparse was not found when torch_sla was built)");
   const bool lower_only = method != Method::LU;
+  if (backend == Backend::Eigen && ordering == Ordering::NestedDissection)
+    fail(ErrorKind::InvalidArgument, "ordering: 'metis' (nested dissection) is not available with backend 'eigen' ",
+         "(it has 'default' and 'amd')");
+  if (backend == Backend::Eigen && method == Method::LU && ordering == Ordering::AMD)
+    fail(ErrorKind::InvalidArgument, "ordering: Eigen's LU orders columns with COLAMD ('default'); 'amd' is for ",
+         "its Cholesky and LDL^T");
   detail::CscPlan plan = detail::make_csc_plan(pattern, lower_only);
+  plan.ordering = ordering;
   if (plan.n == 0) return std::make_shared<EmptySymbolic>(backend, method, scalar, std::move(plan));
   if (backend == Backend::Eigen) return detail::analyze_eigen(method, scalar, std::move(plan));
+  if (backend == Backend::Pardiso) return detail::analyze_pardiso(method, scalar, std::move(plan));
   if (method == Method::LU) return detail::analyze_umfpack(scalar, std::move(plan));
   return detail::analyze_cholmod(method, scalar, std::move(plan), options);
 }
 
 template std::shared_ptr<const Symbolic> analyze<std::int32_t>(Backend, Method, ScalarType,
-                                                               const CsrView<std::int32_t>&, const AnalyzeOptions&);
+                                                               const CsrView<std::int32_t>&, Ordering,
+                                                               const AnalyzeOptions&);
 template std::shared_ptr<const Symbolic> analyze<std::int64_t>(Backend, Method, ScalarType,
-                                                               const CsrView<std::int64_t>&, const AnalyzeOptions&);
+                                                               const CsrView<std::int64_t>&, Ordering,
+                                                               const AnalyzeOptions&);
 
-std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern) {
-  if (pattern.index32()) return analyze(backend, method, scalar, pattern.view<std::int32_t>());
-  return analyze(backend, method, scalar, pattern.view<std::int64_t>());
+std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern,
+                                        Ordering ordering) {
+  if (pattern.index32()) return analyze(backend, method, scalar, pattern.view<std::int32_t>(), ordering);
+  return analyze(backend, method, scalar, pattern.view<std::int64_t>(), ordering);
 }
 
 std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, const void* values,

@@ -27,9 +27,11 @@ const SuiteSparse_long* row_indices(const CscPlan& p) {
 }
 
 // The real (dl) and packed-complex (zl) UMFPACK entry points behind one set of names.
-template <class W> struct Umf;
+template <class W>
+struct Umf;
 
-template <> struct Umf<double> {
+template <>
+struct Umf<double> {
   static SuiteSparse_long symbolic(const CscPlan& p, void** sym, const double* ctl, double* info) {
     return umfpack_dl_symbolic(p.n, p.n, p.colptr.data(), row_indices(p), nullptr, sym, ctl, info);
   }
@@ -37,8 +39,8 @@ template <> struct Umf<double> {
                                   double* info) {
     return umfpack_dl_numeric(p.colptr.data(), p.rowind.data(), x, sym, num, ctl, info);
   }
-  static SuiteSparse_long solve(SuiteSparse_long sys, const CscPlan& p, const double* ax, double* x,
-                                const double* b, void* num, const double* ctl, double* info) {
+  static SuiteSparse_long solve(SuiteSparse_long sys, const CscPlan& p, const double* ax, double* x, const double* b,
+                                void* num, const double* ctl, double* info) {
     return umfpack_dl_solve(sys, p.colptr.data(), p.rowind.data(), ax, x, b, num, ctl, info);
   }
   static void free_symbolic(void** s) { umfpack_dl_free_symbolic(s); }
@@ -57,14 +59,15 @@ template <> struct Umf<double> {
     return umfpack_dl_get_determinant(mantissa, exponent, num, nullptr);
   }
   // L (row form), U (column form), P, Q, the diagonal of U and the row scaling.
-  static SuiteSparse_long factors(void* num, SuiteSparse_long* lp, SuiteSparse_long* lj, double* lx, SuiteSparse_long* up,
-                                  SuiteSparse_long* ui, double* ux, SuiteSparse_long* p, SuiteSparse_long* q, double* dx,
-                                  SuiteSparse_long* do_recip, double* rs) {
+  static SuiteSparse_long factors(void* num, SuiteSparse_long* lp, SuiteSparse_long* lj, double* lx,
+                                  SuiteSparse_long* up, SuiteSparse_long* ui, double* ux, SuiteSparse_long* p,
+                                  SuiteSparse_long* q, double* dx, SuiteSparse_long* do_recip, double* rs) {
     return umfpack_dl_get_numeric(lp, lj, lx, up, ui, ux, p, q, dx, do_recip, rs, num);
   }
 };
 
-template <> struct Umf<std::complex<double>> {
+template <>
+struct Umf<std::complex<double>> {
   using C = std::complex<double>;
   static const double* d(const C* p) { return reinterpret_cast<const double*>(p); }
   static double* d(C* p) { return reinterpret_cast<double*>(p); }
@@ -77,8 +80,8 @@ template <> struct Umf<std::complex<double>> {
   }
   static SuiteSparse_long solve(SuiteSparse_long sys, const CscPlan& p, const C* ax, C* x, const C* b, void* num,
                                 const double* ctl, double* info) {
-    return umfpack_zl_solve(sys, p.colptr.data(), p.rowind.data(), d(ax), nullptr, d(x), nullptr, d(b), nullptr,
-                            num, ctl, info);
+    return umfpack_zl_solve(sys, p.colptr.data(), p.rowind.data(), d(ax), nullptr, d(x), nullptr, d(b), nullptr, num,
+                            ctl, info);
   }
   static void free_symbolic(void** s) { umfpack_zl_free_symbolic(s); }
   static void free_numeric(void** s) { umfpack_zl_free_numeric(s); }
@@ -174,8 +177,10 @@ class UmfpackNumeric final : public Numeric {
     if (status != UMFPACK_OK && status != UMFPACK_WARNING_singular_matrix)
       fail(ErrorKind::Internal, "UMFPACK could not compute the determinant (status ", status, ")");
     LogDet det;
-    if constexpr (is_complex_t<W>::value) det.add(std::complex<double>(mantissa[0], mantissa[1]));
-    else det.add(mantissa[0]);
+    if constexpr (is_complex_t<W>::value)
+      det.add(std::complex<double>(mantissa[0], mantissa[1]));
+    else
+      det.add(mantissa[0]);
     SignLogDet r = det.result(is_complex_t<W>::value);
     if (std::isfinite(r.logabs)) r.logabs += exponent * std::log(10.0);
     return r;
@@ -198,9 +203,9 @@ class UmfpackNumeric final : public Numeric {
     std::vector<W> lx(static_cast<size_t>(lnz)), ux(static_cast<size_t>(unz)), dx(static_cast<size_t>(n));
     std::vector<double> rs(static_cast<size_t>(n));
     SuiteSparse_long do_recip = 0;
-    const SuiteSparse_long status = Umf<W>::factors(numeric_.get(), lp.data(), lj.data(), lx.data(), up.data(),
-                                                    ui.data(), ux.data(), P.data(), Q.data(), dx.data(), &do_recip,
-                                                    rs.data());
+    const SuiteSparse_long status =
+        Umf<W>::factors(numeric_.get(), lp.data(), lj.data(), lx.data(), up.data(), ui.data(), ux.data(), P.data(),
+                        Q.data(), dx.data(), &do_recip, rs.data());
     if (status != UMFPACK_OK) fail(ErrorKind::Internal, "UMFPACK could not return its factors (status ", status, ")");
     std::vector<index_t> pinv(static_cast<size_t>(n)), qinv(static_cast<size_t>(n));
     for (index_t k = 0; k < n; ++k) pinv[P[k]] = k, qinv[Q[k]] = k;
@@ -231,7 +236,8 @@ class UmfpackNumeric final : public Numeric {
     std::vector<W> l(pattern.rowind.size(), W(0)), u(pattern.rowind.size(), W(0));
     auto place = [&](index_t i, index_t j) {
       const index_t q = pattern.find(i, j);
-      if (q < 0) fail(ErrorKind::Internal, "selected inversion: UMFPACK's entry (", i, ", ", j, ") is outside the fill");
+      if (q < 0)
+        fail(ErrorKind::Internal, "selected inversion: UMFPACK's entry (", i, ", ", j, ") is outside the fill");
       return q;
     };
     for (index_t i = 0; i < n; ++i)
@@ -266,13 +272,17 @@ class UmfpackNumeric final : public Numeric {
 class UmfpackSymbolic final : public CpuSymbolic {
  public:
   UmfpackSymbolic(ScalarType scalar, CscPlan plan) : CpuSymbolic(scalar, std::move(plan)), control_(UMFPACK_CONTROL) {
-    if (is_complex(scalar_)) init<std::complex<double>>();
-    else init<double>();
+    if (is_complex(scalar_))
+      init<std::complex<double>>();
+    else
+      init<double>();
   }
   ~UmfpackSymbolic() override {
     if (symbolic_ == nullptr) return;
-    if (is_complex(scalar_)) Umf<std::complex<double>>::free_symbolic(&symbolic_);
-    else Umf<double>::free_symbolic(&symbolic_);
+    if (is_complex(scalar_))
+      Umf<std::complex<double>>::free_symbolic(&symbolic_);
+    else
+      Umf<double>::free_symbolic(&symbolic_);
   }
   UmfpackSymbolic(const UmfpackSymbolic&) = delete;
   UmfpackSymbolic& operator=(const UmfpackSymbolic&) = delete;
@@ -280,6 +290,8 @@ class UmfpackSymbolic final : public CpuSymbolic {
   Backend backend() const override { return Backend::SuiteSparse; }
   Method method() const override { return Method::LU; }
   double predicted_factor_bytes() const override { return predicted_bytes_; }
+  double predicted_flops() const override { return predicted_flops_; }
+  double predicted_factor_nnz() const override { return predicted_nnz_; }
   // The plan, the control array and UMFPACK's Symbolic object, whose size UMFPACK reports exactly
   // (Info[UMFPACK_SYMBOLIC_SIZE] units of Info[UMFPACK_SIZE_OF_UNIT] bytes).
   std::size_t memory_bytes() const override {
@@ -297,12 +309,17 @@ class UmfpackSymbolic final : public CpuSymbolic {
   template <class W>
   void init() {
     Umf<W>::defaults(control_.data());
+    if (plan_.ordering != Ordering::Default)
+      control_[UMFPACK_ORDERING] = plan_.ordering == Ordering::AMD ? UMFPACK_ORDERING_AMD : UMFPACK_ORDERING_METIS;
     double info[UMFPACK_INFO];
     const SuiteSparse_long status = Umf<W>::symbolic(plan_, &symbolic_, control_.data(), info);
     if (status == UMFPACK_ERROR_out_of_memory) fail(ErrorKind::Internal, "UMFPACK analysis: out of memory");
     if (status != UMFPACK_OK) fail(ErrorKind::Internal, "UMFPACK analysis failed (status ", status, ")");
     predicted_bytes_ = info[UMFPACK_NUMERIC_SIZE_ESTIMATE] * info[UMFPACK_SIZE_OF_UNIT];
     symbolic_bytes_ = static_cast<std::size_t>(info[UMFPACK_SYMBOLIC_SIZE] * info[UMFPACK_SIZE_OF_UNIT]);
+    // Upper bounds from the symbolic analysis (the pivoting of the numeric factorization may do better).
+    predicted_flops_ = info[UMFPACK_FLOPS_ESTIMATE];
+    predicted_nnz_ = info[UMFPACK_LNZ_ESTIMATE] + info[UMFPACK_UNZ_ESTIMATE];
   }
 
   // Reentrant: umfpack_*_numeric only reads the Symbolic object and the control array ("Input argument,
@@ -337,6 +354,8 @@ class UmfpackSymbolic final : public CpuSymbolic {
 
   std::vector<double> control_;
   double predicted_bytes_ = -1.0;
+  double predicted_flops_ = -1.0;
+  double predicted_nnz_ = -1.0;
   std::size_t symbolic_bytes_ = 0;
   void* symbolic_ = nullptr;
 };

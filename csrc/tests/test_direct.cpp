@@ -16,10 +16,10 @@
 
 using sla::Backend;
 using sla::ErrorKind;
+using sla::index_t;
 using sla::Method;
 using sla::Op;
 using sla::ScalarType;
-using sla::index_t;
 
 namespace {
 
@@ -44,8 +44,10 @@ std::vector<double> matvec(const std::vector<index_t>& p, const std::vector<inde
   std::vector<double> y(x.size(), 0.0);
   for (size_t r = 0; r + 1 < p.size(); ++r)
     for (index_t k = p[r]; k < p[r + 1]; ++k) {
-      if (transpose) y[j[k]] += v[k] * x[r];
-      else y[r] += v[k] * x[j[k]];
+      if (transpose)
+        y[j[k]] += v[k] * x[r];
+      else
+        y[r] += v[k] * x[j[k]];
     }
   return y;
 }
@@ -76,9 +78,11 @@ TEST_P(DirectAllBackends, SolvesSpdAndTwoRightHandSides) {
 
 INSTANTIATE_TEST_SUITE_P(Direct, DirectAllBackends,
                          ::testing::Values(Case{Backend::SuiteSparse, Method::Cholesky},
-                                           Case{Backend::SuiteSparse, Method::LDL}, Case{Backend::SuiteSparse, Method::LU},
+                                           Case{Backend::SuiteSparse, Method::LDL},
+                                           Case{Backend::SuiteSparse, Method::LU},
                                            Case{Backend::Eigen, Method::Cholesky}, Case{Backend::Eigen, Method::LDL},
-                                           Case{Backend::Eigen, Method::LU}));
+                                           Case{Backend::Eigen, Method::LU}, Case{Backend::Pardiso, Method::Cholesky},
+                                           Case{Backend::Pardiso, Method::LDL}, Case{Backend::Pardiso, Method::LU}));
 
 class DirectLU : public ::testing::TestWithParam<Backend> {};
 
@@ -127,7 +131,7 @@ TEST_P(DirectLU, SingularMatrixIsReported) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Direct, DirectLU, ::testing::Values(Backend::SuiteSparse, Backend::Eigen));
+INSTANTIATE_TEST_SUITE_P(Direct, DirectLU, ::testing::Values(Backend::SuiteSparse, Backend::Eigen, Backend::Pardiso));
 
 class DirectCholesky : public ::testing::TestWithParam<Backend> {};
 
@@ -145,8 +149,8 @@ TEST_P(DirectCholesky, IndefiniteMatrixIsReported) {
     EXPECT_EQ(e.kind(), ErrorKind::NotPositiveDefinite) << e.what();
   }
   // LDL^T handles the indefinite matrix: x = (1, 1) gives b = (3, 3).
-  auto ldl = sla::factorize(sla::analyze(be, Method::LDL, ScalarType::Float64, sla::CsrView<index_t>{2, 2, p.data(), j.data()}),
-                            v.data());
+  auto ldl = sla::factorize(
+      sla::analyze(be, Method::LDL, ScalarType::Float64, sla::CsrView<index_t>{2, 2, p.data(), j.data()}), v.data());
   std::vector<double> b{3, 3}, x(2);
   ldl->solve(b.data(), x.data(), 1, Op::N);
   EXPECT_NEAR(x[0], 1.0, 1e-12);
@@ -174,7 +178,8 @@ TEST_P(DirectCholesky, BatchSharesOneAnalysisAndFloat32Works) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Direct, DirectCholesky, ::testing::Values(Backend::SuiteSparse, Backend::Eigen));
+INSTANTIATE_TEST_SUITE_P(Direct, DirectCholesky,
+                         ::testing::Values(Backend::SuiteSparse, Backend::Eigen, Backend::Pardiso));
 
 TEST(DirectValidation, RejectsBadPatterns) {
   std::vector<index_t> p{0, 2, 3}, j{1, 0, 5};  // unsorted row 0, out-of-range column
@@ -187,16 +192,19 @@ TEST(DirectValidation, RejectsBadPatterns) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   };
-  expect_invalid([&] { sla::validate_csr(sla::CsrView<index_t>{2, 2, p.data(), j.data()}, 3, 3, "A"); },
-                 "not sorted");
+  expect_invalid([&] { sla::validate_csr(sla::CsrView<index_t>{2, 2, p.data(), j.data()}, 3, 3, "A"); }, "not sorted");
   std::vector<index_t> j2{0, 1, 5};
-  expect_invalid([&] { sla::validate_csr(sla::CsrView<index_t>{2, 2, p.data(), j2.data()}, 3, 3, "A"); },
-                 "out of range");
-  std::vector<index_t> p3{0, 3, 2};
-  expect_invalid([&] { sla::validate_csr(sla::CsrView<index_t>{2, 6, p3.data(), j2.data()}, 3, 3, "A"); },
-                 "decreases");
   expect_invalid(
-      [&] { sla::analyze(Backend::Eigen, Method::LU, ScalarType::Float64, sla::CsrView<index_t>{2, 3, p.data(), j2.data()}); },
+      [&] {
+        sla::validate_csr(sla::CsrView<index_t>{2, 2, p.data(), j2.data()}, 3, 3, "A");
+      },
+      "out of range");
+  std::vector<index_t> p3{0, 3, 2};
+  expect_invalid([&] { sla::validate_csr(sla::CsrView<index_t>{2, 6, p3.data(), j2.data()}, 3, 3, "A"); }, "decreases");
+  expect_invalid(
+      [&] {
+        sla::analyze(Backend::Eigen, Method::LU, ScalarType::Float64, sla::CsrView<index_t>{2, 3, p.data(), j2.data()});
+      },
       "square");
 }
 
@@ -229,7 +237,7 @@ TEST(DeviceContract, NamesAndChecksDevices) {
 
 TEST(DeviceContract, CpuBackendsRunOnTheCpu) {
   Spd3 a;
-  for (Backend b : {Backend::SuiteSparse, Backend::Eigen}) {
+  for (Backend b : {Backend::SuiteSparse, Backend::Eigen, Backend::Pardiso}) {
     if (!sla::backend_available(b)) continue;
     auto sym = sla::analyze(b, Method::LDL, ScalarType::Float64, a.view());
     EXPECT_EQ(sym->device(), sla::Device::cpu());
@@ -274,7 +282,7 @@ std::string combo_name(const ::testing::TestParamInfo<Combo>& info) {
 
 std::vector<Combo> all_combos() {
   std::vector<Combo> out;
-  for (Backend b : {Backend::SuiteSparse, Backend::Eigen})
+  for (Backend b : {Backend::SuiteSparse, Backend::Eigen, Backend::Pardiso})
     for (Method m : {Method::Cholesky, Method::LDL, Method::LU})
       for (ScalarType s : {ScalarType::Float32, ScalarType::Float64, ScalarType::Complex64, ScalarType::Complex128})
         out.push_back({b, m, s});

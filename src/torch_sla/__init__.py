@@ -21,6 +21,7 @@ from ._batch import (
 )
 from ._coloring import sparse_jacobian
 from ._direct import Factorization, analysis_cache_info, clear_analysis_cache, set_analysis_cache_limit
+from ._distributed import DEigshInfo, DSolveInfo, DSparseTensor, load_dsparse, save_dsparse
 from ._eigs import EigsInfo, eigs
 from ._eigsh import EigshInfo, eigsh, svds
 from ._io import load_mtx, save_mtx
@@ -29,12 +30,21 @@ from ._logdet import det, diag_inverse, inverse_entries, logdet, selected_invers
 from ._memory import get_memory_budget, set_memory_budget
 from ._nonlinear import NonlinearInfo, nonlinear_solve
 from ._operator import LinearOperator, Operator
-from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends
+from ._partition import (
+    Partition,
+    make_partition,
+    metis_available,
+    partition_coordinates,
+    partition_graph_metis,
+    partition_simple,
+)
+from ._registry import Backend, BackendInfo, Choice, backends, explain, register, show_backends, tune
 from ._solve import amg_solve, factorize, solve, spsolve
 from ._sparse_tensor import SparseTensor, as_sparse_tensor
 from .errors import (
     BackendUnavailableError,
     ConvergenceError,
+    DistributedError,
     InvalidArgumentError,
     MatrixMarketError,
     NotPositiveDefiniteError,
@@ -76,6 +86,7 @@ __all__ = [
     "svds",
     "EigshInfo",
     "factorize",
+    "tune",
     "as_sparse_tensor",
     "LinearOperator",
     "Operator",
@@ -90,6 +101,12 @@ __all__ = [
     "clear_analysis_cache",
     "set_analysis_cache_limit",
     "analysis_cache_info",
+    "Partition",
+    "make_partition",
+    "partition_graph_metis",
+    "partition_coordinates",
+    "partition_simple",
+    "metis_available",
     "load_mtx",
     "save_mtx",
     "errors",
@@ -100,4 +117,10 @@ __all__ = [
     "BackendUnavailableError",
     "MatrixMarketError",
     "ConvergenceError",
+    "DistributedError",
+    "DSparseTensor",
+    "DSolveInfo",
+    "DEigshInfo",
+    "save_dsparse",
+    "load_dsparse",
 ]

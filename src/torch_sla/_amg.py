@@ -80,6 +80,15 @@ class AmgHierarchy:
                 check_invariants=False,  # built by the core: sorted, in range
             )
 
+    def near_nullspace(self, level: int) -> Tensor:
+        """Level ``level``'s near-null space, shape ``(rows, k)``: on level 0 the one given (or the
+        constant), below it the coarse coefficients ``B_{l+1}`` with ``T_l B_{l+1} = B_l`` (``T_l``: the
+        tentative prolongator)."""
+        rows = self.levels[level][0] if 0 <= level < len(self.levels) else 0
+        out = torch.empty(rows, self.handle.near_nullspace_columns, dtype=self.options["dtype"])
+        self.handle.export_near_nullspace(level, out)
+        return out
+
     def torch_cycle(self, device, transpose: bool) -> TorchAmgCycle:
         """The cycle (or its transpose) with torch ops on ``device`` (exported once per device)."""
         key = (str(device), transpose and not self.handle.symmetric)
@@ -176,6 +185,9 @@ def amg_options(opts, dtype: torch.dtype, auto_smoother: str) -> dict:
     return {
         "dtype": dtype,
         "strength": opts.amg_strength,
+        "truncation": opts.amg_truncation,
+        "coarse_drop": opts.amg_coarse_drop,
+        "block_size": opts.amg_block_size,
         "cycle": opts.amg_cycle,
         "smoother": auto_smoother if opts.amg_smoother == "auto" else opts.amg_smoother,
         "sweeps": opts.amg_sweeps,
@@ -193,21 +205,30 @@ def build_amg(
     if values.is_complex():
         raise InvalidArgumentError(f"preconditioner: 'amg' needs a real matrix, got dtype {values.dtype}")
     o = amg_options(opts, values.dtype, auto_smoother)
-    key = ("amg", values.dtype, o["strength"], o["max_coarse"])
+    ns = None
+    if near_nullspace is not None:
+        ns = torch.as_tensor(near_nullspace)
+        ns = ns[:, None] if ns.dim() == 1 else ns
+        if ns.dim() != 2 or ns.shape[0] != pattern.n_rows:
+            raise InvalidArgumentError(
+                f"amg_near_nullspace: expected {pattern.n_rows} rows (one per row of A), got shape "
+                f"{tuple(near_nullspace.shape)}"
+            )
+        ns = to_core(ns.detach().to(device="cpu", dtype=values.dtype).contiguous())
+    if pattern.n_rows % o["block_size"] != 0:
+        raise InvalidArgumentError(
+            f"amg_block_size: {o['block_size']} does not divide the {pattern.n_rows} rows of A"
+        )
+    k = 1 if ns is None else ns.shape[1]
+    key = ("amg", values.dtype, o["strength"], o["truncation"], o["coarse_drop"], o["max_coarse"])
+    key += (o["block_size"], k)
     prev = pattern._cache.get(key) if o["setup"] != "full" else None
     if o["setup"] == "values-only" and prev is None:
         raise InvalidArgumentError(
             "amg_setup: 'values-only' needs an earlier AMG setup on this sparsity pattern with the same "
-            "amg_strength, amg_max_coarse and dtype; use 'auto' or 'full' for the first one"
+            "amg_strength, amg_truncation, amg_coarse_drop, amg_max_coarse, amg_block_size, number of "
+            "near-null-space vectors and dtype; use 'auto' or 'full' for the first one"
         )
-    ns = None
-    if near_nullspace is not None:
-        ns = torch.as_tensor(near_nullspace)
-        if ns.dim() != 1 or ns.shape[0] != pattern.n_rows:
-            raise InvalidArgumentError(
-                f"amg_near_nullspace: expected a vector of {pattern.n_rows} values, got shape {tuple(ns.shape)}"
-            )
-        ns = to_core(ns.detach().to(device="cpu", dtype=values.dtype))
     t0 = time.perf_counter()
     handle = core().make_amg(
         pattern.core_handle(),
@@ -223,6 +244,9 @@ def build_amg(
         torch.get_num_threads(),
         prev.handle if prev is not None else None,
         o["setup"] == "auto",
+        o["truncation"],
+        o["coarse_drop"],
+        o["block_size"],
     )
     h = AmgHierarchy(handle, o)
     h.setup_time = time.perf_counter() - t0

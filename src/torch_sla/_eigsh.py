@@ -90,6 +90,15 @@ class _Member:
         self.norm_a = _row_sum_norm(A, a_values)
         self.norm_m = 1.0 if M is None else _row_sum_norm(M, m_values)
 
+    @property
+    def n_local(self) -> int:
+        """Rows of the vectors this member stores (n; fewer for an operator sharded over processes)."""
+        return self.n
+
+    def gram(self, X: Tensor, Y: Tensor) -> Tensor:
+        """``X^H Y`` (a distributed member all-reduces it)."""
+        return X.mH @ Y
+
     def amul(self, x: Tensor) -> Tensor:
         return self.a_op.matvec(x)
 
@@ -313,12 +322,13 @@ def _lanczos(
 
 
 # -- LOBPCG ----------------------------------------------------------------------------------------------------
-def _bortho(S: Tensor, BS: Tensor, drop: float) -> tuple[Tensor, Tensor]:
+def _bortho(S: Tensor, BS: Tensor, drop: float, gram) -> tuple[Tensor, Tensor]:
     """B-orthonormal basis of span(S) (SVQB: scaled Gram matrix, eigendecomposition, directions whose
-    eigenvalue is below ``drop`` times the largest are dropped)."""
-    d = torch.real(torch.einsum("ij,ij->j", S.conj(), BS)).clamp(min=0).sqrt()
+    eigenvalue is below ``drop`` times the largest are dropped). ``gram(X, Y) = X^H Y``."""
+    G0 = gram(S, BS)
+    d = torch.real(torch.diagonal(G0)).clamp(min=0).sqrt()
     d = torch.where(d > 0, 1 / d, torch.zeros_like(d)).to(S.dtype)
-    G = (S * d).mH @ (BS * d)
+    G = d[:, None].conj() * G0 * d[None, :]
     G = (G + G.mH) / 2
     w, Q = torch.linalg.eigh(G)
     keep = w > drop * w.max()
@@ -345,18 +355,19 @@ def _lobpcg(
     nb = max(nb, k)
     eps = torch.finfo(_real_dtype(dtype)).eps
     drop = 100 * eps
-    X = torch.randn(n, nb, dtype=dtype, device=device, generator=generator)
+    gram = member.gram
+    X = torch.randn(member.n_local, nb, dtype=dtype, device=device, generator=generator)
     if X0 is not None:
-        X0 = X0.to(dtype=dtype, device=device).reshape(n, -1)
+        X0 = X0.to(dtype=dtype, device=device).reshape(member.n_local, -1)
         X[:, : min(nb, X0.shape[1])] = X0[:, :nb]
-    X, BX = _bortho(X, member.mmul(X), drop)
+    X, BX = _bortho(X, member.mmul(X), drop, gram)
     P = None
     its = 0
     lam = res = None
     status = "maxiter"
     while True:
         AX = member.amul(X) * sign
-        G = X.mH @ AX
+        G = gram(X, AX)
         theta, C = torch.linalg.eigh((G + G.mH) / 2)
         X, BX, AX = X @ C.to(dtype), BX @ C.to(dtype), AX @ C.to(dtype)
         nb = X.shape[1]
@@ -370,18 +381,18 @@ def _lobpcg(
         if its >= maxiter:
             break
         W = R if preconditioner is None else preconditioner(R)
-        W = W - X @ (BX.mH @ W)
+        W = W - X @ gram(BX, W)
         parts = [X, W] if P is None else [X, W, P]
         S = torch.cat(parts, 1)
-        S, BS = _bortho(S, member.mmul(S), drop)
-        S, BS = _bortho(S, BS, drop)
+        S, BS = _bortho(S, member.mmul(S), drop, gram)
+        S, BS = _bortho(S, BS, drop, gram)
         AS = member.amul(S) * sign
-        G = S.mH @ AS
+        G = gram(S, AS)
         theta_s, Cs = torch.linalg.eigh((G + G.mH) / 2)
         Cs = Cs[:, :nb].to(dtype)
         Xn, BXn = S @ Cs, BS @ Cs
-        P = Xn - X @ (BX.mH @ Xn)
-        if float(torch.linalg.matrix_norm(P)) == 0:
+        P = Xn - X @ gram(BX, Xn)
+        if float(torch.real(torch.diagonal(gram(P, P))).sum()) == 0:
             P = None
         X, BX = Xn, BXn
     return lam, X[:, :k], res, its, 0, status

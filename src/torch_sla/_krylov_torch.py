@@ -480,7 +480,9 @@ def _subtract(w: Tensor, Vj: Tensor, h: Tensor) -> None:
 def _gmres(A: Operator, b: Tensor, x: Tensor, r: Tensor, M: Operator | None, st: _State, restart: int) -> str:
     mon, tol = st.monitor, st.tol
     n, k = r.shape
-    m = min(restart, n)
+    # the cycle length from the operator's (global) size: for an operator sharded over processes the
+    # local n differs between ranks, and every rank must run the same iterations
+    m = min(restart, A.shape[0])
     dtype, device = r.dtype, r.device
     V = torch.empty(k, m + 1, n, dtype=dtype, device=device)
     R = torch.zeros(k, m, m, dtype=dtype, device=device)
@@ -639,7 +641,7 @@ def krylov_solve(
     n, k = b.shape
     if x0 is not None:
         _check_x0(x0, b, n)
-    if b.numel() == 0:
+    if k == 0 or A.shape[0] == 0:  # the global size: a rank may hold no rows of a sharded operator
         x = torch.zeros_like(b) if x0 is None else x0.clone()
         return x, KrylovInfo(
             iterations=0,
@@ -651,7 +653,7 @@ def krylov_solve(
             column_iterations=[0] * k,
         )
     if maxiter is None:
-        maxiter = 10 * n
+        maxiter = 10 * A.shape[0]
     maxiter, check_every, restart = (
         operator.index(maxiter),
         operator.index(check_every),

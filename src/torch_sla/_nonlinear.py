@@ -29,6 +29,7 @@ from ._coloring import (
 from ._direct import Factorization, factorize_with
 from ._iterative import KrylovSolver
 from ._krylov_torch import krylov_solve
+from ._operator import CallableOperator
 from ._options import KrylovOptions
 from ._registry import plan
 from ._sparse_tensor import SparseTensor, as_sparse_tensor
@@ -91,17 +92,81 @@ def _report(info: NonlinearInfo, on_fail: str, target: float) -> None:
     warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
-def _max_abs(F: torch.Tensor) -> torch.Tensor:
-    """max|F| per member (NaN for a member with a NaN or Inf)."""
-    r = F.abs().amax(1)
-    return torch.where(torch.isfinite(F).all(1), r, torch.full_like(r, math.nan))
+class _Space:
+    """Reductions over the unknowns of ``(B, n)`` stacks, one value per member: local, or, for a residual
+    whose unknowns are sharded over processes (``distributed``: an object with ``all_reduce(t, op)`` and
+    ``agree(error, what)``, e.g. a :class:`~torch_sla.DSparseTensor`), all-reduced over the ranks, so that
+    every rank takes the same decisions."""
+
+    def __init__(self, distributed=None):
+        self.dist = distributed
+
+    def _reduce(self, t: torch.Tensor, op: str) -> torch.Tensor:
+        return t if self.dist is None else self.dist.all_reduce(t, op)
+
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        return self._reduce(x.sum(1), "sum")
+
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dist is None:
+            return x.norm(dim=1)
+        return self.sum(x * x).clamp_min(0).sqrt()
+
+    def amax(self, x: torch.Tensor) -> torch.Tensor:
+        return self._reduce(x.amax(1) if x.shape[1] else x.new_zeros(x.shape[0]), "max")
+
+    def any(self, flags: torch.Tensor) -> torch.Tensor:
+        """Per member: whether any rank flags it."""
+        return self._reduce(flags.to(torch.float64), "max") > 0
+
+    def max_abs(self, F: torch.Tensor) -> torch.Tensor:
+        """max|F| per member (NaN for a member with a NaN or Inf on any rank)."""
+        finite = torch.isfinite(F).all(1)
+        r = self.amax(torch.where(torch.isfinite(F), F.abs(), torch.zeros_like(F)))
+        return torch.where(~self.any(~finite), r, torch.full_like(r, math.nan))
+
+    def size(self, n: int) -> int:
+        return n if self.dist is None else int(self._reduce(torch.tensor([float(n)]), "sum"))
+
+    def check(self, error: Exception | None, what: str) -> None:
+        if self.dist is not None:
+            self.dist.agree(error, what)
+        elif error is not None:
+            raise error
+
+    def operator(self, matvec, n_local: int, dtype, device):
+        """A callable ``(n_local, k) -> (n_local, k)`` as an operator with this space's inner products."""
+        if self.dist is None:
+            return matvec
+        return _DistributedCallable(matvec, self.size(n_local), dtype, device, self.dist)
+
+    def lstsq(self, DF: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """argmin_gamma ||DF gamma - f|| per member, DF (B, n, j), f (B, n, 1)."""
+        if self.dist is None:
+            return torch.linalg.lstsq(DF, f, driver="gelsd").solution
+        G = self._reduce(DF.mT @ DF, "sum")  # the normal equations, all-reduced (j x j)
+        h = self._reduce(DF.mT @ f, "sum")
+        return torch.linalg.lstsq(G, h, driver="gelsd").solution
+
+
+class _DistributedCallable(CallableOperator):
+    """A matrix-free operator on vectors sharded over processes: local products, all-reduced inner
+    products, the global size (so that every rank runs the same Krylov iterations)."""
+
+    def __init__(self, matvec, n_global: int, dtype, device, dist):
+        super().__init__(matvec, n_global, dtype, device)
+        self._dist = dist
+
+    def reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        return self._dist.all_reduce(partial, "sum")
 
 
 class _Problem:
     """The residual as a ``(B, n)`` map with plain (detached) parameters, and its Jacobian: the user's
     ``jacobian_fn``, or colored assembly on a given, cached or detected pattern."""
 
-    def __init__(self, residual_fn, u0, params, jacobian_fn, pattern, check_pattern):
+    def __init__(self, residual_fn, u0, params, jacobian_fn, pattern, check_pattern, space=None):
+        self.space = space if space is not None else _Space()
         self.residual_fn = residual_fn
         self.params = tuple(p.detach() if isinstance(p, torch.Tensor) else p for p in params)
         self.batched = u0.dim() == 2
@@ -109,6 +174,7 @@ class _Problem:
         self.fn = batch_residual(residual_fn, self.params, u0)
         self.U0 = (u0 if self.batched else u0.unsqueeze(0)).detach().clone()
         self.B, self.n = self.U0.shape
+        self.n_global = self.space.size(self.n)
         self.jacobian_fn = jacobian_fn
         self._pattern_arg = pattern
         self.check_pattern = check_pattern
@@ -120,22 +186,25 @@ class _Problem:
         return U if self.batched else U[0]
 
     def F(self, U: torch.Tensor, k: int, *, must_be_finite: bool = True) -> torch.Tensor:
+        error = None
         if k == 0 and torch.is_grad_enabled():
             # The first evaluation runs with autograd on, to catch tensors that require grad reaching the
             # residual other than through params: they would get no gradient, silently.
             out = self.fn(U)
             if out.requires_grad:
-                raise InvalidArgumentError(
+                error = InvalidArgumentError(
                     "residual_fn: its result requires grad although the parameters were passed detached: "
                     "it uses tensors that require grad other than through params (captured in a closure?). "
                     "Pass them as params, so that they get gradients"
                 )
+            self.space.check(error, "residual_fn")
+            out = out.detach()
         else:
             with torch.no_grad():
                 out = self.fn(U)
         self.evaluations += 1
-        if must_be_finite and not bool(torch.isfinite(out).all()):
-            bad = torch.nonzero(~torch.isfinite(out).all(1)).flatten().tolist()
+        if must_be_finite and bool((bad_members := self.space.any(~torch.isfinite(out).all(1))).any()):
+            bad = torch.nonzero(bad_members).flatten().tolist()
             where = f" (batch members {bad[:10]})" if self.batched else ""
             raise InvalidArgumentError(
                 f"residual_fn: returned NaN/Inf at iteration {k}{where}; check the residual near these "
@@ -290,7 +359,12 @@ class _Newton:
     def _krylov_free(self, U, rhs, eta, k):
         prob, o = self.prob, self.opts
         M = None
-        if o["preconditioner"] is not None:
+        if callable(o["preconditioner"]):
+            user = o["preconditioner"]
+
+            def M(X: torch.Tensor) -> torch.Tensor:
+                return user(X, "N")
+        elif o["preconditioner"] is not None:
             M = self._lagged_preconditioner(U, k)
         fn = prob.fn
 
@@ -298,19 +372,23 @@ class _Newton:
             return torch.func.jvp(fn, (U,), (X.T.contiguous(),))[1].T
 
         x, kinfo = krylov_solve(
-            matvec,
+            prob.space.operator(matvec, prob.n, U.dtype, U.device),
             rhs.T.contiguous(),
             method="gmres",
             rtol=eta,
             maxiter=o["linear_max_iter"],
-            restart=min(50, prob.n),
+            restart=min(50, prob.n_global),
             M=M,
             check_every=1,
         )
         if self._its_after_rebuild is None:
             self._its_after_rebuild = kinfo.iterations
         self._last_its = kinfo.iterations
-        self.linear_name = "gmres (matrix-free)" + (", lagged Jacobian preconditioner" if M else "")
+        self.linear_name = "gmres (matrix-free)" + (
+            ", user preconditioner"
+            if callable(o["preconditioner"])
+            else (", lagged Jacobian preconditioner" if M else "")
+        )
         return x.T, kinfo.iterations, float(kinfo.residual)
 
     def _lagged_preconditioner(self, U, k):
@@ -328,13 +406,14 @@ class _Newton:
         prob, o = self.prob, self.opts
         U = prob.U0.clone()
         F = prob.F(U, 0)
-        r = _max_abs(F)
+        sp = prob.space
+        r = sp.max_abs(F)
         target = torch.clamp(o["tol"] * r, min=o["atol"])
         active = r > target
         its = torch.zeros(prob.B, dtype=torch.int64)
         ok = torch.ones(prob.B, dtype=torch.bool)
         info.residual_history.append(float(r.max()))
-        rnorm = F.norm(dim=1)
+        rnorm = sp.norm(F)
         eta = 0.5  # the forcing term of inexact steps (iterative linear solves); a direct solve is exact
         reason = "converged"
         k = 0
@@ -346,7 +425,7 @@ class _Newton:
             k += 1
             rhs = torch.where(active[:, None], -F, torch.zeros_like(F))
             du, lin_its, lin_res = self.direction(U, rhs, max(eta, 1e-14), k)
-            if not bool(torch.isfinite(du).all()):
+            if bool(sp.any(~torch.isfinite(du).all(1)).any()):
                 raise SingularMatrixError(
                     f"the Jacobian is singular at iteration {k}: the Newton step is not finite"
                 )
@@ -356,16 +435,16 @@ class _Newton:
             else:
                 P, F_new, steps, accepted = self._line_search(U, F, du, active, slope, k)
             # a member whose accepted step no longer moves u (a local minimum of ||F|| that is no root)
-            moved = P.abs().amax(1) > 4 * torch.finfo(U.dtype).eps * (1 + U.abs().amax(1))
+            moved = sp.amax(P.abs()) > 4 * torch.finfo(U.dtype).eps * (1 + sp.amax(U.abs()))
             accepted = accepted & (moved | ~active)
-            t = P.norm(dim=1) / du.norm(dim=1).clamp_min(torch.finfo(U.dtype).tiny)  # the step's fraction
+            t = sp.norm(P) / sp.norm(du).clamp_min(torch.finfo(U.dtype).tiny)  # the step's fraction
             U = U + P
             F = torch.where(active[:, None], F_new, F)
             its += active
             failed = active & ~accepted
             ok &= ~failed
-            r = _max_abs(F)
-            rnorm_new = F.norm(dim=1)
+            r = sp.max_abs(F)
+            rnorm_new = sp.norm(F)
             act_norms = (rnorm_new[active], rnorm[active])
             if act_norms[0].numel():
                 ratio = float((act_norms[0] / act_norms[1].clamp_min(1e-300)).max())
@@ -401,13 +480,14 @@ class _Newton:
         steps = torch.zeros(B, dtype=torch.int64)
         if self.opts["line_search"] == "none":
             return t[:, None] * du, prob.F(U + t[:, None] * du, k), steps, active.clone()
-        phi0 = (F * F).sum(1)
+        sp = prob.space
+        phi0 = sp.sum(F * F)
         accepted = ~active
         F_new = F.clone()
         s = max(slope, 1e-3)
         for _ in range(_MAX_BACKTRACKS + 1):
             Ft = prob.F(U + t[:, None] * du, k, must_be_finite=False)
-            phit = (Ft * Ft).sum(1)
+            phit = sp.sum(Ft * Ft)
             phit = torch.where(torch.isfinite(phit), phit, torch.full_like(phit, math.inf))
             good = ~accepted & (phit <= (1 - 2 * _ARMIJO_C * t * s) * phi0)
             F_new = torch.where(good[:, None], Ft, F_new)
@@ -430,17 +510,18 @@ class _Newton:
         rho < 1/4 (and the step is retried without a new Jacobian) and doubles when rho > 3/4 at the
         boundary. Costs one VJP and two JVPs per iteration beyond Newton's."""
         prob, B = self.prob, self.prob.B
+        sp = prob.space
         if self._radius is None:
-            self._radius = du.norm(dim=1).clamp_min(1e-8)  # the first Newton step is allowed in full
+            self._radius = sp.norm(du).clamp_min(1e-8)  # the first Newton step is allowed in full
         Delta = self._radius
         _, vjp_fn = torch.func.vjp(prob.fn, U)
         g = vjp_fn(F)[0]
         Jg = torch.func.jvp(prob.fn, (U,), (g,))[1]
         Jdu = torch.func.jvp(prob.fn, (U,), (du,))[1]
-        gg, JgJg = (g * g).sum(1), (Jg * Jg).sum(1)
+        gg, JgJg = sp.sum(g * g), sp.sum(Jg * Jg)
         alpha = gg / JgJg.clamp_min(torch.finfo(U.dtype).tiny)
         pc, Jpc = -alpha[:, None] * g, -alpha[:, None] * Jg
-        phi0 = 0.5 * (F * F).sum(1)
+        phi0 = 0.5 * sp.sum(F * F)
         accepted = ~active
         P = torch.zeros_like(U)
         F_new = F.clone()
@@ -448,12 +529,12 @@ class _Newton:
         for _ in range(_MAX_BACKTRACKS + 1):
             # the dogleg point for the current radius: tau in [0, 1] on the segment pc -> du
             d = du - pc
-            a, b, c = (d * d).sum(1), (pc * d).sum(1), (pc * pc).sum(1) - Delta * Delta
+            a, b, c = sp.sum(d * d), sp.sum(pc * d), sp.sum(pc * pc) - Delta * Delta
             tau = (
                 (-b + torch.sqrt((b * b - a * c).clamp_min(0))) / a.clamp_min(torch.finfo(U.dtype).tiny)
             ).clamp(0, 1)
-            newton = du.norm(dim=1) <= Delta
-            cauchy_out = pc.norm(dim=1) >= Delta
+            newton = sp.norm(du) <= Delta
+            cauchy_out = sp.norm(pc) >= Delta
             scale = (Delta / gg.sqrt().clamp_min(torch.finfo(U.dtype).tiny))[:, None]
             p = torch.where(
                 newton[:, None], du, torch.where(cauchy_out[:, None], -scale * g, pc + tau[:, None] * d)
@@ -463,12 +544,12 @@ class _Newton:
                 Jdu,
                 torch.where(cauchy_out[:, None], -scale * Jg, Jpc + tau[:, None] * (Jdu - Jpc)),
             )
-            pred = phi0 - 0.5 * ((F + Jp) ** 2).sum(1)
+            pred = phi0 - 0.5 * sp.sum((F + Jp) ** 2)
             Ft = prob.F(U + p, k, must_be_finite=False)
-            phit = 0.5 * (Ft * Ft).sum(1)
+            phit = 0.5 * sp.sum(Ft * Ft)
             phit = torch.where(torch.isfinite(phit), phit, torch.full_like(phit, math.inf))
             rho = (phi0 - phit) / pred.clamp_min(torch.finfo(U.dtype).tiny)
-            pn = p.norm(dim=1)
+            pn = sp.norm(p)
             open_ = ~accepted
             Delta = torch.where(open_ & (rho < 0.25), 0.25 * pn, Delta)
             grow = open_ & (rho > 0.75) & (pn >= 0.99 * Delta)
@@ -509,7 +590,13 @@ class _FixedPoint:
         beta, m = o["damping"], o["memory"]
         U = prob.U0.clone()
         F = prob.F(U, 0)
-        if o["preconditioner"] is not None:
+        if callable(o["preconditioner"]):
+            user = o["preconditioner"]
+            info.linear_solver = "user preconditioner"
+
+            def direction(F: torch.Tensor) -> torch.Tensor:
+                return -user(F.T.contiguous(), "N").T
+        elif o["preconditioner"] is not None:
             J = prob.jacobian(U, 0)
             self.precond_factor = prob.factorize(J, o["linear_solver"], "auto", 0)
             P = _factor_operator(self.precond_factor, "N")
@@ -522,7 +609,8 @@ class _FixedPoint:
             def direction(F: torch.Tensor) -> torch.Tensor:
                 return -F
 
-        r = _max_abs(F)
+        sp = prob.space
+        r = sp.max_abs(F)
         target = torch.clamp(o["tol"] * r, min=o["atol"])
         active = r > target
         its = torch.zeros(prob.B, dtype=torch.int64)
@@ -541,7 +629,7 @@ class _FixedPoint:
             if self.opts["method"] == "anderson" and dF:
                 DF = torch.stack(dF, 2)  # (B, n, j)
                 DU = torch.stack(dU, 2)
-                gamma = torch.linalg.lstsq(DF, f.unsqueeze(2), driver="gelsd").solution
+                gamma = sp.lstsq(DF, f.unsqueeze(2))
                 step = step - ((DU + beta * DF) @ gamma).squeeze(2)
             step = torch.where(active[:, None], step, torch.zeros_like(step))
             U_new = U + step
@@ -553,7 +641,7 @@ class _FixedPoint:
                 dU.pop(0), dF.pop(0)
             U, f = U_new, f_new
             its += active
-            r = _max_abs(F)
+            r = sp.max_abs(F)
             active = active & (r > target)
             info.residual_history.append(float(r.max()))
             info.linear_iterations.append(0)
@@ -591,14 +679,19 @@ class _Adjoint:
     O(|last step|), so GMRES needs a few iterations (the refinement of the stale factors) and no new
     factorization is made. Without a factorization GMRES runs unpreconditioned."""
 
-    def __init__(self, prob: _Problem, factor: Factorization | None, info: NonlinearInfo, build=None):
+    def __init__(
+        self, prob: _Problem, factor: Factorization | None, info: NonlinearInfo, build=None, user_M=None
+    ):
         self.prob, self.factor, self.info, self.build = prob, factor, info, build
+        self.user_M = user_M  # a callable (r, op) -> z preconditioner given by the caller
         self.rtol = 1e-11 if prob.U0.dtype == torch.float64 else 1e-5
 
     def solve(self, U: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         prob = self.prob
-        if not bool(torch.isfinite(G).all()):
-            check_finite(G, "the gradient of the solution")
+        error = None
+        if bool(prob.space.any(~torch.isfinite(G).all(1)).any()):
+            error = InvalidArgumentError("the gradient of the solution: contains NaN/Inf")
+        prob.space.check(error, "nonlinear_solve backward")
         if self.factor is None and self.build is not None:  # Newton took no step: factorize J(u*) now
             self.factor = self.build(U)
         _, vjp_fn = torch.func.vjp(prob.fn, U)
@@ -607,13 +700,21 @@ class _Adjoint:
             return vjp_fn(X.T.contiguous())[0].T
 
         M = None if self.factor is None else _factor_operator(self.factor, "H")
+        name = "last Jacobian factorization" if M is not None else "none"
+        if self.user_M is not None:
+            user = self.user_M
+
+            def M(X: torch.Tensor) -> torch.Tensor:
+                return user(X, "H")
+
+            name = "user preconditioner (adjoint)"
         lam, kinfo = krylov_solve(
-            rmatvec,
+            prob.space.operator(rmatvec, prob.n, U.dtype, U.device),
             G.T.contiguous(),
             method="gmres",
             rtol=self.rtol,
-            maxiter=max(100, min(10 * prob.n, 20000)),
-            restart=min(60, max(prob.n, 1)),
+            maxiter=max(100, min(10 * prob.n_global, 20000)),
+            restart=min(60, max(prob.n_global, 1)),
             M=M,
             check_every=1,
         )
@@ -621,7 +722,7 @@ class _Adjoint:
             "iterations": kinfo.iterations,
             "residual": float(kinfo.residual),
             "converged": kinfo.converged,
-            "preconditioner": "last Jacobian factorization" if M is not None else "none",
+            "preconditioner": name,
         }
         if not kinfo.converged:
             warnings.warn(
@@ -745,6 +846,7 @@ def nonlinear_solve(
     check_pattern: bool = False,
     return_info: bool = False,
     on_fail: str = "warn",
+    distributed=None,
 ):
     """Solve the nonlinear system ``residual_fn(u, *params) = 0`` for ``u``; differentiable with respect
     to every tensor in ``params`` (implicit differentiation, one autograd node per solve).
@@ -791,9 +893,12 @@ def nonlinear_solve(
     linear_solver, linear_method : str
         The ``backend`` and ``method`` of the Newton linear solves (see :func:`torch_sla.solve`); also the
         backend of the factorizations behind ``preconditioner="jacobian"``.
-    preconditioner : {None, "jacobian"}
+    preconditioner : {None, "jacobian"} or callable ``(r, op) -> z``
         JFNK, Picard, Anderson: precondition with a factorization of the assembled Jacobian (JFNK: lagged,
-        rebuilt when GMRES slows down; Picard / Anderson: J(u0)).
+        rebuilt when GMRES slows down; Picard / Anderson: J(u0)). A callable approximates ``J^{-1} r``
+        (``op="N"``) and ``J^{-H} r`` (``op="H"``, for backward's adjoint solve) on ``(n, B)`` blocks whose
+        columns are the batch members, e.g. :meth:`DSparseTensor.preconditioner` of an approximate
+        distributed Jacobian.
     memory, damping : Anderson's memory m (>= 1) and the mixing / damping in (0, 1].
     check_pattern : bool
         Check every Jacobian against one exact product with a random vector, and raise
@@ -803,6 +908,14 @@ def nonlinear_solve(
         Return ``(u, info)`` with a :class:`NonlinearInfo`.
     on_fail : {"warn", "raise"}
         Not converging warns (``RuntimeWarning``) or raises :class:`ConvergenceError`.
+    distributed : DSparseTensor, optional
+        The unknowns are sharded over the ranks of its process group: ``u0`` (and ``residual_fn``'s
+        ``u`` and result) hold this rank's owned entries, ``(n_owned,)`` or ``(B, n_owned)``, and the
+        residual couples them through distributed products (``D.matvec``, whose halo exchange is
+        differentiable). Norms and inner products are all-reduced, so every rank takes the same steps;
+        the methods are ``jfnk`` (GMRES on Jacobian-vector products), ``picard`` and ``anderson``.
+        Parameters may be replicated (every rank the same tensor; use ``D.shard`` inside the residual to
+        take the owned part, and the gradient is all-reduced) or local. Every rank must call it.
 
     Returns
     -------
@@ -825,15 +938,37 @@ def nonlinear_solve(
     if not callable(residual_fn):
         raise InvalidArgumentError(f"residual_fn: expected a callable (u, *params) -> F, got {residual_fn!r}")
     check_unknowns(u0, "u0")
-    check_finite(u0.detach(), "u0")
+    if distributed is not None and not all(hasattr(distributed, a) for a in ("all_reduce", "agree")):
+        raise InvalidArgumentError(
+            "distributed: expected a DSparseTensor (or an object with all_reduce(t, op) and agree(error, what))"
+        )
+    space = _Space(distributed)
+    if distributed is None:
+        check_finite(u0.detach(), "u0")
+    else:
+        bad = not bool(torch.isfinite(u0.detach()).all())
+        space.check(InvalidArgumentError("u0: contains NaN/Inf") if bad else None, "nonlinear_solve")
     if method not in METHODS:
         raise InvalidArgumentError(f"method: expected one of {METHODS}, got {method!r}")
     if jacobian_fn is not None and not callable(jacobian_fn):
         raise InvalidArgumentError(f"jacobian_fn: expected a callable or None, got {jacobian_fn!r}")
     if jacobian_fn is not None and pattern is not None:
         raise InvalidArgumentError("pattern: not used with jacobian_fn (whose matrix has its own pattern)")
-    if preconditioner not in (None, "none", "jacobian"):
-        raise InvalidArgumentError(f"preconditioner: expected None or 'jacobian', got {preconditioner!r}")
+    if not callable(preconditioner) and preconditioner not in (None, "none", "jacobian"):
+        raise InvalidArgumentError(
+            f"preconditioner: expected None, 'jacobian' or a callable (r, op) -> z, got {preconditioner!r}"
+        )
+    if distributed is not None:
+        if method == "newton":
+            raise InvalidArgumentError(
+                "method: a distributed residual is solved matrix-free: use 'jfnk' (or 'picard' / 'anderson'); "
+                "'newton' assembles the Jacobian on one process"
+            )
+        if preconditioner == "jacobian" or jacobian_fn is not None or pattern is not None:
+            raise InvalidArgumentError(
+                "preconditioner / jacobian_fn / pattern: an assembled Jacobian is not available for a distributed "
+                "residual; pass preconditioner=D.preconditioner() of an approximate distributed Jacobian D"
+            )
     if on_fail not in ("warn", "raise"):
         raise InvalidArgumentError(f"on_fail: expected 'warn' or 'raise', got {on_fail!r}")
     if method == "jfnk" and linear_method not in ("auto", "gmres"):
@@ -853,20 +988,23 @@ def nonlinear_solve(
     }
     if not (opts["tol"] > 0 or opts["atol"] > 0):
         raise InvalidArgumentError(f"tol: need tol > 0 or atol > 0, got tol={tol}, atol={atol}")
+    error = None
     for i, p in enumerate(params):
         if (
             isinstance(p, torch.Tensor)
             and p.is_floating_point()
             and not bool(torch.isfinite(p.detach()).all())
         ):
-            raise InvalidArgumentError(f"params[{i}]: contains NaN/Inf")
-    if u0.numel() == 0:  # nothing to solve (n = 0 or an empty batch)
+            error = InvalidArgumentError(f"params[{i}]: contains NaN/Inf")
+            break
+    space.check(error, "nonlinear_solve")
+    if u0.numel() == 0 and distributed is None:  # nothing to solve (n = 0 or an empty batch)
         u = u0.detach().clone()
         return (
             (u, NonlinearInfo(method, converged=True, reason="converged", residual=0.0)) if return_info else u
         )
-    prob = _Problem(residual_fn, u0, params, jacobian_fn, pattern, bool(check_pattern))
-    opts["linear_max_iter"] = max(50, min(prob.n, 1000))
+    prob = _Problem(residual_fn, u0, params, jacobian_fn, pattern, bool(check_pattern), space)
+    opts["linear_max_iter"] = max(50, min(prob.n_global, 1000))
     info = NonlinearInfo(method)
     runner = _Newton(prob, opts) if method in ("newton", "jfnk") else _FixedPoint(prob, opts)
     U, target = runner.run(info)
@@ -890,6 +1028,7 @@ def nonlinear_solve(
                     else None
                 )
 
-        adjoint = _Adjoint(prob, factor, info, build)
+        user_M = preconditioner if callable(preconditioner) else None
+        adjoint = _Adjoint(prob, factor, info, build, user_M)
         u = _ImplicitSolution.apply(adjoint, tuple(slot), u, *(params[i] for i in slot))
     return (u, info) if return_info else u

@@ -36,11 +36,14 @@ class KrylovOptions:
     amg_cycle: str = "V"
     amg_smoother: str = "auto"
     amg_strength: float = 0.02
+    amg_truncation: float = 0.01
+    amg_coarse_drop: float = 0.02
     amg_sweeps: int = 1
     amg_degree: int = 2
     amg_max_coarse: int = 500
     amg_setup: str = "auto"
     amg_near_nullspace: Any = None
+    amg_block_size: int = 1
 
     FIELDS = (
         "rtol",
@@ -58,11 +61,14 @@ class KrylovOptions:
         "amg_cycle",
         "amg_smoother",
         "amg_strength",
+        "amg_truncation",
+        "amg_coarse_drop",
         "amg_sweeps",
         "amg_degree",
         "amg_max_coarse",
         "amg_setup",
         "amg_near_nullspace",
+        "amg_block_size",
     )
 
     @classmethod
@@ -114,6 +120,8 @@ class KrylovOptions:
                 f"amg_smoother: expected 'auto', 'jacobi', 'chebyshev' or 'sgs', got {o.amg_smoother!r}"
             )
         o.amg_strength = as_float(o.amg_strength, "amg_strength", lo=0.0, hi=1.0, open_hi=True)
+        o.amg_truncation = as_float(o.amg_truncation, "amg_truncation", lo=0.0, hi=1.0, open_hi=True)
+        o.amg_coarse_drop = as_float(o.amg_coarse_drop, "amg_coarse_drop", lo=0.0, hi=1.0, open_hi=True)
         o.amg_sweeps = as_int(o.amg_sweeps, "amg_sweeps", lo=1, hi=100)
         o.amg_degree = as_int(o.amg_degree, "amg_degree", lo=1, hi=100)
         o.amg_max_coarse = as_int(o.amg_max_coarse, "amg_max_coarse", lo=1, hi=100000)
@@ -123,11 +131,18 @@ class KrylovOptions:
             )
         if o.amg_near_nullspace is not None:
             ns = torch.as_tensor(o.amg_near_nullspace)
-            if ns.dim() != 1 or ns.is_complex() or not bool(torch.isfinite(ns).all()):
+            if (
+                ns.dim() not in (1, 2)
+                or ns.is_complex()
+                or (ns.dim() == 2 and not 1 <= ns.shape[1] <= 64)
+                or not bool(torch.isfinite(ns).all())
+            ):
                 raise InvalidArgumentError(
-                    "amg_near_nullspace: expected a real finite vector with one value per row of A"
+                    "amg_near_nullspace: expected a real finite vector with one value per row of A, or a "
+                    f"(rows, k) matrix of 1 <= k <= 64 such vectors, got shape {tuple(ns.shape)}"
                 )
             o.amg_near_nullspace = ns
+        o.amg_block_size = as_int(o.amg_block_size, "amg_block_size", lo=1, hi=INT32_MAX)
         return o
 
     def max_iterations(self, n: int) -> int:

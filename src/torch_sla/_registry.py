@@ -13,10 +13,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import threading
+import time
 from typing import Any, ClassVar
 
 import torch
 
+from . import _costmodel
 from ._checks import dtype_name
 from ._core import core_build_info
 from ._memory import fmt_bytes, get_memory_budget
@@ -54,6 +57,9 @@ class Backend:
     preconditioners: ClassVar[tuple[str, ...]] = ()
     priority: ClassVar[dict[str, int]] = {}
     differentiable: ClassVar[bool] = True
+    # Fill-reducing orderings a direct backend accepts ("default": its own choice), and those tune() times.
+    orderings: ClassVar[tuple[str, ...]] = ("default",)
+    tune_orderings: ClassVar[tuple[str, ...]] = ("default",)
 
     def availability(self) -> tuple[bool, str]:
         """(whether it can run in this build, a one-line note)."""
@@ -95,9 +101,30 @@ class Backend:
         return None
 
     # -- direct backends ---------------------------------------------------------------------------
-    def predicted_solve_bytes(self, A: SparseTensor, method: str, nrhs: int) -> float:
+    def predicted_solve_bytes(
+        self, A: SparseTensor, method: str, nrhs: int, ordering: str = "default"
+    ) -> float:
         """Peak memory of a direct solve predicted before factorizing (-1: no prediction)."""
         return -1.0
+
+    def auto_ordering(self, flops: float, factor_nnz: float, dense_rows: float = 1.0) -> str:
+        """The ordering ``auto`` gives this backend, from the probe analysis's predicted flops and
+        factor entries and the ratio of A's longest row to its mean row (see :mod:`_costmodel`)."""
+        return "default"
+
+    def probe_analysis(self, A: SparseTensor, method: str):
+        """A symbolic analysis of A whose ``predicted_flops`` feeds the cost model of ``auto``, or None
+        when this backend predicts no flops for ``method`` before seeing the values."""
+        return None
+
+    def cold_solve_seconds(self, A: SparseTensor, method: str, ordering: str = "default") -> float:
+        """Wall-clock seconds of a solve of a new pattern (analysis, factorization, one right-hand
+        side), bypassing every cache: what the cost model is calibrated with."""
+        b = torch.ones(A.shape[-1], 1, dtype=A.dtype)
+        t0 = time.perf_counter()
+        factors, _ = self.factorize(A, method)
+        factors[0].solve(b, "N")
+        return time.perf_counter() - t0
 
     def __repr__(self) -> str:
         return f"<backend {self.name!r}: {self.kind}, {', '.join(self.devices)}>"
@@ -149,7 +176,8 @@ def show_backends(file=None) -> list[Backend]:
         )
     info = core_build_info()
     out.write(
-        f"C++ core: openmp={info.get('openmp')}, CUDA compiled={info.get('cuda_compiled')} "
+        f"C++ core: openmp={info.get('openmp')}, metis={info.get('metis')} (graph partitioning), "
+        f"CUDA compiled={info.get('cuda_compiled')} "
         f"(runtime {info.get('cuda_runtime_version')}, {info.get('cuda_device_count', 0)} device(s) visible)\n"
     )
     print(out.getvalue(), end="", file=file)
@@ -167,6 +195,7 @@ class Choice:
     reasons: list[str]
     kind: str = "direct"
     preconditioner: Any = None  # iterative: what preconditioner="auto" resolves to
+    ordering: str = "default"  # direct: the fill-reducing ordering ("default": the backend's own)
 
     @property
     def impl(self) -> Backend:
@@ -175,6 +204,8 @@ class Choice:
 
     def __str__(self) -> str:
         lines = [f"{self.kind} solve: backend={self.backend!r}, method={self.method!r}"]
+        if self.ordering != "default":
+            lines[0] += f", ordering={self.ordering!r}"
         if self.fallback:
             lines[0] += f", fallback={self.fallback!r}"
         lines += [f"  - {r}" for r in self.reasons]
@@ -277,24 +308,28 @@ def choose(
     else:
         reasons.append(f"method {method!r} requested")
 
+    ordering = "default"
     if explicit is None:
-        tried = []
+        tried, here = [], []
         for b in preference(A.device.type, "direct"):
             why_not = b.supports(A.device, A.dtype, method, operation)
             if why_not is None:
-                backend = b.name
-                reasons.append(
-                    f"{b.name}: fastest available backend for {A.device.type}/{dtype_name(A.dtype)}/{method}"
-                    + ("" if operation == "solve" else f" with {operation}")
-                )
-                break
-            tried.append(why_not)
-        else:
+                here.append(b)
+            else:
+                tried.append(why_not)
+        if not here:
             raise BackendUnavailableError(
                 f"A: no direct backend can {operation} on device {A.device} with dtype {A.dtype} and method "
                 f"{method!r}: "
                 + "; ".join(tried or ["none is registered for this device"])
                 + ". Move the matrix to the CPU with A.to('cpu') or use an iterative method."
+            )
+        picked, ordering, decided = _auto_backend(A, method, here, reasons)
+        backend = picked.name
+        if not decided:
+            reasons.append(
+                f"{backend}: fastest available backend for {A.device.type}/{dtype_name(A.dtype)}/{method}"
+                + ("" if operation == "solve" else f" with {operation}")
             )
     else:
         if explicit.kind != "direct":
@@ -306,7 +341,126 @@ def choose(
         if why_not is not None:
             raise BackendUnavailableError(why_not)
         reasons.append(f"backend {backend!r} requested")
-    return Choice(backend, method, fallback, reasons)
+    return Choice(backend, method, fallback, reasons, ordering=ordering)
+
+
+def with_ordering(choice: Choice, ordering: str) -> Choice:
+    """``choice`` with the fill-reducing ordering the caller asked for ("auto": unchanged)."""
+    if ordering == "auto":
+        return choice
+    if choice.kind != "direct":
+        raise InvalidArgumentError(
+            f"ordering: applies to direct factorizations, but method {choice.method!r} is iterative"
+        )
+    allowed = choice.impl.orderings
+    if ordering not in allowed:
+        raise InvalidArgumentError(
+            f"ordering: backend {choice.backend!r} takes one of {('auto',) + tuple(allowed)}, got {ordering!r}"
+        )
+    if ordering == choice.ordering:
+        return choice
+    return dataclasses.replace(
+        choice, ordering=ordering, reasons=[*choice.reasons, f"ordering {ordering!r} requested"]
+    )
+
+
+# Winners of tune(): (pattern fingerprint, dtype, method) -> (backend, ordering, {candidate: seconds}).
+_TUNED: dict[tuple, tuple[str, str, dict[str, float]]] = {}
+_TUNE_LOCK = threading.Lock()
+
+
+def _auto_backend(
+    A: SparseTensor, method: str, here: list[Backend], reasons: list[str]
+) -> tuple[Backend, str, bool]:
+    """The backend (and ordering) ``auto`` takes among ``here`` (those that can run this), in order:
+    the winner of :func:`tune` for this pattern; the least predicted time of the cost model (CPU, more
+    than one candidate, a calibration); the first in the registry's order. The flag says whether a
+    measurement decided (its reason is added then)."""
+    tuned = _TUNED.get((A.pattern.fingerprint, dtype_name(A.dtype), method))
+    names = {b.name: b for b in here}
+    if tuned is not None and tuned[0] in names:
+        times = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in sorted(tuned[2].items(), key=lambda kv: kv[1]))
+        reasons.append(f"autotuned for this pattern (factorize + solve, timed): {times}")
+        return names[tuned[0]], tuned[1], True
+    first = here[0]
+    if A.device.type != "cpu" or A.shape[-1] == 0 or len(here) < 2:
+        return first, "default", False
+    if _costmodel.setting() == "off":
+        reasons.append(f"cost model off ({_costmodel.ENV}=off): the registry's order")
+        return first, "default", False
+    probe = next((b for b in here if b.probe_analysis(A, method) is not None), None)
+    if probe is None:
+        return first, "default", False
+    everyone = [b for b in preference("cpu", "direct") if b.available]
+    model = _costmodel.model_for(everyone, probe)
+    if model is None:
+        return first, "default", False
+    sym = probe.probe_analysis(A, method)
+    flops, fnnz = max(float(sym.predicted_flops), 0.0), max(float(sym.predicted_factor_nnz), 1.0)
+    predicted = []
+    for b in here:
+        t = model.predict(f"{b.name}:{method}", float(A.nnz), flops)
+        if t is not None:
+            predicted.append((t, b, b.auto_ordering(flops, fnnz, _costmodel.dense_rows(A))))
+    if not predicted:
+        return first, "default", False
+    predicted.sort(key=lambda item: item[0])
+    t, best, order = predicted[0]
+    table = ", ".join(
+        f"{b.name}" + ("" if o == "default" else f"[{o}]") + f" {p * 1e3:.1f} ms" for p, b, o in predicted
+    )
+    reasons.append(
+        f"cost model ({model.source}; {probe.name}'s analysis predicts {flops:.3g} flops, "
+        f"{flops / fnnz:.0f} per factor entry): predicted cold solve {table}; {best.name}"
+        + ("" if order == "default" else f" with ordering {order!r}")
+    )
+    return best, order, True
+
+
+def tune(A, method: str = "auto", *, repeats: int = 2) -> Choice:
+    """Time every CPU direct backend (and ordering) that can solve ``A`` once — factorization with the
+    analysis cached plus one solve, the cost of a step of a training loop — and remember the fastest for
+    A's pattern, dtype and method: ``backend="auto"`` takes it from then on (``autotune=True`` in
+    :func:`solve` / :func:`factorize` calls this on first use). Returns the resulting choice."""
+    A = as_sparse_tensor(A)
+    c = choose(A, "auto", method)
+    if c.kind != "direct" or A.device.type != "cpu" or A.shape[-1] == 0:
+        return c
+    key = (A.pattern.fingerprint, dtype_name(A.dtype), c.method)
+    b = torch.ones(A.shape[-1], 1, dtype=A.dtype)
+    one = A if A.batch_size <= 1 else A.with_values(A.values.reshape(A.batch_size, A.nnz)[0])
+    times: dict[str, float] = {}
+    winner: tuple[float, str, str] | None = None
+    for be in preference("cpu", "direct"):
+        if be.supports(A.device, A.dtype, c.method) is not None:
+            continue
+        for o in be.tune_orderings:
+            flags = {} if o == "default" else {"ordering": o}
+            try:
+                be.factorize(one, c.method, **flags)  # the analysis, cached: not timed
+                best = float("inf")
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    factors, _ = be.factorize(one, c.method, **flags)
+                    factors[0].solve(b, "N")
+                    best = min(best, time.perf_counter() - t0)
+            except (SingularMatrixError, ValueError, RuntimeError):
+                continue  # this candidate cannot factor A (e.g. not positive definite): not a winner
+            label = be.name + ("" if o == "default" else f"[{o}]")
+            times[label] = best
+            if winner is None or best < winner[0]:
+                winner = (best, be.name, o)
+    if winner is not None:
+        with _TUNE_LOCK:
+            _TUNED[key] = (winner[1], winner[2], times)
+            _GENERATION[0] += 1  # plans cached before are not reused
+    return choose(A, "auto", c.method)
+
+
+def tuned(A: SparseTensor, method: str) -> bool:
+    """Whether :func:`tune` has timed A's pattern (dtype, method; any method for "auto")."""
+    fp, dt = A.pattern.fingerprint, dtype_name(A.dtype)
+    return any(k[0] == fp and k[1] == dt and method in ("auto", k[2]) for k in _TUNED)
 
 
 def _auto_krylov(A, reasons: list[str]) -> str:
@@ -368,7 +522,7 @@ def plan(
             raise SingularMatrixError(f"A is structurally singular: {empty}")
     if method != "auto" or backend != "auto" or A.shape[-1] == 0 or A.batch_size == 0:
         return c
-    predicted = c.impl.predicted_solve_bytes(A, c.method, nrhs)
+    predicted = c.impl.predicted_solve_bytes(A, c.method, nrhs, c.ordering)
     budget = get_memory_budget()
     if predicted < 0:
         c.reasons.append(

@@ -17,7 +17,7 @@ from ._iterative import iterative_solve, matrix_free_solve
 from ._memory import get_memory_budget
 from ._operator import LinearOperator
 from ._options import KrylovOptions
-from ._registry import ITERATIVE_METHODS, choose, generation, plan
+from ._registry import ITERATIVE_METHODS, choose, generation, plan, tune, tuned, with_ordering
 from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_rhs, check_values_finite, normalize_rhs
 from .errors import InvalidArgumentError
 
@@ -30,6 +30,8 @@ def solve(
     method: str = "auto",
     check_finite: bool = True,
     check_symmetry: bool = True,
+    autotune: bool = False,
+    ordering: str = "auto",
     **iterative,
 ) -> torch.Tensor:
     """Solve the sparse linear system ``A x = b``; differentiable with respect to ``b`` and A's values.
@@ -41,9 +43,10 @@ def solve(
         Square, optionally batched (values with leading batch dims sharing one pattern).
     b : Tensor
         ``(n,)``, ``(n, k)``, or with A's batch dims in front. Same dtype and device as A.
-    backend : {"auto", "suitesparse", "eigen", "scipy", "core", "torch"}
-        Direct: suitesparse, eigen, scipy (CPU). Iterative: core (C++, CPU), torch (any device).
-        ``auto`` takes the fastest available for the device, dtype and method (see :func:`explain`);
+    backend : {"auto", "suitesparse", "eigen", "scipy", "pardiso", "core", "torch"}
+        Direct: suitesparse, eigen, scipy, pardiso (CPU). Iterative: core (C++, CPU), torch (any device).
+        ``auto`` takes the fastest available for the device, dtype and method: on the CPU the backend a
+        cost model calibrated on this machine predicts fastest (see :func:`explain`, :func:`tune`);
         :func:`show_backends` lists them.
     method : {"auto", "cholesky", "ldl", "lu", "cg", "bicgstab", "gmres", "minres"}
         ``auto``: a direct factorization on the CPU (Cholesky for Hermitian matrices with a positive
@@ -57,6 +60,16 @@ def solve(
         and ``minres`` and their adjoints assume ``A^H = A``) first check that ``max|A - A^H|`` is at most
         100 units of roundoff times ``max|A|``, and raise :class:`InvalidArgumentError` otherwise
         (default). ``False`` skips the check for callers who know A is Hermitian.
+    autotune : bool
+        With ``backend="auto"`` on the CPU: on the first solve of a pattern, time every direct backend
+        once (factorization + solve, see :func:`tune`) and take the fastest for this pattern from then
+        on: for training loops, where the same pattern is solved many times.
+    ordering : {"auto", "default", "amd", "metis"}
+        The fill-reducing ordering of a direct factorization: ``auto`` lets the cost model choose
+        (PARDISO: METIS nested dissection for large 3-D-like problems, minimum degree otherwise; the
+        other backends their own), ``default`` is the backend's own choice (CHOLMOD: AMD, or METIS when
+        AMD fills too much; UMFPACK: AMD or COLAMD by its strategy; Eigen: AMD, COLAMD for LU; PARDISO:
+        METIS), ``amd`` minimum degree, ``metis`` nested dissection (not Eigen, not SciPy).
     **iterative
         For iterative methods: ``rtol`` (1e-8), ``atol`` (0), ``maxiter`` (10 n), ``x0``, ``restart`` (30,
         GMRES), ``preconditioner`` ("auto", "none", "jacobi", "ssor", "ic0", "ilu0" on core;
@@ -97,6 +110,8 @@ def solve(
         )
     opts = KrylovOptions.from_kwargs(iterative)  # validated even when a direct method ends up chosen
     A = as_sparse_tensor(A)
+    if autotune and backend == "auto" and method not in ITERATIVE_METHODS and not tuned(A, method):
+        tune(A.with_values(plain(A.values)) if is_wrapped(A.values) else A, method)
     if not isinstance(b, torch.Tensor):
         b = torch.as_tensor(b, device=A.device)
     nrhs = b.shape[-1] if b.dim() == len(A.batch_shape) + 2 else 1
@@ -113,6 +128,7 @@ def solve(
             key, lambda: plan(A, backend, method, check_symmetry=check_symmetry, nrhs=nrhs)
         )
         choice = cached  # shared: never changed (a fallback makes a new Choice)
+    choice = with_ordering(choice, ordering)
     if choice.kind == "iterative":
         return iterative_solve(A, b, choice, opts, check_finite=check_finite)
     if iterative:
@@ -144,8 +160,21 @@ def amg_solve(A, b: torch.Tensor, *, accel: str = "cg", backend: str = "core", *
     (strength-of-connection threshold: j is a strong neighbour of i when
     ``|a_ij| >= amg_strength * sqrt(|a_ii a_jj|)``, 0.02), ``amg_sweeps`` (1), ``amg_degree`` (Chebyshev, 2),
     ``amg_max_coarse`` (direct solve at or below this size, 500), ``amg_near_nullspace`` (a vector, the
-    constant by default) and ``amg_setup`` ("auto": reuse the aggregates of the last hierarchy of A's
-    pattern when its strong connections are unchanged; "values-only"; "full"). Differentiable like
+    constant by default, or an ``(n, k)`` matrix of k vectors such as the rigid body modes of
+    elasticity: each aggregate then gets one coarse unknown per vector independent on it),
+    ``amg_block_size`` (1; b: the unknowns of one node are b consecutive rows, and the strength of
+    connection and the aggregates are those of nodes, for block systems), ``amg_coarse_drop`` (0.02: a
+    coarse-operator entry weak for both of its rows, ``|c_ij| < amg_coarse_drop * min(|c_ii|, |c_jj|)``,
+    between two rows with a common strong neighbour, is added to the diagonal instead (weighted by the
+    near-null space, whose product with the operator is kept); this keeps the operator complexity of 3D
+    problems low, 0 gives the exact Galerkin operators), ``amg_truncation`` (0.01: an entry of the
+    smoothed prolongator below ``amg_truncation`` times its row's largest is dropped, the row rescaled
+    to interpolate the near-null space as before; the default drops what smoothing spreads along the
+    weak direction of an anisotropy, keeping the coarse operators sparse, and nothing on isotropic
+    problems, where larger values cost iterations; both drops apply with a single near-null-space
+    vector only) and
+    ``amg_setup`` ("auto": reuse the aggregates of the last hierarchy of A's pattern when its strong
+    connections are unchanged; "values-only"; "full"). Differentiable like
     :func:`solve`: the adjoint solve uses the same hierarchy. With ``return_info=True`` the
     :class:`SolveInfo` carries the hierarchy (``info.hierarchy``, printable), ``setup_time`` and
     ``solve_time``.
@@ -192,13 +221,15 @@ def factorize(
     method: str = "auto",
     check_finite: bool = True,
     check_symmetry: bool = True,
+    autotune: bool = False,
+    ordering: str = "auto",
 ) -> Factorization:
     """Factorize a sparse matrix once for repeated, differentiable solves.
 
     Parameters
     ----------
     A : SparseTensor, torch sparse tensor, scipy.sparse matrix, or ``(values, row, col, shape)``
-    backend : {"auto", "suitesparse", "eigen", "scipy"}
+    backend : {"auto", "suitesparse", "eigen", "scipy", "pardiso"}
     method : {"auto", "cholesky", "ldl", "lu"}
         ``auto``: Cholesky for symmetric/Hermitian matrices with a positive real diagonal (LU if the
         Cholesky factorization breaks down), LU otherwise. ``cholesky`` and ``ldl`` read only the lower
@@ -209,6 +240,10 @@ def factorize(
         With ``method="cholesky"`` or ``"ldl"``, check that A is symmetric (Hermitian) up to 100 units of
         roundoff relative to its largest entry, and raise :class:`InvalidArgumentError` otherwise
         (default). ``False`` skips the check: the lower triangle is then used as it is.
+    autotune : bool
+        As in :func:`solve`: time the direct backends once for this pattern and keep the fastest.
+    ordering : {"auto", "default", "amd", "metis"}
+        The fill-reducing ordering, as in :func:`solve`.
 
     Raises
     ------
@@ -220,7 +255,10 @@ def factorize(
         raise InvalidArgumentError(f"A: a direct solve needs a square matrix, got shape {A.shape}")
     if check_finite:
         check_finite_values(A.values.detach(), "A.values")
-    return factorize_with(A, choose(A, backend, method, check_symmetry=check_symmetry))
+    if autotune and backend == "auto" and not tuned(A, method):
+        tune(A, method)
+    choice = with_ordering(choose(A, backend, method, check_symmetry=check_symmetry), ordering)
+    return factorize_with(A, choice)
 
 
 # The methods of SparseTensor that solve live here, with the entry points, so that _sparse_tensor stays

@@ -15,6 +15,7 @@ __all__ = [
     "BackendUnavailableError",
     "MatrixMarketError",
     "ConvergenceError",
+    "DistributedError",
 ]
 
 
@@ -44,3 +45,7 @@ class MatrixMarketError(TorchSlaError, ValueError):
 
 class ConvergenceError(TorchSlaError, RuntimeError):
     """An iterative method did not reach the requested tolerance."""
+
+
+class DistributedError(TorchSlaError, RuntimeError):
+    """A distributed operation failed on another rank, or a collective lost a peer or timed out."""

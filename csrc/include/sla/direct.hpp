@@ -20,12 +20,40 @@
 
 namespace sla {
 
-enum class Backend { SuiteSparse, Eigen };
+enum class Backend { SuiteSparse, Eigen, Pardiso };
 enum class Method { Cholesky, LDL, LU };
+// The fill-reducing ordering of the analysis: the backend's own choice (CHOLMOD: AMD, then METIS when AMD's
+// fill is poor; UMFPACK: AMD or COLAMD by its strategy; Eigen: AMD, COLAMD for LU; PARDISO: METIS), minimum
+// degree (AMD; PARDISO's own minimum degree), or METIS nested dissection (not with Eigen).
+enum class Ordering { Default, AMD, NestedDissection };
 
 const char* backend_name(Backend b);
 const char* method_name(Method m);
-bool backend_available(Backend b);  // SuiteSparse is compiled in only when it was found at build time
+const char* ordering_name(Ordering o);  // "default", "amd", "metis"
+// SuiteSparse is compiled in only when it was found at build time; PARDISO is available once
+// load_pardiso() has found Intel MKL's runtime library.
+bool backend_available(Backend b);
+
+// PARDISO (Intel MKL) is never linked: its runtime library, libmkl_rt, is loaded on demand.
+struct PardisoLibrary {
+  bool loaded = false;
+  // The library's path and version when loaded, else why it is not (every place tried, with the loader's
+  // message for each).
+  std::string description;
+};
+// Load libmkl_rt (once per process; later calls return the first success, or try again after a failure).
+// Where: the environment variable TORCH_SLA_MKL_RT alone when it is set (a path; "none" or an empty value
+// disables PARDISO), else each of `candidates` in turn (paths), then the dynamic loader's own search for
+// libmkl_rt.so.3, .so.2 and .so. Before loading it, the BLAS / LAPACK / OpenMP libraries already in the
+// process are made global, so that the Fortran BLAS symbols libmkl_rt exports globally never replace the
+// ones the other backends were linked with. MKL's threading layer is sequential unless MKL_THREADING_LAYER
+// says otherwise (GNU: OpenMP threads from the process's runtime, as many as set_pardiso_threads says).
+PardisoLibrary load_pardiso(const std::vector<std::string>& candidates);
+PardisoLibrary pardiso_library();
+// Threads for PARDISO's analysis, factorization and solve (0: MKL's default). Calls made inside an OpenMP
+// parallel region (the members of a batch) run on one thread each.
+void set_pardiso_threads(int n);
+int pardiso_threads();
 
 class Numeric;
 
@@ -69,6 +97,12 @@ class Symbolic {
   // Memory the numeric factors are predicted to take, in bytes, from the symbolic analysis alone
   // (-1 when the backend gives no prediction).
   virtual double predicted_factor_bytes() const { return -1.0; }
+  // Floating-point operations and stored entries of the numeric factorization predicted by the analysis
+  // (-1: no prediction; PARDISO's LU and LDL^T analyse with the values, at the first factorization).
+  virtual double predicted_flops() const { return -1.0; }
+  virtual double predicted_factor_nnz() const { return -1.0; }
+  // The ordering this analysis was asked for.
+  virtual Ordering ordering() const = 0;
   // Memory this analysis holds, in bytes: its copy of the pattern plus what the backend keeps between
   // factorizations (Eigen: the fill-reducing permutation; CHOLMOD: the symbolic factor, counted from its
   // array sizes, and the analysis's cholmod_common with its workspace; UMFPACK: its Symbolic object,
@@ -146,9 +180,10 @@ struct AnalyzeOptions {
 // A 0 x 0 pattern gives an analysis whose factorizations are trivial (solve does nothing).
 template <class I>
 std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrView<I>& pattern,
-                                        const AnalyzeOptions& options = {});
+                                        Ordering ordering = Ordering::Default, const AnalyzeOptions& options = {});
 // The same for a CsrPattern, validated when it was made.
-std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern);
+std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarType scalar, const CsrPattern& pattern,
+                                        Ordering ordering = Ordering::Default);
 
 // Numeric factorization of CSR values (length pattern nnz, the Symbolic's scalar type; may be null when
 // the pattern has no entries).
