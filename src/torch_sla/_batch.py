@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ._autograd import pattern_jvp, pattern_vjp, solve_through
-from ._checks import core_array, dtype_name, plain, to_core
+from ._checks import core_array, dtype_name, is_wrapped, plain, to_core
 from ._core import core
 from ._direct import CoreDirectBackend, block_analysis_cache
 from ._iterative import HERMITIAN_KRYLOV
@@ -139,7 +139,7 @@ def block_diagonal(As: Sequence[SparseTensor]) -> tuple[SparseTensor, torch.Tens
             )
         patterns.append(p)
     pattern, offsets = _block_pattern(patterns, device)
-    if device.type == "cpu" and not any(A.values.requires_grad for A in As):
+    if device.type == "cpu" and not any(A.values.requires_grad or is_wrapped(A.values) for A in As):
         values = torch.from_numpy(np.concatenate([A.values.detach().resolve_conj().numpy() for A in As]))
     else:
         values = torch.cat([A.values for A in As])
@@ -699,8 +699,13 @@ def solve_batch(
         )
     info: dict = {}
     opts = dict(backend=backend, method=method, check_finite=check_finite, check_symmetry=check_symmetry)
+    if all(bi.device.type == "cpu" and not bi.requires_grad and not is_wrapped(bi) for bi in bs):
+        # (through NumPy: see block_diagonal)
+        b = torch.from_numpy(np.concatenate([bi.resolve_conj().resolve_neg().numpy() for bi in bs]))
+    else:
+        b = torch.cat(bs)
     x = _solve_block_diagonal(
-        A, offsets, torch.cat(bs), on_fail=on_fail, strategy=strategy, info=info, iterative=iterative, **opts
+        A, offsets, b, on_fail=on_fail, strategy=strategy, info=info, iterative=iterative, **opts
     )
     xs = list(torch.split(x, [Ai.shape[0] for Ai in As]))
     return (xs, info) if return_info else xs
