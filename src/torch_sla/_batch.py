@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ._autograd import pattern_jvp, pattern_vjp, solve_through
-from ._checks import core_array, dtype_name, is_wrapped, plain, to_core
+from ._checks import core_array, dtype_name, outside_transforms, plain, to_core
 from ._core import core
 from ._direct import CoreDirectBackend, block_analysis_cache
 from ._iterative import HERMITIAN_KRYLOV
@@ -82,6 +82,15 @@ _BLOCK_PATTERNS_MAX = 4
 _BLOCK_PATTERNS_LOCK = threading.Lock()
 
 
+def _numpy_ok(tensors) -> bool:
+    """Whether the tensors can be concatenated through NumPy: plain CPU tensors without autograd, outside
+    torch.func transforms."""
+    if torch._C._functorch.maybe_current_level() is not None:
+        return False
+    return all(t.device.type == "cpu" and not t.requires_grad for t in tensors)
+
+
+@outside_transforms
 def _block_pattern(patterns: list, device: torch.device) -> tuple[Pattern, torch.Tensor]:
     key = tuple(id(p) for p in patterns)
     with _BLOCK_PATTERNS_LOCK:
@@ -139,7 +148,7 @@ def block_diagonal(As: Sequence[SparseTensor]) -> tuple[SparseTensor, torch.Tens
             )
         patterns.append(p)
     pattern, offsets = _block_pattern(patterns, device)
-    if device.type == "cpu" and not any(A.values.requires_grad or is_wrapped(A.values) for A in As):
+    if _numpy_ok([A.values for A in As]):
         values = torch.from_numpy(np.concatenate([A.values.detach().resolve_conj().numpy() for A in As]))
     else:
         values = torch.cat([A.values for A in As])
@@ -699,8 +708,7 @@ def solve_batch(
         )
     info: dict = {}
     opts = dict(backend=backend, method=method, check_finite=check_finite, check_symmetry=check_symmetry)
-    if all(bi.device.type == "cpu" and not bi.requires_grad and not is_wrapped(bi) for bi in bs):
-        # (through NumPy: see block_diagonal)
+    if _numpy_ok(bs):  # (through NumPy: see block_diagonal)
         b = torch.from_numpy(np.concatenate([bi.resolve_conj().resolve_neg().numpy() for bi in bs]))
     else:
         b = torch.cat(bs)
