@@ -35,7 +35,15 @@ from ._krylov_torch import krylov_solve
 from ._operator import CsrOperator, InnerProducts
 from ._options import KrylovOptions
 from ._pattern import Pattern
-from ._registry import DIRECT_METHODS, ITERATIVE_METHODS, Choice, choose
+from ._registry import (
+    DIRECT_METHODS,
+    HERMITIAN_METHODS,
+    ITERATIVE_METHODS,
+    Choice,
+    check_hermitian,
+    choose,
+    preference,
+)
 from ._solve import solve
 from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_values_finite
 from .errors import (
@@ -175,6 +183,21 @@ def _offsets_from_batch(batch: torch.Tensor, n: int, num_graphs: int | None) -> 
 
 
 # -- planning --------------------------------------------------------------------------------------------
+def _block_backend(A: SparseTensor, method: str, check_symmetry: bool) -> Choice | None:
+    """The backend of the sparse blocks for backend "auto": the first C++ direct backend of the registry's
+    order that runs this dtype (None: none does). Not the cost model of :func:`choose`, which analyses the
+    whole matrix to predict one factorization of it: the blocks are analysed and factorized one by one,
+    each on one thread."""
+    if check_symmetry and method in HERMITIAN_METHODS:
+        check_hermitian(A, method)
+    m = "lu" if method == "auto" else method
+    for b in preference(A.device.type, "direct"):
+        if isinstance(b, CoreDirectBackend) and b.supports(A.device, A.dtype, m) is None:
+            why = f"backend {b.name!r} for the sparse blocks: the first C++ direct backend for {A.dtype}"
+            return Choice(b.name, method, None, [why])
+    return None
+
+
 def _plan(
     A: SparseTensor, offsets: torch.Tensor, backend: str, method: str, check_symmetry: bool, strategy: str
 ):
@@ -193,9 +216,13 @@ def _plan(
     # the requested one. With method "auto" the method is chosen per block in C++ (Hermitian with a
     # positive diagonal: Cholesky, else LU), so the whole matrix need not be analysed here.
     per_block_auto = method == "auto" and strategy != "block_diagonal"
-    choice = choose(A, backend, "lu" if per_block_auto else method, check_symmetry=check_symmetry)
+    choice = None
+    if strategy != "block_diagonal" and backend == "auto":
+        choice = _block_backend(A, method, check_symmetry)
+    if choice is None:
+        choice = choose(A, backend, "lu" if per_block_auto else method, check_symmetry=check_symmetry)
     if per_block_auto:
-        choice = Choice(choice.backend, "auto", None, ["method 'auto', chosen per block"])
+        choice = Choice(choice.backend, "auto", None, ["method 'auto', chosen per block", *choice.reasons])
     reasons = list(choice.reasons)
     core_backend = isinstance(choice.impl, CoreDirectBackend)
     if strategy == "auto":
