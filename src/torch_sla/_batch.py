@@ -6,9 +6,15 @@ arrays however many they are. Two ways to factorize it, chosen by size (``return
 :meth:`SparseTensorList.explain` say which):
 
 - ``members``: every block on its own, in parallel on OpenMP threads with the GIL released once; blocks
-  of up to ``dense_max`` rows as dense matrices (microseconds each), larger ones with their own sparse
-  analysis and factorization;
+  of up to ``dense_max`` rows by a minimum-degree ordering and a dense kernel that touches only the
+  entries of the factor (microseconds each), larger ones with their own sparse analysis, kept in the
+  core's cache per block pattern (a batch that repeats a mesh, or a later batch with the same meshes,
+  analyses it once) and factorization;
 - ``block_diagonal``: the whole block-diagonal matrix as one sparse matrix through :func:`solve`.
+
+Iterative methods run every member together on the torch Krylov kernels (``krylov``): member b's
+right-hand sides are columns of one block, so every member has its own scalars and its own convergence
+test (see ``_PaddedBlocks``).
 
 Either way the solve is one node of the shared autograd primitive (``LinearSolve``) over the
 block-diagonal matrix: gradients reach every member's values and right-hand side, double backward and
