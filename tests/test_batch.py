@@ -529,3 +529,18 @@ def test_coo_in_csr_order_gives_the_pattern_of_the_sorting_path(index_dtype):
         torch.cat([vals, vals]), torch.cat([row, row]).to(torch.int32), torch.cat([col, col]), (30, 30)
     )
     torch.testing.assert_close(C.to_dense(), 2 * d)
+
+
+def test_torch_func_grad_through_a_batch():
+    As = members([4, 6, 120], "spd", seed=70)
+    bs = rhs(As)
+
+    def f(v0, v2, b0):
+        xs = sla.solve_batch([As[0].with_values(v0), As[1], As[2].with_values(v2)], [b0, bs[1], bs[2]])
+        return sum((x * x).sum() for x in xs)
+
+    g = torch.func.grad(f, argnums=(0, 1, 2))(As[0].values, As[2].values, bs[0])
+    leaves = [t.clone().requires_grad_() for t in (As[0].values, As[2].values, bs[0])]
+    f(*leaves).backward()
+    for a, leaf in zip(g, leaves):
+        torch.testing.assert_close(a, leaf.grad)

@@ -138,8 +138,8 @@ void bind_pattern(nb::module_& m) {
         "sort, O(nnz + n_cols); the pattern is validated first.");
   m.def(
       "csr_from_ordered_coo",
-      [](const Array& row, const Array& col, index_t n_rows, index_t n_cols,
-         OutArray& crow) -> std::optional<CsrPattern> {
+      [](const Array& row, const Array& col, index_t n_rows, index_t n_cols, OutArray& crow,
+         int threads) -> std::optional<CsrPattern> {
         check_array(row, "row_indices", 1);
         check_array(col, "col_indices", 1);
         check_output(crow, "crow", 1);
@@ -153,17 +153,17 @@ void bind_pattern(nb::module_& m) {
           const auto* r = static_cast<const std::int64_t*>(row.data());
           const auto* c = static_cast<const std::int64_t*>(col.data());
           nb::gil_scoped_release release;
-          return CsrPattern::from_ordered_coo(r, c, nnz, n_rows, n_cols, cp, "row_indices", "col_indices");
+          return CsrPattern::from_ordered_coo(r, c, nnz, n_rows, n_cols, cp, "row_indices", "col_indices", threads);
         }
         if (is_int32(row) && is_int32(col)) {
           const auto* r = static_cast<const std::int32_t*>(row.data());
           const auto* c = static_cast<const std::int32_t*>(col.data());
           nb::gil_scoped_release release;
-          return CsrPattern::from_ordered_coo(r, c, nnz, n_rows, n_cols, cp, "row_indices", "col_indices");
+          return CsrPattern::from_ordered_coo(r, c, nnz, n_rows, n_cols, cp, "row_indices", "col_indices", threads);
         }
         fail(ErrorKind::InvalidArgument, "row_indices, col_indices: must both be int32 or both int64");
       },
-      nb::arg("row"), nb::arg("col"), nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("crow"),
+      nb::arg("row"), nb::arg("col"), nb::arg("n_rows"), nb::arg("n_cols"), nb::arg("crow"), nb::arg("threads") = 1,
       "The CsrPattern of COO indices already in CSR order (each entry strictly after the previous one in "
       "row-major order), with its row pointers written to crow (int64, n_rows + 1), in one pass; None when "
       "an entry is out of that order. An index out of range raises.");

@@ -543,14 +543,21 @@ std::shared_ptr<const Symbolic> BlockAnalysisCache::put(Backend backend, Method 
 
 namespace {
 
-// The analyses of one factorize_blocks call: one per distinct (pattern, backend, method, scalar), made by
-// the first block that needs it while the others with that pattern wait for it, looked up in and added to
-// the cache when there is one.
+// The analyses of one factorize_blocks call: looked up in the cache when there is one; otherwise one per
+// distinct (pattern, backend, method, scalar), made by the first block that needs it while the others with
+// that pattern wait for it, and added to the cache.
 class CallAnalyses {
  public:
   explicit CallAnalyses(BlockAnalysisCache* cache) : cache_(cache) {}
 
   std::shared_ptr<const Symbolic> get(Backend b, Method m, ScalarType s, const CsrView<std::int64_t>& p) {
+    // A cached analysis first: no key to copy for this call.
+    if (cache_ != nullptr) {
+      if (auto sym = cache_->find(b, m, s, p)) {
+        ++reused_;
+        return sym;
+      }
+    }
     const std::uint64_t h = key_hash(b, m, s, p);
     std::shared_ptr<Slot> slot;
     {
@@ -565,11 +572,6 @@ class CallAnalyses {
       }
     }
     std::lock_guard<std::mutex> lock(slot->mutex);  // the blocks of this pattern wait for its analysis
-    if (slot->sym) {
-      ++reused_;
-      return slot->sym;
-    }
-    if (cache_ != nullptr) slot->sym = cache_->find(b, m, s, p);
     if (slot->sym) {
       ++reused_;
       return slot->sym;

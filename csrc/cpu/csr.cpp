@@ -98,25 +98,41 @@ template CsrPattern CsrPattern::copy_of<std::int64_t>(const CsrView<std::int64_t
 template <class I>
 std::optional<CsrPattern> CsrPattern::from_ordered_coo(const I* row, const I* col, index_t nnz, index_t n_rows,
                                                        index_t n_cols, std::int64_t* crow, const std::string& row_name,
-                                                       const std::string& col_name) {
+                                                       const std::string& col_name, int threads) {
   if (nnz < 0 || n_rows < 0 || n_cols < 0)
     fail(ErrorKind::InvalidArgument, "from_ordered_coo: negative size (", nnz, ", ", n_rows, ", ", n_cols, ")");
-  std::fill(crow, crow + n_rows + 1, std::int64_t{0});
-  index_t prev_r = -1, prev_c = -1;
+  const int t = threads > 1 && nnz >= (index_t{1} << 16) ? threads : 1;
+  // The first entry out of range and the first out of order (each compared with the one before it).
+  index_t first_range = nnz, first_disorder = nnz;
+#pragma omp parallel for schedule(static) num_threads(t) reduction(min : first_range, first_disorder) if (t > 1)
   for (index_t e = 0; e < nnz; ++e) {
     const auto r = static_cast<index_t>(row[e]), c = static_cast<index_t>(col[e]);
+    if (r < 0 || r >= n_rows || c < 0 || c >= n_cols) {
+      first_range = std::min(first_range, e);
+      continue;
+    }
+    if (e > 0) {
+      const auto pr = static_cast<index_t>(row[e - 1]), pc = static_cast<index_t>(col[e - 1]);
+      if (r < pr || (r == pr && c <= pc)) first_disorder = std::min(first_disorder, e);
+    }
+  }
+  if (first_range < first_disorder) {  // met before any disorder, as a pass in order would meet it
+    const auto r = static_cast<index_t>(row[first_range]), c = static_cast<index_t>(col[first_range]);
     if (r < 0 || r >= n_rows)
       fail(ErrorKind::InvalidArgument, row_name, ": index ", r, " is out of range for a matrix of shape (", n_rows,
            ", ", n_cols, ")");
-    if (c < 0 || c >= n_cols)
-      fail(ErrorKind::InvalidArgument, col_name, ": index ", c, " is out of range for a matrix of shape (", n_rows,
-           ", ", n_cols, ")");
-    if (r < prev_r || (r == prev_r && c <= prev_c)) return std::nullopt;
-    ++crow[r + 1];
-    prev_r = r;
-    prev_c = c;
+    fail(ErrorKind::InvalidArgument, col_name, ": index ", c, " is out of range for a matrix of shape (", n_rows, ", ",
+         n_cols, ")");
   }
-  for (index_t r = 0; r < n_rows; ++r) crow[r + 1] += crow[r];
+  if (first_disorder < nnz) return std::nullopt;
+    // Row pointers: each entry that starts a row writes the start of that row and of the empty rows before it.
+#pragma omp parallel for schedule(static) num_threads(t) if (t > 1)
+  for (index_t e = 0; e < nnz; ++e) {
+    const auto r = static_cast<index_t>(row[e]);
+    const index_t before = e == 0 ? -1 : static_cast<index_t>(row[e - 1]);
+    for (index_t q = before + 1; q <= r; ++q) crow[q] = e;
+  }
+  for (index_t q = nnz == 0 ? 0 : static_cast<index_t>(row[nnz - 1]) + 1; q <= n_rows; ++q) crow[q] = nnz;
   CsrPattern p;
   p.n_rows_ = n_rows;
   p.n_cols_ = n_cols;
@@ -127,8 +143,15 @@ std::optional<CsrPattern> CsrPattern::from_ordered_coo(const I* row, const I* co
     using J = typename std::decay_t<decltype(indptr)>::value_type;
     indptr.resize(static_cast<std::size_t>(n_rows + 1));
     indices.resize(static_cast<std::size_t>(nnz));
-    for (index_t r = 0; r <= n_rows; ++r) indptr[r] = static_cast<J>(crow[r]);
-    for (index_t k = 0; k < nnz; ++k) indices[k] = static_cast<J>(col[k]);
+    J* ip = indptr.data();
+    J* ix = indices.data();
+#pragma omp parallel num_threads(t) if (t > 1)
+    {
+#pragma omp for schedule(static) nowait
+      for (index_t r = 0; r <= n_rows; ++r) ip[r] = static_cast<J>(crow[r]);
+#pragma omp for schedule(static)
+      for (index_t k = 0; k < nnz; ++k) ix[k] = static_cast<J>(col[k]);
+    }
   };
   if (p.index32_)
     copy(p.indptr32_, p.indices32_);
@@ -139,10 +162,12 @@ std::optional<CsrPattern> CsrPattern::from_ordered_coo(const I* row, const I* co
 
 template std::optional<CsrPattern> CsrPattern::from_ordered_coo<std::int32_t>(const std::int32_t*, const std::int32_t*,
                                                                               index_t, index_t, index_t, std::int64_t*,
-                                                                              const std::string&, const std::string&);
+                                                                              const std::string&, const std::string&,
+                                                                              int);
 template std::optional<CsrPattern> CsrPattern::from_ordered_coo<std::int64_t>(const std::int64_t*, const std::int64_t*,
                                                                               index_t, index_t, index_t, std::int64_t*,
-                                                                              const std::string&, const std::string&);
+                                                                              const std::string&, const std::string&,
+                                                                              int);
 
 std::size_t CsrPattern::memory_bytes() const {
   return sizeof(*this) + (indptr32_.capacity() + indices32_.capacity()) * sizeof(std::int32_t) +

@@ -2,6 +2,7 @@
 // entry points that take raw arrays.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -140,6 +141,35 @@ TEST(CsrPattern, FromCooInCsrOrderInOnePass) {
     EXPECT_EQ(e.kind(), sla::ErrorKind::InvalidArgument);
     EXPECT_NE(std::string(e.what()).find("row_indices: index 3 is out of range"), std::string::npos);
   }
+}
+
+TEST(CsrPattern, FromCooInCsrOrderOnSeveralThreads) {
+  // Long enough for the threaded pass: rows with 0 to 3 entries, some rows empty.
+  std::vector<std::int64_t> row, col;
+  const std::int64_t n = 100000;
+  for (std::int64_t r = 0; r < n; ++r)
+    for (std::int64_t k = 0; k < r % 4; ++k) row.push_back(r), col.push_back((r * 7 + k * 13) % n / 4 * 4 + k);
+  for (std::size_t e = 1; e < col.size(); ++e)
+    if (row[e] == row[e - 1] && col[e] <= col[e - 1]) col[e] = col[e - 1] + 1;  // keep columns increasing
+  for (auto& c : col) c = std::min<std::int64_t>(c, n - 1);
+  const auto nnz = static_cast<sla::index_t>(row.size());
+  std::vector<std::int64_t> crow1(n + 1), crow2(n + 1);
+  auto serial = sla::CsrPattern::from_ordered_coo(row.data(), col.data(), nnz, n, n, crow1.data(), "r", "c", 1);
+  auto threaded = sla::CsrPattern::from_ordered_coo(row.data(), col.data(), nnz, n, n, crow2.data(), "r", "c", 2);
+  ASSERT_EQ(serial.has_value(), threaded.has_value());
+  if (!serial) GTEST_SKIP() << "the generated entries were not in order";
+  EXPECT_EQ(crow1, crow2);
+  EXPECT_EQ(crow1[0], 0);
+  EXPECT_EQ(crow1[n], nnz);
+  for (std::int64_t r = 0; r < n; ++r) EXPECT_EQ(crow1[r + 1] - crow1[r], r % 4) << r;
+  // An out-of-range index after the middle, and a disorder before it: nothing (the sorting path decides).
+  auto bad = col;
+  bad[static_cast<std::size_t>(nnz) - 1] = n;
+  EXPECT_THROW(sla::CsrPattern::from_ordered_coo(row.data(), bad.data(), nnz, n, n, crow2.data(), "r", "c", 2),
+               sla::Error);
+  auto swapped = row;
+  std::swap(swapped[10], swapped[nnz / 2]);
+  EXPECT_FALSE(sla::CsrPattern::from_ordered_coo(swapped.data(), bad.data(), nnz, n, n, crow2.data(), "r", "c", 2));
 }
 
 }  // namespace

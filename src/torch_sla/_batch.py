@@ -6,9 +6,15 @@ arrays however many they are. Two ways to factorize it, chosen by size (``return
 :meth:`SparseTensorList.explain` say which):
 
 - ``members``: every block on its own, in parallel on OpenMP threads with the GIL released once; blocks
-  of up to ``dense_max`` rows as dense matrices (microseconds each), larger ones with their own sparse
-  analysis and factorization;
+  of up to ``dense_max`` rows by a minimum-degree ordering and a dense kernel that touches only the
+  entries of the factor (microseconds each), larger ones with their own sparse analysis, kept in the
+  core's cache per block pattern (a batch that repeats a mesh, or a later batch with the same meshes,
+  analyses it once) and factorization;
 - ``block_diagonal``: the whole block-diagonal matrix as one sparse matrix through :func:`solve`.
+
+Iterative methods run every member together on the torch Krylov kernels (``krylov``): member b's
+right-hand sides are columns of one block, so every member has its own scalars and its own convergence
+test (see ``_PaddedBlocks``).
 
 Either way the solve is one node of the shared autograd primitive (``LinearSolve``) over the
 block-diagonal matrix: gradients reach every member's values and right-hand side, double backward and
@@ -27,7 +33,7 @@ import numpy as np
 import torch
 
 from ._autograd import pattern_jvp, pattern_vjp, solve_through
-from ._checks import core_array, dtype_name, plain, to_core
+from ._checks import core_array, dtype_name, outside_transforms, plain, to_core
 from ._core import core
 from ._direct import CoreDirectBackend, block_analysis_cache
 from ._iterative import HERMITIAN_KRYLOV
@@ -35,7 +41,15 @@ from ._krylov_torch import krylov_solve
 from ._operator import CsrOperator, InnerProducts
 from ._options import KrylovOptions
 from ._pattern import Pattern
-from ._registry import DIRECT_METHODS, ITERATIVE_METHODS, Choice, choose
+from ._registry import (
+    DIRECT_METHODS,
+    HERMITIAN_METHODS,
+    ITERATIVE_METHODS,
+    Choice,
+    check_hermitian,
+    choose,
+    preference,
+)
 from ._solve import solve
 from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_values_finite
 from .errors import (
@@ -82,6 +96,15 @@ _BLOCK_PATTERNS_MAX = 4
 _BLOCK_PATTERNS_LOCK = threading.Lock()
 
 
+def _numpy_ok(tensors) -> bool:
+    """Whether the tensors can be concatenated through NumPy: plain CPU tensors without autograd, outside
+    torch.func transforms."""
+    if torch._C._functorch.maybe_current_level() is not None:
+        return False
+    return all(t.device.type == "cpu" and not t.requires_grad for t in tensors)
+
+
+@outside_transforms
 def _block_pattern(patterns: list, device: torch.device) -> tuple[Pattern, torch.Tensor]:
     key = tuple(id(p) for p in patterns)
     with _BLOCK_PATTERNS_LOCK:
@@ -139,7 +162,7 @@ def block_diagonal(As: Sequence[SparseTensor]) -> tuple[SparseTensor, torch.Tens
             )
         patterns.append(p)
     pattern, offsets = _block_pattern(patterns, device)
-    if device.type == "cpu" and not any(A.values.requires_grad for A in As):
+    if _numpy_ok([A.values for A in As]):
         values = torch.from_numpy(np.concatenate([A.values.detach().resolve_conj().numpy() for A in As]))
     else:
         values = torch.cat([A.values for A in As])
@@ -166,6 +189,21 @@ def _offsets_from_batch(batch: torch.Tensor, n: int, num_graphs: int | None) -> 
 
 
 # -- planning --------------------------------------------------------------------------------------------
+def _block_backend(A: SparseTensor, method: str, check_symmetry: bool) -> Choice | None:
+    """The backend of the sparse blocks for backend "auto": the first C++ direct backend of the registry's
+    order that runs this dtype (None: none does). Not the cost model of :func:`choose`, which analyses the
+    whole matrix to predict one factorization of it: the blocks are analysed and factorized one by one,
+    each on one thread."""
+    if check_symmetry and method in HERMITIAN_METHODS:
+        check_hermitian(A, method)
+    m = "lu" if method == "auto" else method
+    for b in preference(A.device.type, "direct"):
+        if isinstance(b, CoreDirectBackend) and b.supports(A.device, A.dtype, m) is None:
+            why = f"backend {b.name!r} for the sparse blocks: the first C++ direct backend for {A.dtype}"
+            return Choice(b.name, method, None, [why])
+    return None
+
+
 def _plan(
     A: SparseTensor, offsets: torch.Tensor, backend: str, method: str, check_symmetry: bool, strategy: str
 ):
@@ -184,9 +222,13 @@ def _plan(
     # the requested one. With method "auto" the method is chosen per block in C++ (Hermitian with a
     # positive diagonal: Cholesky, else LU), so the whole matrix need not be analysed here.
     per_block_auto = method == "auto" and strategy != "block_diagonal"
-    choice = choose(A, backend, "lu" if per_block_auto else method, check_symmetry=check_symmetry)
+    choice = None
+    if strategy != "block_diagonal" and backend == "auto":
+        choice = _block_backend(A, method, check_symmetry)
+    if choice is None:
+        choice = choose(A, backend, "lu" if per_block_auto else method, check_symmetry=check_symmetry)
     if per_block_auto:
-        choice = Choice(choice.backend, "auto", None, ["method 'auto', chosen per block"])
+        choice = Choice(choice.backend, "auto", None, ["method 'auto', chosen per block", *choice.reasons])
     reasons = list(choice.reasons)
     core_backend = isinstance(choice.impl, CoreDirectBackend)
     if strategy == "auto":
@@ -699,8 +741,12 @@ def solve_batch(
         )
     info: dict = {}
     opts = dict(backend=backend, method=method, check_finite=check_finite, check_symmetry=check_symmetry)
+    if _numpy_ok(bs):  # (through NumPy: see block_diagonal)
+        b = torch.from_numpy(np.concatenate([bi.resolve_conj().resolve_neg().numpy() for bi in bs]))
+    else:
+        b = torch.cat(bs)
     x = _solve_block_diagonal(
-        A, offsets, torch.cat(bs), on_fail=on_fail, strategy=strategy, info=info, iterative=iterative, **opts
+        A, offsets, b, on_fail=on_fail, strategy=strategy, info=info, iterative=iterative, **opts
     )
     xs = list(torch.split(x, [Ai.shape[0] for Ai in As]))
     return (xs, info) if return_info else xs

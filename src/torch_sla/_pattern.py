@@ -87,7 +87,7 @@ class Pattern:
         crow = torch.empty(n_rows + 1, dtype=torch.int64)
         row, col = row.contiguous(), col.contiguous()
         handle = core().csr_from_ordered_coo(
-            core_array(row), core_array(col), n_rows, n_cols, core_array(crow)
+            core_array(row), core_array(col), n_rows, n_cols, core_array(crow), torch.get_num_threads()
         )
         if handle is None:
             return None

@@ -30,13 +30,14 @@ class CsrPattern {
 
   // The pattern of COO indices (nnz each) that are already in CSR order, every entry strictly after the one
   // before it in row-major order (sorted, no duplicates): the usual layout of graph libraries' edge lists.
-  // Writes the row pointers to crow (n_rows + 1, int64) and returns the pattern, in one pass; returns
-  // nothing when an entry is out of that order (the caller sorts). Throws InvalidArgument naming row_name
-  // or col_name for an index out of range met before that.
+  // Writes the row pointers to crow (n_rows + 1, int64) and returns the pattern, in one pass (on up to
+  // `threads` OpenMP threads for large arrays); returns nothing when an entry is out of that order (the
+  // caller sorts). Throws InvalidArgument naming row_name or col_name for an index out of range met before
+  // that.
   template <class I>
   static std::optional<CsrPattern> from_ordered_coo(const I* row, const I* col, index_t nnz, index_t n_rows,
                                                     index_t n_cols, std::int64_t* crow, const std::string& row_name,
-                                                    const std::string& col_name);
+                                                    const std::string& col_name, int threads = 1);
 
   index_t n_rows() const { return n_rows_; }
   index_t n_cols() const { return n_cols_; }
