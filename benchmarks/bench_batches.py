@@ -39,7 +39,6 @@ import torch_sla as sla  # noqa: E402
 from torch_sla import _C  # noqa: E402
 from torch_sla._direct import block_analysis_cache  # noqa: E402
 
-
 CLOCK = [time.perf_counter]  # --clock cpu: time.process_time (the CPU time of every thread of the process)
 
 
@@ -334,7 +333,9 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(
-                {"load_average": load, "threads": args.threads, "clock": args.clock, "results": results}, fh, indent=2
+                {"load_average": load, "threads": args.threads, "clock": args.clock, "results": results},
+                fh,
+                indent=2,
             )
 
 

@@ -23,6 +23,7 @@ if pkg_parent not in sys.path:
 
 def main() -> int:
     import pytest
+
     import torch_sla
 
     assert torch_sla.__file__.startswith(pkg_parent), torch_sla.__file__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 
 import pytest
@@ -12,6 +13,20 @@ import torch_sla as sla
 # backend="auto" follows the registry's order in the tests, on every machine; the cost model has its own
 # tests with calibration files (test_costmodel.py).
 os.environ.setdefault("TORCH_SLA_CALIBRATION", "off")
+
+
+def same_package_preamble() -> str:
+    """Python source that makes a child process import the torch_sla this process imported: a built copy
+    (its own ``_C`` beside it, e.g. the Eigen-only build) from its folder, ahead of the editable install;
+    the editable install as it is (its ``_C`` lives in the build folder its finder points to)."""
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(sla.__file__)))
+    if not glob.glob(os.path.join(parent, "torch_sla", "_C*.so")):
+        return "import sys\n"
+    return (
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if '_editable' not in type(f).__module__]\n"
+        f"sys.path.insert(0, {parent!r})\n"
+    )
 
 
 # Test parameters come from the backend registry: a newly registered backend is tested by every test

@@ -3,7 +3,6 @@ the real sizes)."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ import sys
 
 import pytest
 
-import torch_sla
+from conftest import same_package_preamble
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -180,18 +179,9 @@ def test_distributed_benchmark_quick_run(tmp_path):
 
 def test_batches_benchmark_quick_run(tmp_path):
     js = tmp_path / "batches.json"
-    # The package this test process imported (also when it is not the editable install's).
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(torch_sla.__file__)))
     script = os.path.join(ROOT, "benchmarks", "bench_batches.py")
-    # A built copy (its own _C next to it) is imported from its folder; the editable install as it is.
-    isolate = (
-        "sys.meta_path[:] = [f for f in sys.meta_path if '_editable' not in type(f).__module__]; "
-        f"sys.path.insert(0, {parent!r}); "
-        if glob.glob(os.path.join(parent, "torch_sla", "_C*.so"))
-        else ""
-    )
-    boot = (
-        f"import runpy, sys; {isolate}sys.argv = [{script!r}, '--quick', '--json', {str(js)!r}]; "
+    boot = same_package_preamble() + (
+        f"import runpy; sys.argv = [{script!r}, '--quick', '--json', {str(js)!r}]; "
         f"runpy.run_path({script!r}, run_name='__main__')"
     )
     r = run(["-c", boot], tmp_path)

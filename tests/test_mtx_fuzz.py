@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 
-import torch_sla
+from conftest import same_package_preamble
 
 CHILD = textwrap.dedent(
     r'''
@@ -126,14 +126,7 @@ CHILD = textwrap.dedent(
 def test_reader_fuzz(tmp_path):
     n_cases = int(os.environ.get("SLA_FUZZ_CASES", "3000"))
     script = tmp_path / "fuzz_child.py"
-    # The child imports the package this test process imported (also when it is not the editable install's).
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(torch_sla.__file__)))
-    boot = (
-        "import sys\n"
-        "sys.meta_path[:] = [f for f in sys.meta_path if '_editable' not in type(f).__module__]\n"
-        f"sys.path.insert(0, {parent!r})\n"
-    )
-    script.write_text(boot + CHILD)
+    script.write_text(same_package_preamble() + CHILD)  # the package this process tests
     try:
         r = subprocess.run(
             [sys.executable, str(script), str(n_cases), "20261124", str(tmp_path)],

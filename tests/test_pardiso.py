@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import torch_sla as sla
-from conftest import poisson2d, random_sparse
+from conftest import poisson2d, random_sparse, same_package_preamble
 
 F32, F64, C64, C128 = torch.float32, torch.float64, torch.complex64, torch.complex128
 PARDISO = sla.backends()["pardiso"]
@@ -152,12 +152,8 @@ def test_concurrent_solves_from_threads():
 
 def test_without_mkl_the_backend_says_why_and_auto_still_solves():
     # A fresh process in which the library cannot be found: TORCH_SLA_MKL_RT names a missing file.
-    script = textwrap.dedent(
+    script = same_package_preamble() + textwrap.dedent(
         """
-        import glob, os, sys
-        if glob.glob(os.path.join(sys.argv[1], "torch_sla", "_C*.so")):  # the package tested is a built copy
-            sys.meta_path[:] = [f for f in sys.meta_path if "_editable" not in type(f).__module__]
-            sys.path.insert(0, sys.argv[1])
         import torch, torch_sla as sla
         b = sla.backends()["pardiso"]
         assert not b.available and "TORCH_SLA_MKL_RT" in b.note and "no_such_libmkl_rt.so" in b.note, b.note
@@ -174,9 +170,6 @@ def test_without_mkl_the_backend_says_why_and_auto_still_solves():
         print("ok")
         """
     )
-    pkg = os.path.dirname(os.path.dirname(sla.__file__))
     env = dict(os.environ, TORCH_SLA_MKL_RT="/nonexistent/no_such_libmkl_rt.so")
-    out = subprocess.run(
-        [sys.executable, "-c", script, pkg], env=env, capture_output=True, text=True, timeout=120
-    )
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
