@@ -239,8 +239,10 @@ def case_fem(count: int, repeats: int, lo: int, hi: int) -> dict:
 def case_shared(count: int, grid: int, repeats: int) -> dict:
     A = sla.SparseTensor.from_scipy(problems.poisson2d(grid))
     g = torch.Generator().manual_seed(0)
-    vals = A.values * (1 + 0.1 * torch.rand(count, A.nnz, generator=g, dtype=torch.float64))
-    vals = 0.5 * (vals + vals[:, A.pattern.transpose()[1]])  # keep every member symmetric
+    # members D_i A D_i with positive diagonal D_i: distinct values, all symmetric positive definite
+    d = 1 + 0.1 * torch.rand(count, A.shape[0], generator=g, dtype=torch.float64)
+    row, col = A.pattern.row, A.pattern.col
+    vals = A.values * d[:, row] * d[:, col]
     Ab = A.with_values(vals)
     b = torch.ones(count, A.shape[0], dtype=torch.float64)
     singles = [A.with_values(vals[i]) for i in range(count)]
