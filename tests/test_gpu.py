@@ -201,13 +201,13 @@ def test_load_cudss_reports_every_place_it_tried(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(HAS_GPU, reason="checks the message given without a CUDA device")
 def test_gpu_benchmark_exits_with_a_clear_message_without_a_gpu():
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(pathlib.Path(sla.__file__).parents[1])},
+    # the benchmark run with the package under test (not an editable install elsewhere)
+    run = (
+        "import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if '_editable' not in type(f).__module__]; "
+        f"sys.path.insert(0, {str(pathlib.Path(sla.__file__).parents[1])!r}); sys.argv = ['bench_gpu.py']; "
+        f"runpy.run_path({str(ROOT / 'benchmarks' / 'bench_gpu.py')!r}, run_name='__main__')"
     )
+    r = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "no CUDA device" in r.stderr
 
