@@ -369,6 +369,7 @@ class CudssSymbolic final : public Symbolic {
         std::unique_ptr<Factors> f = std::move(free.back());
         free.pop_back();
         cuda::check(cudaStreamWaitEvent(stream, f->done.get(), 0), "cudaStreamWaitEvent");
+        f->last_stream = stream;
         return f;
       }
     }
@@ -422,6 +423,7 @@ class CudssSymbolic final : public Symbolic {
   // Numeric factorization of the values in f's buffer, then the verdict of every member (one synchronisation).
   std::vector<MemberVerdict> factor(Factors& f, cudaStream_t stream) const {
     const index_t batch = f.batch;
+    f.last_stream = stream;
     std::vector<MemberVerdict> out(static_cast<std::size_t>(batch));
     cuda::StreamBuffer stats(sizeof(DiagStats) * batch, stream);
     std::vector<DiagStats> host(static_cast<std::size_t>(batch));
@@ -474,16 +476,18 @@ class CudssSymbolic final : public Symbolic {
     return out;
   }
 
-  // The pivot-ratio estimate of a member (see Numeric::rcond), NaN for a non-finite pivot. Without the
-  // factor's diagonal from the library: 1 when cuDSS reported no error, 0 otherwise.
+  // The pivot-ratio estimate of a member (see Numeric::rcond): min |d| / max |d| over the diagonal of the
+  // factors cuDSS returns, NaN for a non-finite pivot, 0 when cuDSS reported an error or perturbed pivots;
+  // 1 when the library gives no diagonal and reported nothing.
   double rcond_of(const MemberVerdict& v) const {
     if (v.info != 0 || v.npivots > 0) return 0.0;
     if (!v.have_diag) return 1.0;
     if (v.non_finite > 0) return std::numeric_limits<double>::quiet_NaN();
     if (n_ == 0) return 1.0;
     if (!(v.max_abs > 0.0)) return 0.0;
-    const double r = v.min_abs / v.max_abs;
-    return method_ == Method::Cholesky ? r * r : r;  // L's diagonal: the pivots are its squares
+    // Not squared for Cholesky (as the CPU backends square L's diagonal): what cuDSS returns as the diagonal
+    // of a Cholesky factorization is not documented as L's; tiny pivots are caught as perturbed pivots.
+    return v.min_abs / v.max_abs;
   }
 
   // Throw what sla::factorize throws for one matrix when the verdict on a member is a failure (prefix:
