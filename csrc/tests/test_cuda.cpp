@@ -75,7 +75,7 @@ TEST(Cuda, CudssLoaderSaysWhereItLooked) {
 template <class T>
 struct Dev {
   explicit Dev(const std::vector<T>& h) : n(h.size()) {
-    EXPECT_EQ(cudaMalloc(&p, sizeof(T) * (n ? n : 1)), cudaSuccess);
+    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&p), sizeof(T) * (n ? n : 1)), cudaSuccess);
     EXPECT_EQ(cudaMemcpy(p, h.data(), sizeof(T) * n, cudaMemcpyHostToDevice), cudaSuccess);
   }
   ~Dev() { cudaFree(p); }
