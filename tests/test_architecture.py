@@ -137,8 +137,8 @@ def test_per_device_preference_lists():
     cpu_direct = [b.name for b in _registry.preference("cpu", "direct")]
     assert cpu_direct[:3] == ["suitesparse", "eigen", "scipy"]
     assert [b.name for b in _registry.preference("cpu", "iterative")] == ["core", "torch"]
-    assert [b.name for b in _registry.preference("cuda", "iterative")] == ["torch"]
-    assert _registry.preference("cuda", "direct") == []
+    assert [b.name for b in _registry.preference("cuda", "iterative")] == ["cuda", "torch", "cupy_krylov"]
+    assert [b.name for b in _registry.preference("cuda", "direct")] == ["cudss", "cupy"]
 
 
 class CountingOperator(sla.LinearOperator):

@@ -161,7 +161,18 @@ def test_explain_and_show_backends(capsys):
     rows = sla.show_backends()
     out = capsys.readouterr().out
     assert "suitesparse" in out and "eigen" in out and "scipy" in out
-    assert {r.name for r in rows} == {"suitesparse", "eigen", "scipy", "pardiso", "core", "torch"}
+    assert {r.name for r in rows} == {
+        "suitesparse",
+        "eigen",
+        "scipy",
+        "pardiso",
+        "core",
+        "torch",
+        "cudss",
+        "cuda",
+        "cupy",
+        "cupy_krylov",
+    }
     G = sla.SparseTensor.from_dense(random_sparse(10, 0.3, kind="general"))
     assert "LU" in str(sla.explain(G))
 

@@ -94,8 +94,9 @@ inline Backend parse_backend(const std::string& s) {
   if (s == "suitesparse") return Backend::SuiteSparse;
   if (s == "eigen") return Backend::Eigen;
   if (s == "pardiso") return Backend::Pardiso;
+  if (s == "cudss") return Backend::Cudss;
   fail(ErrorKind::InvalidArgument, "backend: unknown C++ backend '", s,
-       "' (expected 'suitesparse', 'eigen' or 'pardiso')");
+       "' (expected 'suitesparse', 'eigen', 'pardiso' or 'cudss')");
 }
 
 inline Ordering parse_ordering(const std::string& s) {
@@ -123,5 +124,6 @@ void bind_mtx(nb::module_& m);
 void bind_krylov(nb::module_& m);
 void bind_blocks(nb::module_& m);
 void bind_partition(nb::module_& m);
+void bind_cuda(nb::module_& m);
 
 }  // namespace sla::bind

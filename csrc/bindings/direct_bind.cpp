@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common.hpp"
+#include "sla/cuda.hpp"
 #include "sla/direct.hpp"
 
 namespace sla::bind {
@@ -49,8 +50,11 @@ std::shared_ptr<Symbolic> analyze_pattern_py(const std::string& backend, const s
   return std::const_pointer_cast<Symbolic>(analyze(b, m, s, pattern, o));
 }
 
-std::shared_ptr<Numeric> factorize_py(const std::shared_ptr<Symbolic>& sym, const Array& values, bool allow_singular) {
-  check_array(values, "values", 1);
+// `stream`: the cudaStream_t (an integer, 0 for the legacy default stream) that a CUDA backend queues its
+// work on (torch.cuda.current_stream().cuda_stream); the CPU backends ignore it.
+std::shared_ptr<Numeric> factorize_py(const std::shared_ptr<Symbolic>& sym, const Array& values, bool allow_singular,
+                                      std::uintptr_t stream) {
+  check_array(values, "values", 1, sym->device());
   if (scalar_of(values, "values") != sym->scalar())
     fail(ErrorKind::InvalidArgument, "values: dtype does not match the analysis (", scalar_name(sym->scalar()), ")");
   if (static_cast<index_t>(values.shape(0)) != sym->csr_nnz())
@@ -59,6 +63,7 @@ std::shared_ptr<Numeric> factorize_py(const std::shared_ptr<Symbolic>& sym, cons
   FactorizeOptions options;
   options.allow_singular = allow_singular;
   nb::gil_scoped_release release;
+  StreamScope scope(reinterpret_cast<Stream>(stream));
   return std::shared_ptr<Numeric>(factorize(sym, ptr, options));
 }
 
@@ -96,9 +101,9 @@ void inverse_entries_py(const Numeric& num, const Array& rows, const Array& cols
 }
 
 // b and x are (nrhs, n) C-contiguous arrays: each right-hand side contiguous (column-major n x nrhs).
-void solve_py(const Numeric& num, const Array& b, OutArray& x, const std::string& op) {
-  check_array(b, "b", 2);
-  check_output(x, "x", 2);
+void solve_py(const Numeric& num, const Array& b, OutArray& x, const std::string& op, std::uintptr_t stream) {
+  check_array(b, "b", 2, num.device());
+  check_output(x, "x", 2, num.device());
   const index_t n = num.symbolic()->n();
   const ScalarType s = num.symbolic()->scalar();
   if (static_cast<index_t>(b.shape(1)) != n)
@@ -112,12 +117,13 @@ void solve_py(const Numeric& num, const Array& b, OutArray& x, const std::string
   void* xp = x.data();
   const index_t nrhs = static_cast<index_t>(b.shape(0));
   nb::gil_scoped_release release;
+  StreamScope scope(reinterpret_cast<Stream>(stream));
   num.solve(bp, xp, nrhs, o);
 }
 
 // values: (B, nnz) C-contiguous, one row per member.
 NumericBatch factorize_batch_py(const std::shared_ptr<Symbolic>& sym, const Array& values, int threads,
-                                bool allow_singular) {
+                                bool allow_singular, std::uintptr_t stream) {
   check_array(values, "values", 2, sym->device());
   if (scalar_of(values, "values") != sym->scalar())
     fail(ErrorKind::InvalidArgument, "values: dtype does not match the analysis (", scalar_name(sym->scalar()), ")");
@@ -129,11 +135,13 @@ NumericBatch factorize_batch_py(const std::shared_ptr<Symbolic>& sym, const Arra
   FactorizeOptions options;
   options.allow_singular = allow_singular;
   nb::gil_scoped_release release;  // once, for the whole batch
+  StreamScope scope(reinterpret_cast<Stream>(stream));
   return factorize_batch(sym, ptr, batch, threads, options);
 }
 
 // b and x: (B, nrhs, n) C-contiguous, each member's right-hand sides column-major as Numeric.solve takes them.
-void solve_batch_py(const NumericBatch& batch, const Array& b, OutArray& x, const std::string& op, int threads) {
+void solve_batch_py(const NumericBatch& batch, const Array& b, OutArray& x, const std::string& op, int threads,
+                    std::uintptr_t stream) {
   const Device device = batch.device();
   check_array(b, "b", 3, device);
   check_output(x, "x", 3, device);
@@ -151,6 +159,7 @@ void solve_batch_py(const NumericBatch& batch, const Array& b, OutArray& x, cons
   void* xp = x.data();
   const auto nrhs = static_cast<index_t>(b.shape(1));
   nb::gil_scoped_release release;
+  StreamScope scope(reinterpret_cast<Stream>(stream));
   batch.solve(bp, xp, nrhs, o, threads);
 }
 
@@ -175,9 +184,14 @@ void bind_direct(nb::module_& m) {
           "The fill-reducing ordering asked for: 'default' (the backend's own), 'amd' or 'metis'.")
       .def_prop_ro("memory_bytes", &Symbolic::memory_bytes,
                    "Bytes this analysis holds (plan and backend symbolic data; factors not included).")
+      .def_prop_ro("analysis_count", &Symbolic::analysis_count,
+                   "How many times the backend ran its analysis for this pattern (cuDSS: once per set of factors "
+                   "it keeps; 1 for the CPU backends).")
       .def_prop_ro("nnz", &Symbolic::csr_nnz);
   nb::class_<Numeric>(m, "Numeric", "Numeric factorization; solves reuse it.")
-      .def("solve", &solve_py, nb::arg("b"), nb::arg("x"), nb::arg("op") = "N")
+      .def("solve", &solve_py, nb::arg("b"), nb::arg("x"), nb::arg("op") = "N", nb::arg("stream") = 0,
+           "Solve op(A) X = B: b and x (nrhs, n) C-contiguous on the factorization's device; stream: the "
+           "cudaStream_t (as an integer) a CUDA backend queues the solve on.")
       .def_prop_ro("factor_nnz", &Numeric::factor_nnz)
       .def("slogdet", &slogdet_py,
            "(sign, logabsdet) of det(A) from the factors, in double precision: sign a float (+1.0 / -1.0) for a "
@@ -198,6 +212,7 @@ void bind_direct(nb::module_& m) {
         "Symbolic analysis of a CsrPattern, validated when it was made, with the fill-reducing ordering "
         "'default' (the backend's own), 'amd' (minimum degree) or 'metis' (nested dissection; not Eigen).");
   m.def("factorize", &factorize_py, nb::arg("symbolic"), nb::arg("values"), nb::arg("allow_singular") = false,
+        nb::arg("stream") = 0,
         "Numeric factorization. allow_singular=True accepts a matrix singular to working precision when the "
         "library produced a complete factor (UMFPACK; CHOLMOD LDL^T when only its last pivot is zero): slogdet() "
         "then gives (0, -inf) for a zero pivot, and solve() / inverse_entries() raise SingularMatrixError.");
@@ -220,11 +235,12 @@ void bind_direct(nb::module_& m) {
       .def_prop_ro(
           "device", [](const NumericBatch& b) { return b.device().str(); }, "Where the factors live.")
       .def("solve", &solve_batch_py, nb::arg("b"), nb::arg("x"), nb::arg("op") = "N", nb::arg("threads") = 0,
+           nb::arg("stream") = 0,
            "Solve op(A_i) X_i = B_i for every member i, members in parallel on `threads` threads (0: OpenMP's "
            "default). b and x are (B, nrhs, n) C-contiguous, each member's right-hand sides as Numeric.solve "
            "takes them.");
   m.def("factorize_batch", &factorize_batch_py, nb::arg("symbolic"), nb::arg("values"), nb::arg("threads") = 0,
-        nb::arg("allow_singular") = false,
+        nb::arg("allow_singular") = false, nb::arg("stream") = 0,
         "Factorize the B matrices whose values are the rows of `values` (B, nnz), sharing `symbolic`, members in "
         "parallel on `threads` threads (0: OpenMP's default), the GIL released once. Errors name the first "
         "member that failed: 'batch member i: ...'.");

@@ -142,4 +142,5 @@ NB_MODULE(_C, m) {
   sla::bind::bind_krylov(m);
   sla::bind::bind_blocks(m);
   sla::bind::bind_partition(m);
+  sla::bind::bind_cuda(m);
 }

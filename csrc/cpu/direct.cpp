@@ -14,6 +14,7 @@
 #include "convert.hpp"
 #include "cpu_symbolic.hpp"
 #include "selinv.hpp"
+#include "sla/cuda.hpp"
 #include "sla/errors.hpp"
 
 namespace sla {
@@ -75,6 +76,11 @@ SignLogDet Numeric::slogdet() const {
        ") does not give the determinant");
 }
 
+std::unique_ptr<NumericBatch> Symbolic::factorize_uniform_batch(const std::shared_ptr<const Symbolic>&, const void*,
+                                                                index_t, const FactorizeOptions&) const {
+  return nullptr;
+}
+
 void Numeric::inverse_entries(const index_t*, const index_t*, index_t, void*) const {
   fail(ErrorKind::Unavailable, "inverse_entries: backend '", backend_name(sym_->backend()), "' (",
        method_name(sym_->method()), ") has no selected inversion");
@@ -85,6 +91,7 @@ const char* backend_name(Backend b) {
     case Backend::SuiteSparse: return "suitesparse";
     case Backend::Eigen: return "eigen";
     case Backend::Pardiso: return "pardiso";
+    case Backend::Cudss: return "cudss";
   }
   return "?";
 }
@@ -112,6 +119,7 @@ bool backend_available(Backend b) {
     case Backend::Eigen: return true;
     case Backend::SuiteSparse: return detail::suitesparse_compiled();
     case Backend::Pardiso: return pardiso_library().loaded;
+    case Backend::Cudss: return cuda_compiled() && cudss_library().loaded;
   }
   return false;
 }
@@ -122,6 +130,9 @@ std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarTy
   if (pattern.n_rows != pattern.n_cols)
     fail(ErrorKind::InvalidArgument, "A: a direct solve needs a square matrix, got shape (", pattern.n_rows, ", ",
          pattern.n_cols, ")");
+  if (backend == Backend::Cudss)
+    fail(ErrorKind::InvalidArgument, "backend 'cudss' runs on a CUDA device: analyse with analyze_cudss(), which ",
+         "takes the device (from Python: torch_sla._C.analyze_cudss)");
   if (backend == Backend::Pardiso && !backend_available(backend))
     fail(ErrorKind::Unavailable, "backend 'pardiso' is not available: ", pardiso_library().description);
   if (!backend_available(backend))
@@ -200,6 +211,10 @@ index_t NumericBatch::factor_nnz() const {
 
 void NumericBatch::solve(const void* b, void* x, index_t nrhs, Op op, int threads) const {
   if (nrhs < 0) fail(ErrorKind::InvalidArgument, "b: negative number of right-hand sides ", nrhs);
+  if (joint_) {
+    joint_->solve(b, x, nrhs, op);
+    return;
+  }
   const std::size_t stride = static_cast<std::size_t>(nrhs * sym_->n()) * scalar_size(sym_->scalar());
   const int t = detail::batch_threads(threads);
   detail::BlasThreadsScope blas(t > 1 && size() > 1 ? 1 : detail::kKeepBlasThreads);
@@ -215,6 +230,11 @@ NumericBatch factorize_batch(const std::shared_ptr<const Symbolic>& sym, const v
   if (batch < 0) fail(ErrorKind::InvalidArgument, "values: negative batch size ", batch);
   if (batch > 0 && sym->csr_nnz() > 0 && values == nullptr)
     fail(ErrorKind::InvalidArgument, "values: null pointer for ", batch, " x ", sym->csr_nnz(), " values");
+  if (batch > 0) {
+    sym->check_structure();
+    if (std::unique_ptr<NumericBatch> joint = sym->factorize_uniform_batch(sym, values, batch, options))
+      return std::move(*joint);
+  }
   const std::size_t stride = static_cast<std::size_t>(sym->csr_nnz()) * scalar_size(sym->scalar());
   std::vector<std::shared_ptr<Numeric>> members(static_cast<std::size_t>(batch));
   const int t = detail::batch_threads(threads);

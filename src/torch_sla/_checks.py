@@ -139,6 +139,14 @@ def core_array(t: torch.Tensor):
     return to_dlpack(to_core(t))
 
 
+def stream_of(t: torch.Tensor) -> int:
+    """The ``cudaStream_t`` (as an integer) of torch's current stream on ``t``'s device, which the core's CUDA
+    work is queued on so that it runs after (and before) torch's own work there; 0 for a CPU tensor."""
+    if t.device.type != "cuda":
+        return 0
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
 def fs_path(path, what: str = "path") -> bytes:
     """A file-system path (str, bytes or os.PathLike) as bytes, the form the C++ core opens; names that
     are not valid UTF-8 keep their exact bytes."""

@@ -1,11 +1,13 @@
-"""Direct solves: the factorization backends (SuiteSparse and Eigen in the C++ core, SciPy's SuperLU)
-and :class:`Factorization`, which autograd differentiates through with one node per solve."""
+"""Direct solves: the factorization backends (SuiteSparse, Eigen and PARDISO in the C++ core, SciPy's
+SuperLU on the CPU; cuDSS on CUDA devices) and :class:`Factorization`, which autograd differentiates
+through with one node per solve."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
 import os
+import site
 import sys
 import threading
 import time
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from ._autograd import pattern_jvp, pattern_vjp, solve_through
-from ._checks import as_float, core_array, dtype_name, to_core
+from ._checks import as_float, core_array, dtype_name, stream_of, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
 from ._registry import DIRECT_METHODS, Backend, Choice, register
 from ._sparse_tensor import SparseTensor, check_rhs, normalize_rhs, values_version
@@ -152,7 +154,7 @@ class _CoreFactor:
         """Solve for the rows of a (k, n) tensor (k right-hand sides, stored column-major)."""
         bt = to_core(bt)
         xt = torch.empty_like(bt)
-        self.numeric.solve(core_array(bt), core_array(xt), op)
+        self.numeric.solve(core_array(bt), core_array(xt), op, stream_of(bt))
         return xt
 
     @property
@@ -183,7 +185,7 @@ class _CoreBatch:
     def solve_stack(self, b: torch.Tensor, op: str) -> torch.Tensor:
         bt = to_core(b.transpose(1, 2))  # (B, k, n): each member's right-hand sides column-major
         xt = torch.empty_like(bt)
-        self.batch.solve(core_array(bt), core_array(xt), op, torch.get_num_threads())
+        self.batch.solve(core_array(bt), core_array(xt), op, torch.get_num_threads(), stream_of(bt))
         return xt.transpose(1, 2)
 
     @property
@@ -294,11 +296,15 @@ class CoreDirectBackend(Backend):
             _BLAS_THREADS[0] = threads
         sym, reused = self.analyze(A, method, ordering)
         values = A.values.detach()
+        stream = stream_of(values)
         if values.dim() > 1 and A.batch_size > 1:
             # the whole batch in one call, members in parallel, the GIL released once
             values = values.reshape(A.batch_size, A.nnz)
-            return [_CoreBatch(C.factorize_batch(sym, core_array(values), threads, **flags))], reused
-        return [_CoreFactor(C.factorize(sym, core_array(values.reshape(A.nnz)), **flags))], reused
+            batch = C.factorize_batch(sym, core_array(values), threads, stream=stream, **flags)
+            return [_CoreBatch(batch)], reused
+        return [
+            _CoreFactor(C.factorize(sym, core_array(values.reshape(A.nnz)), stream=stream, **flags))
+        ], reused
 
 
 class SuiteSparseBackend(CoreDirectBackend):
@@ -391,6 +397,101 @@ class PardisoBackend(CoreDirectBackend):
         return super().cold_solve_seconds(A, method, ordering)
 
 
+def cudss_candidates(search_dirs: list[str] | None = None, torch_cuda: str | None = None) -> list[str]:
+    """Where the ``nvidia-cudss-cu13`` / ``-cu12`` wheels put libcudss, among the existing files: in each
+    site-packages folder, ``nvidia/cu13/lib/libcudss.so.1`` and ``nvidia/cu12/lib/libcudss.so.1`` (the
+    wheel matching torch's CUDA major version ``torch_cuda`` first), then the older layout
+    ``nvidia/cudss/lib/libcudss.so.*``. ``search_dirs`` defaults to the interpreter's site-packages folders.
+    ``TORCH_SLA_CUDSS`` overrides the search (see ``load_cudss``)."""
+    if search_dirs is None:
+        search_dirs = [*site.getsitepackages(), site.getusersitepackages()]
+        search_dirs += [p for p in sys.path if p.endswith("site-packages")]
+    major = (torch_cuda or "").split(".")[0]
+    tags = ("cu12", "cu13") if major == "12" else ("cu13", "cu12")
+    out: list[str] = []
+    for d in dict.fromkeys(search_dirs):  # in order, once each
+        paths = [os.path.join(d, "nvidia", t, "lib", "libcudss.so.1") for t in tags]
+        paths += [os.path.join(d, "nvidia", "cudss", "lib", f"libcudss.so.{v}") for v in (1, 0)]
+        out += [p for p in paths if os.path.isfile(p) and p not in out]
+    return out
+
+
+class CudssBackend(CoreDirectBackend):
+    """NVIDIA cuDSS on a CUDA device (Cholesky, LDL^T, LU), loaded at run time from the
+    ``nvidia-cudss-cu13`` / ``-cu12`` wheel: the analysis is cached per pattern like the CPU backends', new
+    values refactorize without analysing again, backward solves with the same factors (a transposed solve
+    for LU), and a batch sharing one pattern is factorized as one uniform batch. Work runs on torch's
+    current stream."""
+
+    name = "cudss"
+    devices = ("cuda",)
+    priority = {"cuda": 0}
+    # No determinant or selected inversion (cuDSS gives no factors back); batches are uniform batches.
+    operations = frozenset({"solve", "factorize", "batch"})
+    tune_orderings = ("default",)
+
+    def availability(self) -> tuple[bool, str]:
+        info = core_build_info()
+        if "error" in info:
+            return False, f"the C++ core failed to import: {IMPORT_ERROR}"
+        if not info.get("cuda_compiled"):
+            return (
+                False,
+                "the C++ core was built without CUDA (SLA_WITH_CUDA=OFF); rebuild with a CUDA toolkit",
+            )
+        loaded, description = core().load_cudss(cudss_candidates(torch_cuda=torch.version.cuda))
+        description = " ".join(line.strip() for line in description.splitlines())
+        if not loaded:
+            return False, description
+        if not info.get("cuda_device_count"):
+            why = info.get("cuda_error") or "no CUDA device is visible to the core's CUDA runtime"
+            return False, f"{description} is loaded, but {why}"
+        return True, f"{description}; analysis cached per pattern, uniform batches, on torch's current stream"
+
+    def analyze(self, A: SparseTensor, method: str, ordering: str = "default") -> tuple[Any, bool]:
+        """The (cached) cuDSS analysis of A's pattern on A's device; returns (symbolic, reused)."""
+        if ordering not in self.orderings:
+            raise InvalidArgumentError(
+                f"ordering: backend {self.name!r} takes one of {self.orderings}, got {ordering!r}"
+            )
+        if A.device.type != "cuda":
+            raise InvalidArgumentError(
+                f"A: backend 'cudss' runs on a CUDA device, but A is on {A.device}; move it with A.to('cuda')"
+            )
+        p = A.pattern
+        index = A.device.index if A.device.index is not None else torch.cuda.current_device()
+        key = (p.fingerprint, self.name, method, dtype_name(A.dtype), ordering, index)
+        sym = _ANALYSIS_CACHE.get(key)
+        if sym is not None:
+            return sym, True
+        sym = core().analyze_cudss(
+            method, dtype_name(A.dtype), p.core_handle(), index, ordering, stream_of(A.values)
+        )
+        return _ANALYSIS_CACHE.put(key, sym, int(sym.memory_bytes)), False
+
+    def probe_analysis(self, A: SparseTensor, method: str):
+        return None  # the cost model of ``auto`` is calibrated for the CPU backends
+
+    def predicted_solve_bytes(
+        self, A: SparseTensor, method: str, nrhs: int, ordering: str = "default"
+    ) -> float:
+        """Peak device memory of a solve: the factors of every batch member (cuDSS's fill from the analysis),
+        cuDSS's copy of the values, the diagonal and scratch vectors of each set of factors, and the
+        right-hand sides, solutions and autograd's saved solution."""
+        sym, _ = self.analyze(A, method, ordering)
+        factor = float(sym.predicted_factor_bytes)
+        if factor < 0:
+            return -1.0
+        item = A.values.element_size()
+        batch = max(1, A.batch_size)
+        n, nnz = A.shape[-1], A.nnz
+        return (
+            batch * (factor + item * (nnz + 3 * n))
+            + float(sym.memory_bytes)
+            + 4.0 * item * n * max(1, nrhs) * batch
+        )
+
+
 class ScipyBackend(Backend):
     """``scipy.sparse.linalg.splu`` (SuperLU), the reference most users know."""
 
@@ -430,7 +531,7 @@ class ScipyBackend(Backend):
         return factors, False
 
 
-for _backend in (SuiteSparseBackend(), EigenBackend(), ScipyBackend(), PardisoBackend()):
+for _backend in (SuiteSparseBackend(), EigenBackend(), ScipyBackend(), PardisoBackend(), CudssBackend()):
     register(_backend)
 
 

@@ -1,6 +1,6 @@
-"""Iterative (Krylov) solves: the iterative backends (the C++ core on the CPU, torch ops on any device),
-matrix-free operators and least squares, all with one autograd node per solve and an adjoint Krylov
-solve in backward."""
+"""Iterative (Krylov) solves: the iterative backends (the C++ core on the CPU, fused CUDA kernels on GPUs,
+torch ops on any device), matrix-free operators and least squares, all with one autograd node per solve
+and an adjoint Krylov solve in backward."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import torch
 from . import _krylov_torch as kt
 from ._amg import AmgHierarchy, build_amg
 from ._autograd import LinearSolve, pattern_jvp, pattern_vjp, solve_through
-from ._checks import core_array, dtype_name, is_wrapped, plain, to_core
+from ._checks import core_array, dtype_name, is_wrapped, plain, stream_of, to_core
 from ._core import IMPORT_ERROR, core, core_build_info
 from ._operator import CsrOperator, LinearOperator
 from ._options import KrylovOptions
-from ._registry import ITERATIVE_METHODS, Backend, Choice, backends, register
+from ._registry import ITERATIVE_METHODS, Backend, Choice, backends, iterative_candidates, register
 from ._sparse_tensor import SparseTensor, as_sparse_tensor, check_rhs, check_values_finite, normalize_rhs
 from .errors import BackendUnavailableError, ConvergenceError, InvalidArgumentError
 
@@ -219,7 +219,7 @@ class TorchKrylovBackend(KrylovBackend):
     name = "torch"
     devices = ("cpu", "cuda", "mps", "xpu")
     preconditioners = ("jacobi", "chebyshev", "amg")
-    priority = {"cpu": 1, "cuda": 0, "mps": 0, "xpu": 0}
+    priority = {"cpu": 1, "cuda": 1, "mps": 0, "xpu": 0}
 
     def availability(self) -> tuple[bool, str]:
         return (
@@ -289,7 +289,91 @@ class TorchKrylovBackend(KrylovBackend):
         return x, dataclasses.asdict(info)
 
 
-for _backend in (CoreKrylovBackend(), TorchKrylovBackend()):
+def merge_columns(results: list[dict]) -> dict:
+    """One info dict for the columns of a block solved one by one: the worst column's figures."""
+    out = dict(results[0])
+    for d in results[1:]:
+        out["iterations"] = max(out["iterations"], d["iterations"])
+        out["residual"] = max(out["residual"], d["residual"])
+        if out["converged"] and not d["converged"]:
+            out["converged"], out["reason"] = False, d["reason"]
+        h, g = out.get("residual_history") or [], d.get("residual_history") or []
+        out["residual_history"] = [max(a, b) for a, b in zip(h, g)] + (
+            h[len(g) :] if len(h) > len(g) else g[len(h) :]
+        )
+    return out
+
+
+class CudaKrylovBackend(KrylovBackend):
+    """Conjugate gradients in fused CUDA kernels of the C++ core (SpMV fused with its dot product, vector
+    updates with theirs, Jacobi inside them; the residual read every ``check_every`` iterations), on
+    torch's current stream. CG only; other methods, callbacks and other preconditioners go to the torch
+    backend."""
+
+    name = "cuda"
+    devices = ("cuda",)
+    methods = ("cg",)
+    preconditioners = ("jacobi",)
+    priority = {"cuda": 0}
+
+    def availability(self) -> tuple[bool, str]:
+        info = core_build_info()
+        if "error" in info:
+            return False, f"the C++ core failed to import: {IMPORT_ERROR}"
+        if not info.get("cuda_compiled"):
+            return (
+                False,
+                "the C++ core was built without CUDA (SLA_WITH_CUDA=OFF); rebuild with a CUDA toolkit",
+            )
+        if not info.get("cuda_device_count"):
+            return False, info.get("cuda_error") or "no CUDA device is visible to the core's CUDA runtime"
+        return True, "fused CUDA kernels: CG with Jacobi (SpMV + dot fused, fused updates), int32 indices"
+
+    def accepts(self, opts: KrylovOptions) -> str | None:
+        if opts.callback is not None:
+            return (
+                f"backend '{self.name}' takes no callback (it reads the residual every few iterations only)"
+            )
+        pre = opts.preconditioner
+        if pre is None or (isinstance(pre, str) and pre in ("auto", "none", "jacobi")):
+            return None
+        return f"backend '{self.name}' has no preconditioner {pre if isinstance(pre, str) else type(pre).__name__!r}"
+
+    def build_preconditioners(self, solver: KrylovSolver, name: str) -> Any:
+        return name  # the kernels build 1 / diag(A) themselves
+
+    def solve_member(self, solver: KrylovSolver, i: int, b: torch.Tensor, x0, op: str):
+        # CG: A is Hermitian (checked by choose), so op(A) = A whatever op.
+        C = core()
+        crow, col = solver.pattern.csr_for_core()  # on A's device; int32 when the sizes fit
+        values = to_core(solver.values[i])
+        bt = to_core(b.t())  # (k, n): each right-hand side contiguous
+        x = to_core(x0.t()).clone() if x0 is not None else torch.zeros_like(bt)
+        jacobi = solver.precond[0] == "named"
+        o = solver.opts
+        stream = stream_of(bt)
+        results = [
+            C.cuda_cg(
+                core_array(crow),
+                core_array(col),
+                core_array(values),
+                solver.n,
+                core_array(bt[j]),
+                core_array(x[j]),
+                o.rtol,
+                o.atol,
+                o.max_iterations(solver.n),
+                jacobi,
+                o.check_every,
+                o.return_info,
+                stream,
+            )
+            for j in range(bt.shape[0])
+        ]
+        return x.t().contiguous(), merge_columns(results)
+
+
+for _backend in (CoreKrylovBackend(), TorchKrylovBackend(), CudaKrylovBackend()):
     register(_backend)
 
 
@@ -479,6 +563,28 @@ class KrylovSource:
         return None if self._built is None else self._built.info
 
 
+def backend_for_options(A: SparseTensor, choice: Choice, opts: KrylovOptions) -> Choice:
+    """``choice``, or when ``auto`` chose a backend that cannot run these options (a callback, a
+    preconditioner it does not have: the CUDA kernels have Jacobi only) the next one in the device's
+    order that can, with the reason. A backend the caller named is kept (its solve then says what it
+    lacks)."""
+    if choice.requested_backend or choice.impl.accepts(opts) is None:
+        return choice
+    here, _ = iterative_candidates(A.device, A.dtype, choice.method, opts)
+    if not here:
+        return choice
+    pre, why = here[0].auto_preconditioner(A, choice.method)
+    return dataclasses.replace(
+        choice,
+        backend=here[0].name,
+        preconditioner=pre,
+        reasons=[
+            *choice.reasons,
+            f"{choice.impl.accepts(opts)}: {here[0].name} instead (preconditioner='auto' would be {pre!r}: {why})",
+        ],
+    )
+
+
 def iterative_solve(A: SparseTensor, b, choice: Choice, opts: KrylovOptions, *, check_finite: bool = True):
     """Iterative solve of a SparseTensor system as ``choice`` says (see :func:`torch_sla.solve`)."""
     p = A.pattern
@@ -497,6 +603,7 @@ def iterative_solve(A: SparseTensor, b, choice: Choice, opts: KrylovOptions, *, 
                 f"{tuple(x0.shape)}, {x0.dtype}, {x0.device}"
             )
         x0b, _ = normalize_rhs(A, plain(x0.detach()), name="x0", n=A.shape[-1])
+    choice = backend_for_options(A, choice, opts)
     values = A.values.reshape(A.batch_size, p.nnz) if A.batch_shape else A.values.view(1, p.nnz)
     source = KrylovSource(A, choice, opts, x0b, None if is_wrapped(A.values) else values)
     x = restore(solve_through(source, "N", bb, values))

@@ -23,6 +23,11 @@ def set_memory_budget(nbytes: float | None) -> None:
     _MEMORY_BUDGET = None if nbytes is None else float(nbytes)
 
 
+def explicit_memory_budget() -> float | None:
+    """The budget the caller set with ``set_memory_budget``, or None when it is the default."""
+    return _MEMORY_BUDGET
+
+
 def get_memory_budget() -> float:
     """The budget ``set_memory_budget`` set (default: half of the physical memory)."""
     if _MEMORY_BUDGET is not None:

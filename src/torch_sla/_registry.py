@@ -22,7 +22,7 @@ import torch
 from . import _costmodel
 from ._checks import dtype_name
 from ._core import core_build_info
-from ._memory import fmt_bytes, get_memory_budget
+from ._memory import explicit_memory_budget, fmt_bytes, get_memory_budget
 from ._sparse_tensor import SparseTensor, as_sparse_tensor
 from .errors import BackendUnavailableError, InvalidArgumentError, SingularMatrixError
 
@@ -60,6 +60,9 @@ class Backend:
     # Fill-reducing orderings a direct backend accepts ("default": its own choice), and those tune() times.
     orderings: ClassVar[tuple[str, ...]] = ("default",)
     tune_orderings: ClassVar[tuple[str, ...]] = ("default",)
+    # ``auto`` passes over this backend for matrices of order above this (None: no limit), and says why.
+    max_auto_size: ClassVar[int | None] = None
+    size_note: ClassVar[str] = ""
 
     def availability(self) -> tuple[bool, str]:
         """(whether it can run in this build, a one-line note)."""
@@ -98,6 +101,11 @@ class Backend:
             return f"backend '{self.name}' has no method '{method}' (it has {', '.join(self.methods)})"
         if not self.supports_operation(operation, method):
             return f"backend '{self.name}' has no {operation} with method '{method}'"
+        return None
+
+    def accepts(self, opts) -> str | None:
+        """Iterative backends: None when this backend runs a solve with these :class:`KrylovOptions`
+        (preconditioner, callback, ...), else why not; ``auto`` then takes the next backend that does."""
         return None
 
     # -- direct backends ---------------------------------------------------------------------------
@@ -164,6 +172,77 @@ def preference(device_type: str, kind: str) -> list[Backend]:
     return sorted(ranked, key=lambda b: b.priority[device_type])
 
 
+def direct_candidates(
+    device: torch.device, dtype: torch.dtype, method: str, operation: str = "solve", n: int = 0
+) -> tuple[list[Backend], list[str]]:
+    """The direct backends ``auto`` may take for an ``n`` x ``n`` matrix on ``device``, in the device's
+    order of preference, and why each other one registered for the device was passed over (not available,
+    no such dtype, method or operation, or ``n`` above its ``max_auto_size``). It reads the registry only,
+    so it answers for any device, present on this machine or not (on CUDA: cuDSS, then CuPy)."""
+    here, passed = [], []
+    for b in preference(device.type, "direct"):
+        why = b.supports(device, dtype, method, operation)
+        if why is None and b.max_auto_size is not None and n > b.max_auto_size:
+            why = f"backend '{b.name}' is not chosen automatically above n = {b.max_auto_size} (n = {n}): {b.size_note}"
+        if why is None:
+            here.append(b)
+        else:
+            passed.append(why)
+    return here, passed
+
+
+def iterative_candidates(
+    device: torch.device, dtype: torch.dtype, method: str, opts=None
+) -> tuple[list[Backend], list[str]]:
+    """The iterative backends ``auto`` may take for ``method`` on ``device`` (in order) and why the others
+    were passed over; with ``opts`` (:class:`KrylovOptions`), only those that run these options (on CUDA
+    the fused CUDA kernels, then the torch kernels, then CuPy)."""
+    here, passed = [], []
+    for b in preference(device.type, "iterative"):
+        why = b.supports(device, dtype, method)
+        if why is None and opts is not None:
+            why = b.accepts(opts)
+        if why is None:
+            here.append(b)
+        else:
+            passed.append(why)
+    return here, passed
+
+
+# The fraction of the free device memory a factorization on a GPU may plan to take: its library allocates
+# workspace beyond the predicted factors, and torch's own tensors need room next to them.
+DEVICE_MEMORY_FRACTION = 0.8
+
+
+def cuda_memory_budget(free_bytes: float, total_bytes: float, explicit: float | None) -> tuple[float, str]:
+    """(bytes a factorization on a CUDA device may plan to take, a description) from the device's free and
+    total memory (``torch.cuda.mem_get_info``) and the budget the caller set with ``set_memory_budget``
+    (None: not set): ``DEVICE_MEMORY_FRACTION`` of the free memory, or the caller's budget when smaller."""
+    budget = DEVICE_MEMORY_FRACTION * float(free_bytes)
+    note = (
+        f"{DEVICE_MEMORY_FRACTION:.0%} of the free device memory ({fmt_bytes(free_bytes)} free of "
+        f"{fmt_bytes(total_bytes)}): {fmt_bytes(budget)}"
+    )
+    if explicit is not None and explicit < budget:
+        return float(explicit), f"the memory budget ({fmt_bytes(explicit)}, smaller than {note})"
+    return budget, note
+
+
+def device_memory(device: torch.device) -> tuple[int, int]:
+    """(free, total) bytes of a CUDA device (``torch.cuda.mem_get_info``)."""
+    return torch.cuda.mem_get_info(device)
+
+
+def memory_budget_for(device: torch.device) -> tuple[float, str]:
+    """(the bytes a factorization on ``device`` may plan to take, what that is): the memory budget on the
+    CPU; on CUDA :func:`cuda_memory_budget` of the device's free memory now."""
+    if device.type == "cuda":
+        free, total = device_memory(device)
+        return cuda_memory_budget(free, total, explicit_memory_budget())
+    budget = get_memory_budget()
+    return budget, f"the memory budget ({fmt_bytes(budget)})"
+
+
 def show_backends(file=None) -> list[Backend]:
     """Print a table of the backends (name, available, devices, methods, notes) and return them."""
     rows = list(_REGISTRY.values())
@@ -196,6 +275,7 @@ class Choice:
     kind: str = "direct"
     preconditioner: Any = None  # iterative: what preconditioner="auto" resolves to
     ordering: str = "default"  # direct: the fill-reducing ordering ("default": the backend's own)
+    requested_backend: bool = False  # the caller named the backend (``auto`` did not choose it)
 
     @property
     def impl(self) -> Backend:
@@ -259,9 +339,7 @@ def choose(
     if check_symmetry and method in HERMITIAN_METHODS:
         check_hermitian(A, method)
     explicit = _REGISTRY.get(backend)
-    direct_here = [
-        b for b in preference(A.device.type, "direct") if b.supports(A.device, A.dtype, "lu") is None
-    ]
+    direct_here, direct_passed = direct_candidates(A.device, A.dtype, "lu", "solve", A.shape[-1])
     if operation != "solve" and (
         method in ITERATIVE_METHODS or (explicit is not None and explicit.kind != "direct")
     ):
@@ -276,7 +354,8 @@ def choose(
         if method == "auto":
             method = _auto_krylov(A, reasons)
             if not direct_here and explicit is None:
-                reasons.insert(0, f"no direct backend runs on {A.device.type}: iterative")
+                why = "; ".join(direct_passed) if direct_passed else "none is registered for this device"
+                reasons.insert(0, f"no direct backend can take A on {A.device.type} ({why}): iterative")
         else:
             reasons.append(f"method {method!r} requested")
         return _choose_iterative(A, backend, method, reasons)
@@ -310,13 +389,9 @@ def choose(
 
     ordering = "default"
     if explicit is None:
-        tried, here = [], []
-        for b in preference(A.device.type, "direct"):
-            why_not = b.supports(A.device, A.dtype, method, operation)
-            if why_not is None:
-                here.append(b)
-            else:
-                tried.append(why_not)
+        here, tried = direct_candidates(A.device, A.dtype, method, operation, A.shape[-1])
+        if A.device.type != "cpu":
+            reasons += [f"passed over: {t}" for t in tried]
         if not here:
             raise BackendUnavailableError(
                 f"A: no direct backend can {operation} on device {A.device} with dtype {A.dtype} and method "
@@ -477,16 +552,20 @@ def _auto_krylov(A, reasons: list[str]) -> str:
 
 def _choose_iterative(A, backend: str, method: str, reasons: list[str]) -> Choice:
     explicit = _REGISTRY.get(backend)
+    requested = explicit is not None
     if explicit is None:
-        for b in preference(A.device.type, "iterative"):
-            if b.supports(A.device, A.dtype, method) is None:
-                reasons.append(
-                    f"{b.name}: fastest iterative backend for {A.device.type}/{dtype_name(A.dtype)}"
-                )
-                explicit = b
-                break
-        else:
-            raise BackendUnavailableError(f"A: no iterative backend runs {method} on {A.device}")
+        here, passed = iterative_candidates(A.device, A.dtype, method)
+        if not here:
+            raise BackendUnavailableError(
+                f"A: no iterative backend runs {method} on {A.device}: "
+                + "; ".join(passed or ["none registered"])
+            )
+        explicit = here[0]
+        if A.device.type != "cpu":
+            reasons += [f"passed over: {t}" for t in passed]
+        reasons.append(
+            f"{explicit.name}: fastest iterative backend for {A.device.type}/{dtype_name(A.dtype)}"
+        )
     else:
         if explicit.kind != "iterative":
             raise InvalidArgumentError(
@@ -498,7 +577,15 @@ def _choose_iterative(A, backend: str, method: str, reasons: list[str]) -> Choic
         reasons.append(f"backend {backend!r} requested")
     pre, why = explicit.auto_preconditioner(A, method)
     reasons.append(f"preconditioner='auto' would be {pre!r}: {why}")
-    return Choice(explicit.name, method, None, reasons, kind="iterative", preconditioner=pre)
+    return Choice(
+        explicit.name,
+        method,
+        None,
+        reasons,
+        kind="iterative",
+        preconditioner=pre,
+        requested_backend=requested,
+    )
 
 
 def plan(
@@ -523,21 +610,20 @@ def plan(
     if method != "auto" or backend != "auto" or A.shape[-1] == 0 or A.batch_size == 0:
         return c
     predicted = c.impl.predicted_solve_bytes(A, c.method, nrhs, c.ordering)
-    budget = get_memory_budget()
     if predicted < 0:
         c.reasons.append(
             f"backend {c.backend!r} gives no memory prediction: the memory budget is not checked"
         )
         return c
+    budget, what = memory_budget_for(A.device)
+    where = "" if A.device.type == "cpu" else f" on {A.device}"
     if predicted <= budget:
         c.reasons.append(
-            f"predicted peak memory {fmt_bytes(predicted)} (factors and workspace) fits the memory budget "
-            f"({fmt_bytes(budget)})"
+            f"predicted peak memory{where} {fmt_bytes(predicted)} (factors and workspace) fits {what}"
         )
         return c
     reasons = [
-        f"predicted peak memory {fmt_bytes(predicted)} (factors and workspace) exceeds the memory budget "
-        f"({fmt_bytes(budget)}): iterative"
+        f"predicted peak memory{where} {fmt_bytes(predicted)} (factors and workspace) exceeds {what}: iterative"
     ]
     return _choose_iterative(A, "auto", _auto_krylov(A, reasons), reasons)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _cupy  # noqa: F401  (registers the CuPy backends)
 from ._autograd import solve_through
 from ._checks import check_finite as check_finite_values
 from ._checks import is_wrapped, outside_transforms, plain

@@ -20,7 +20,8 @@
 
 namespace sla {
 
-enum class Backend { SuiteSparse, Eigen, Pardiso };
+// Cudss: NVIDIA cuDSS on a CUDA device, loaded at run time (sla/cuda.hpp: load_cudss, analyze_cudss).
+enum class Backend { SuiteSparse, Eigen, Pardiso, Cudss };
 enum class Method { Cholesky, LDL, LU };
 // The fill-reducing ordering of the analysis: the backend's own choice (CHOLMOD: AMD, then METIS when AMD's
 // fill is poor; UMFPACK: AMD or COLAMD by its strategy; Eigen: AMD, COLAMD for LU; PARDISO: METIS), minimum
@@ -31,7 +32,8 @@ const char* backend_name(Backend b);
 const char* method_name(Method m);
 const char* ordering_name(Ordering o);  // "default", "amd", "metis"
 // SuiteSparse is compiled in only when it was found at build time; PARDISO is available once
-// load_pardiso() has found Intel MKL's runtime library.
+// load_pardiso() has found Intel MKL's runtime library, cuDSS once load_cudss() has found libcudss (and the
+// build has CUDA).
 bool backend_available(Backend b);
 
 // PARDISO (Intel MKL) is never linked: its runtime library, libmkl_rt, is loaded on demand.
@@ -56,6 +58,7 @@ void set_pardiso_threads(int n);
 int pardiso_threads();
 
 class Numeric;
+class NumericBatch;
 
 // The determinant of a factored matrix in log space: det(A) = sign * exp(logabs), computed in double
 // precision whatever the scalar type. sign is +1 or -1 for a real matrix, a complex number of unit modulus
@@ -120,6 +123,17 @@ class Symbolic {
   // With options.allow_singular a backend returns a complete factor with a zero pivot instead of throwing.
   virtual std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& self, const void* values,
                                              const FactorizeOptions& options) const = 0;
+  // A backend that factors a whole batch sharing this analysis in one call (cuDSS's uniform batch) returns
+  // it here, with every member checked as sla::factorize checks one matrix; nullptr (the default) makes
+  // factorize_batch factor the members one by one.
+  virtual std::unique_ptr<NumericBatch> factorize_uniform_batch(const std::shared_ptr<const Symbolic>& self,
+                                                                const void* values, index_t batch,
+                                                                const FactorizeOptions& options) const;
+  // How many times the backend has run its analysis (ordering and symbolic factorization) for this
+  // pattern: 1 for the CPU backends, which analyse once in analyze() (PARDISO's value-reading types: at
+  // the first factorization). cuDSS keeps its analysis inside each set of factors, so a factorization
+  // while every analysed set is still in use runs it again: the count shows when that happened.
+  virtual index_t analysis_count() const { return 1; }
 
  protected:
   explicit Symbolic(ScalarType scalar) : scalar_(scalar) {}
@@ -193,11 +207,20 @@ std::shared_ptr<const Symbolic> analyze(Backend backend, Method method, ScalarTy
 std::unique_ptr<Numeric> factorize(const std::shared_ptr<const Symbolic>& sym, const void* values,
                                    const FactorizeOptions& options = {});
 
+// The solve of a whole batch at once, for a backend whose batch factors live together (cuDSS's uniform batch).
+class JointBatchSolve {
+ public:
+  virtual ~JointBatchSolve() = default;
+  // NumericBatch::solve's contract, for every member in one call.
+  virtual void solve(const void* b, void* x, index_t nrhs, Op op) const = 0;
+};
+
 // Numeric factorizations of a batch of matrices that share one pattern (and one analysis).
 class NumericBatch {
  public:
-  NumericBatch(std::shared_ptr<const Symbolic> sym, std::vector<std::shared_ptr<Numeric>> members)
-      : sym_(std::move(sym)), members_(std::move(members)) {}
+  NumericBatch(std::shared_ptr<const Symbolic> sym, std::vector<std::shared_ptr<Numeric>> members,
+               std::shared_ptr<const JointBatchSolve> joint = nullptr)
+      : sym_(std::move(sym)), members_(std::move(members)), joint_(std::move(joint)) {}
   index_t size() const { return static_cast<index_t>(members_.size()); }
   // Member i, 0 <= i < size(): a Numeric of its own, which outlives the batch if kept.
   const std::shared_ptr<Numeric>& operator[](index_t i) const { return members_[static_cast<std::size_t>(i)]; }
@@ -208,12 +231,15 @@ class NumericBatch {
   // Solve op(A_i) X_i = B_i for every member i, on up to `threads` threads (0: OpenMP's default), members
   // in parallel. b and x hold size() blocks one after the other, each nrhs right-hand sides of length n
   // stored column-major as Numeric::solve takes them: member i's block starts at element i * nrhs * n.
-  // Errors: those of Numeric::solve, prefixed by "batch member i: " (see factorize_batch).
+  // Errors: those of Numeric::solve, prefixed by "batch member i: " (see factorize_batch). A batch with a
+  // joint solve (a device backend's uniform batch) solves every member in one call instead; `threads` is
+  // then not used.
   void solve(const void* b, void* x, index_t nrhs, Op op, int threads) const;
 
  private:
   std::shared_ptr<const Symbolic> sym_;
   std::vector<std::shared_ptr<Numeric>> members_;
+  std::shared_ptr<const JointBatchSolve> joint_;
 };
 
 // Factorize `batch` matrices sharing the analysis `sym`: values holds batch x sym->csr_nnz() values, member
@@ -221,7 +247,8 @@ class NumericBatch {
 // default), each as sla::factorize would, with the BLAS single-threaded meanwhile when more than one member
 // runs at once. Equal, bit for bit, to a loop of factorize(). Errors are those of factorize() for the
 // first member that failed, the message starting "batch member i: " (i 0-based); an exception thrown by
-// the interrupt handler comes out unchanged. The members hold no pointer into `values`.
+// the interrupt handler comes out unchanged. The members hold no pointer into `values`. A backend with a
+// uniform-batch factorization (Symbolic::factorize_uniform_batch: cuDSS) factors the whole batch at once.
 NumericBatch factorize_batch(const std::shared_ptr<const Symbolic>& sym, const void* values, index_t batch, int threads,
                              const FactorizeOptions& options = {});
 
