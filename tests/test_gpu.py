@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import torch_sla as sla
-from conftest import poisson2d, random_sparse
+from conftest import poisson2d, random_sparse, same_package_preamble
 from torch_sla import _direct, _iterative, _registry
 from torch_sla._core import core, core_build_info
 from torch_sla._options import KrylovOptions
@@ -201,10 +201,9 @@ def test_load_cudss_reports_every_place_it_tried(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(HAS_GPU, reason="checks the message given without a CUDA device")
 def test_gpu_benchmark_exits_with_a_clear_message_without_a_gpu():
-    # the benchmark run with the package under test (not an editable install elsewhere)
-    run = (
-        "import runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if '_editable' not in type(f).__module__]; "
-        f"sys.path.insert(0, {str(pathlib.Path(sla.__file__).parents[1])!r}); sys.argv = ['bench_gpu.py']; "
+    # the benchmark run with the package under test
+    run = same_package_preamble() + (
+        f"import runpy; sys.argv = ['bench_gpu.py']; "
         f"runpy.run_path({str(ROOT / 'benchmarks' / 'bench_gpu.py')!r}, run_name='__main__')"
     )
     r = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=120)
