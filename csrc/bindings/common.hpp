@@ -118,6 +118,18 @@ CsrPattern make_pattern(index_t n_rows, index_t n_cols, const Array& crow, const
 // Check `values` for a pattern: on the CPU, 1-D, nnz entries, a supported dtype. O(1).
 void check_values(const CsrPattern& p, const Array& values, const char* what);
 
+// The result of an iterative solve (a KrylovResult, or the CUDA CG's) as the dict the Python layer reads.
+template <class Result>
+nb::dict result_dict(const Result& r) {
+  nb::dict out;
+  out["iterations"] = r.iterations;
+  out["residual"] = r.residual;
+  out["converged"] = r.converged;
+  out["reason"] = r.reason;
+  out["residual_history"] = r.history;
+  return out;
+}
+
 void bind_pattern(nb::module_& m);
 void bind_direct(nb::module_& m);
 void bind_mtx(nb::module_& m);

@@ -88,13 +88,7 @@ nb::dict cg_py(const Array& crow, const Array& col, const Array& values, index_t
     StreamScope scope(reinterpret_cast<Stream>(stream));
     r = cuda_cg(a, bp, xp, rtol, atol, maxiter, jacobi, check_every, record_history);
   }
-  nb::dict out;
-  out["iterations"] = r.iterations;
-  out["residual"] = r.residual;
-  out["converged"] = r.converged;
-  out["reason"] = r.reason;
-  out["residual_history"] = r.history;
-  return out;
+  return result_dict(r);
 }
 
 std::shared_ptr<Symbolic> analyze_cudss_py(const std::string& method, const std::string& dtype,

@@ -119,16 +119,6 @@ KrylovOptions options(double rtol, double atol, index_t maxiter, int restart, in
   return o;
 }
 
-nb::dict result_dict(const KrylovResult& r) {
-  nb::dict out;
-  out["iterations"] = r.iterations;
-  out["residual"] = r.residual;
-  out["converged"] = r.converged;
-  out["reason"] = r.reason;
-  out["residual_history"] = r.history;
-  return out;
-}
-
 std::shared_ptr<Preconditioner> make_preconditioner_py(const std::string& kind, const CsrArrays& a, double omega,
                                                        int threads) {
   const PrecondKind pk = parse_kind(kind);

@@ -29,6 +29,7 @@
 #include "backends.hpp"
 #include "convert.hpp"
 #include "selinv.hpp"
+#include "sla/dynlib.hpp"
 #include "sla/errors.hpp"
 #include "sla/interrupt.hpp"
 
@@ -78,28 +79,20 @@ bool promote_loaded_libraries() {
   return have_gomp;
 }
 
-void* symbol(void* handle, const char* name, std::string& missing) {
-  void* p = dlsym(handle, name);
-  if (p == nullptr) missing += std::string(missing.empty() ? "" : ", ") + name;
-  return p;
-}
-
 // Try one path; on success fill g_api and return true, else append why to `tried`.
 bool try_load(const std::string& path, std::string& tried) {
-  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (h == nullptr) {
-    const char* err = dlerror();
-    tried += "\n  " + path + ": " + (err != nullptr ? err : "not found");
-    return false;
-  }
+  void* h = dynlib::open(path, tried);
+  if (h == nullptr) return false;
   std::string missing;
   MklApi api;
-  api.pardiso = reinterpret_cast<pardiso64_fn>(symbol(h, "pardiso_64", missing));
-  api.init = reinterpret_cast<pardisoinit_fn>(symbol(h, "pardisoinit", missing));
-  api.set_threads_local = reinterpret_cast<int_int_fn>(symbol(h, "MKL_Set_Num_Threads_Local", missing));
-  auto set_interface = reinterpret_cast<int_int_fn>(symbol(h, "MKL_Set_Interface_Layer", missing));
-  auto set_threading = reinterpret_cast<int_int_fn>(symbol(h, "MKL_Set_Threading_Layer", missing));
-  auto version = reinterpret_cast<version_fn>(symbol(h, "MKL_Get_Version_String", missing));
+  int_int_fn set_interface = nullptr, set_threading = nullptr;
+  version_fn version = nullptr;
+  dynlib::lookup(h, "pardiso_64", api.pardiso, missing);
+  dynlib::lookup(h, "pardisoinit", api.init, missing);
+  dynlib::lookup(h, "MKL_Set_Num_Threads_Local", api.set_threads_local, missing);
+  dynlib::lookup(h, "MKL_Set_Interface_Layer", set_interface, missing);
+  dynlib::lookup(h, "MKL_Set_Threading_Layer", set_threading, missing);
+  dynlib::lookup(h, "MKL_Get_Version_String", version, missing);
   if (!missing.empty()) {
     tried += "\n  " + path + ": loaded, but it lacks " + missing + " (not MKL's single dynamic library?)";
     dlclose(h);
@@ -165,28 +158,11 @@ PardisoLibrary pardiso_library() {
 PardisoLibrary load_pardiso(const std::vector<std::string>& candidates) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_loaded.load(std::memory_order_relaxed)) return {true, g_description};
-  std::string tried;
-  bool ok = false;
-  if (const char* env = std::getenv("TORCH_SLA_MKL_RT")) {
-    const std::string path(env);
-    if (path.empty() || path == "none") {
-      g_description = "disabled by the environment variable TORCH_SLA_MKL_RT=" + path;
-      return {false, g_description};
-    }
-    ok = try_load(path, tried);
-    if (!ok) g_description = "libmkl_rt could not be loaded from TORCH_SLA_MKL_RT:" + tried;
-  } else {
-    for (const std::string& c : candidates)
-      if (!c.empty() && (ok = try_load(c, tried))) break;
-    if (!ok)
-      for (const char* name : {"libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"})
-        if ((ok = try_load(name, tried))) break;
-    if (!ok)
-      g_description =
-          "Intel MKL's libmkl_rt was not found (install the 'mkl' wheel: pip install mkl, or set "
-          "TORCH_SLA_MKL_RT to the library's path). Tried:" +
-          tried;
-  }
+  const bool ok =
+      dynlib::search("TORCH_SLA_MKL_RT", "libmkl_rt", candidates, {"libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"},
+                     "Intel MKL's libmkl_rt was not found (install the 'mkl' wheel: pip install mkl, or set "
+                     "TORCH_SLA_MKL_RT to the library's path).",
+                     try_load, g_description);
   g_loaded.store(ok, std::memory_order_release);
   return {ok, g_description};
 }

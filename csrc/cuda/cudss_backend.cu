@@ -41,6 +41,7 @@
 #include "cuda_util.cuh"
 #include "sla/cuda.hpp"
 #include "sla/direct.hpp"
+#include "sla/dynlib.hpp"
 #include "sla/errors.hpp"
 
 namespace sla {
@@ -113,35 +114,24 @@ void check_cudss(cudss_status s, const char* what) {
   if (s != kSuccess) fail(ErrorKind::Internal, "cuDSS ", what, " failed: ", status_name(s), " (", s, ")");
 }
 
-template <class F>
-bool lookup(void* h, const char* name, F& slot, std::string& missing) {
-  slot = reinterpret_cast<F>(dlsym(h, name));
-  if (slot == nullptr) missing += std::string(missing.empty() ? "" : ", ") + name;
-  return slot != nullptr;
-}
-
 bool try_load(const std::string& path, std::string& tried) {
-  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (h == nullptr) {
-    const char* err = dlerror();
-    tried += "\n  " + path + ": " + (err != nullptr ? err : "not found");
-    return false;
-  }
+  void* h = dynlib::open(path, tried);
+  if (h == nullptr) return false;
   std::string missing;
   CudssApi api;
-  lookup(h, "cudssCreate", api.create, missing);
-  lookup(h, "cudssSetStream", api.set_stream, missing);
-  lookup(h, "cudssConfigCreate", api.config_create, missing);
-  lookup(h, "cudssConfigDestroy", api.config_destroy, missing);
-  lookup(h, "cudssConfigSet", api.config_set, missing);
-  lookup(h, "cudssDataCreate", api.data_create, missing);
-  lookup(h, "cudssDataDestroy", api.data_destroy, missing);
-  lookup(h, "cudssDataGet", api.data_get, missing);
-  lookup(h, "cudssExecute", api.execute, missing);
-  lookup(h, "cudssMatrixCreateCsr", api.matrix_create_csr, missing);
-  lookup(h, "cudssMatrixCreateDn", api.matrix_create_dn, missing);
-  lookup(h, "cudssMatrixDestroy", api.matrix_destroy, missing);
-  lookup(h, "cudssGetProperty", api.get_property, missing);
+  dynlib::lookup(h, "cudssCreate", api.create, missing);
+  dynlib::lookup(h, "cudssSetStream", api.set_stream, missing);
+  dynlib::lookup(h, "cudssConfigCreate", api.config_create, missing);
+  dynlib::lookup(h, "cudssConfigDestroy", api.config_destroy, missing);
+  dynlib::lookup(h, "cudssConfigSet", api.config_set, missing);
+  dynlib::lookup(h, "cudssDataCreate", api.data_create, missing);
+  dynlib::lookup(h, "cudssDataDestroy", api.data_destroy, missing);
+  dynlib::lookup(h, "cudssDataGet", api.data_get, missing);
+  dynlib::lookup(h, "cudssExecute", api.execute, missing);
+  dynlib::lookup(h, "cudssMatrixCreateCsr", api.matrix_create_csr, missing);
+  dynlib::lookup(h, "cudssMatrixCreateDn", api.matrix_create_dn, missing);
+  dynlib::lookup(h, "cudssMatrixDestroy", api.matrix_destroy, missing);
+  dynlib::lookup(h, "cudssGetProperty", api.get_property, missing);
   if (!missing.empty()) {
     tried += "\n  " + path + ": loaded, but it lacks " + missing + " (not cuDSS?)";
     dlclose(h);
@@ -888,29 +878,11 @@ CudssLibrary cudss_library() {
 CudssLibrary load_cudss(const std::vector<std::string>& candidates) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_loaded.load(std::memory_order_relaxed)) return {true, g_description};
-  std::string tried;
-  bool ok = false;
-  if (const char* env = std::getenv("TORCH_SLA_CUDSS")) {
-    const std::string path(env);
-    if (path.empty() || path == "none") {
-      g_description = "disabled by the environment variable TORCH_SLA_CUDSS=" + path;
-      return {false, g_description};
-    }
-    ok = try_load(path, tried);
-    if (!ok) g_description = "libcudss could not be loaded from TORCH_SLA_CUDSS:" + tried;
-  } else {
-    for (const std::string& c : candidates)
-      if (!c.empty() && (ok = try_load(c, tried))) break;
-    if (!ok)
-      for (const char* name : {"libcudss.so.1", "libcudss.so.0"})
-        if ((ok = try_load(name, tried))) break;
-    if (!ok)
-      g_description =
-          "NVIDIA cuDSS's libcudss (1.0 or newer) could not be loaded (install the wheel matching torch's CUDA: pip "
-          "install "
-          "nvidia-cudss-cu13, or nvidia-cudss-cu12; or set TORCH_SLA_CUDSS to the library's path). Tried:" +
-          tried;
-  }
+  const bool ok = dynlib::search(
+      "TORCH_SLA_CUDSS", "libcudss", candidates, {"libcudss.so.1", "libcudss.so.0"},
+      "NVIDIA cuDSS's libcudss (1.0 or newer) could not be loaded (install the wheel matching torch's CUDA: pip "
+      "install nvidia-cudss-cu13, or nvidia-cudss-cu12; or set TORCH_SLA_CUDSS to the library's path).",
+      try_load, g_description);
   g_loaded.store(ok, std::memory_order_release);
   return {ok, g_description};
 }

@@ -38,3 +38,14 @@ def core_build_info() -> dict:
     device count, ...), or ``{"error": ...}``. Asked once per process: counting CUDA devices starts the
     CUDA driver, which should not happen again and again (nor before a fork that did not need it)."""
     return dict(_build_info())
+
+
+def core_missing(needs_cuda: bool = False) -> str | None:
+    """Why the backends of the C++ core cannot run in this build, or None: the core failed to import, or
+    (``needs_cuda``) it was compiled without its CUDA part."""
+    info = core_build_info()
+    if "error" in info:
+        return f"the C++ core failed to import: {IMPORT_ERROR}"
+    if needs_cuda and not info.get("cuda_compiled"):
+        return "the C++ core was built without CUDA (SLA_WITH_CUDA=OFF); rebuild with a CUDA toolkit"
+    return None

@@ -18,7 +18,7 @@ import torch
 
 from ._autograd import pattern_jvp, pattern_vjp, solve_through
 from ._checks import as_float, core_array, dtype_name, stream_of, to_core
-from ._core import IMPORT_ERROR, core, core_build_info
+from ._core import core, core_build_info, core_missing
 from ._registry import DIRECT_METHODS, Backend, Choice, register
 from ._sparse_tensor import SparseTensor, check_rhs, normalize_rhs, values_version
 from .errors import (
@@ -312,9 +312,9 @@ class SuiteSparseBackend(CoreDirectBackend):
     priority = {"cpu": 0}
 
     def availability(self) -> tuple[bool, str]:
+        if (why := core_missing()) is not None:
+            return False, why
         info = core_build_info()
-        if "error" in info:
-            return False, f"the C++ core failed to import: {IMPORT_ERROR}"
         if not info.get("suitesparse"):
             return False, "SuiteSparse was not found when the C++ core was built (Eigen-only build)"
         return True, (
@@ -336,9 +336,9 @@ class EigenBackend(CoreDirectBackend):
         return operation in self.operations
 
     def availability(self) -> tuple[bool, str]:
+        if (why := core_missing()) is not None:
+            return False, why
         info = core_build_info()
-        if "error" in info:
-            return False, f"the C++ core failed to import: {IMPORT_ERROR}"
         return (
             True,
             f"Eigen {info.get('eigen_version')}: SimplicialLLT, SimplicialLDLT, SparseLU in the input precision",
@@ -377,9 +377,8 @@ class PardisoBackend(CoreDirectBackend):
         return super().probe_analysis(A, method) if method == "cholesky" else None
 
     def availability(self) -> tuple[bool, str]:
-        info = core_build_info()
-        if "error" in info:
-            return False, f"the C++ core failed to import: {IMPORT_ERROR}"
+        if (why := core_missing()) is not None:
+            return False, why
         loaded, description = core().load_pardiso(mkl_candidates())
         description = " ".join(line.strip() for line in description.splitlines())
         if not loaded:
@@ -431,14 +430,9 @@ class CudssBackend(CoreDirectBackend):
     tune_orderings = ("default",)
 
     def availability(self) -> tuple[bool, str]:
+        if (why := core_missing(needs_cuda=True)) is not None:
+            return False, why
         info = core_build_info()
-        if "error" in info:
-            return False, f"the C++ core failed to import: {IMPORT_ERROR}"
-        if not info.get("cuda_compiled"):
-            return (
-                False,
-                "the C++ core was built without CUDA (SLA_WITH_CUDA=OFF); rebuild with a CUDA toolkit",
-            )
         loaded, description = core().load_cudss(cudss_candidates(torch_cuda=torch.version.cuda))
         description = " ".join(line.strip() for line in description.splitlines())
         if not loaded:

@@ -16,7 +16,7 @@ from . import _krylov_torch as kt
 from ._amg import AmgHierarchy, build_amg
 from ._autograd import LinearSolve, pattern_jvp, pattern_vjp, solve_through
 from ._checks import core_array, dtype_name, is_wrapped, plain, stream_of, to_core
-from ._core import IMPORT_ERROR, core, core_build_info
+from ._core import core, core_build_info, core_missing
 from ._operator import CsrOperator, LinearOperator
 from ._options import KrylovOptions
 from ._registry import ITERATIVE_METHODS, Backend, Choice, backends, iterative_candidates, register
@@ -124,8 +124,8 @@ class CoreKrylovBackend(KrylovBackend):
     priority = {"cpu": 0}
 
     def availability(self) -> tuple[bool, str]:
-        if "error" in core_build_info():
-            return False, f"the C++ core failed to import: {IMPORT_ERROR}"
+        if (why := core_missing()) is not None:
+            return False, why
         return (
             True,
             "C++ Krylov solvers (OpenMP, fused kernels, int32 indices); jacobi/ssor/ic0/ilu0/amg "
@@ -317,14 +317,9 @@ class CudaKrylovBackend(KrylovBackend):
     priority = {"cuda": 0}
 
     def availability(self) -> tuple[bool, str]:
+        if (why := core_missing(needs_cuda=True)) is not None:
+            return False, why
         info = core_build_info()
-        if "error" in info:
-            return False, f"the C++ core failed to import: {IMPORT_ERROR}"
-        if not info.get("cuda_compiled"):
-            return (
-                False,
-                "the C++ core was built without CUDA (SLA_WITH_CUDA=OFF); rebuild with a CUDA toolkit",
-            )
         if not info.get("cuda_device_count"):
             return False, info.get("cuda_error") or "no CUDA device is visible to the core's CUDA runtime"
         return True, "fused CUDA kernels: CG with Jacobi (SpMV + dot fused, fused updates), int32 indices"
