@@ -164,3 +164,32 @@ def test_bad_orderings_are_refused():
         A.solve(b, backend="scipy", ordering="amd")
     with pytest.raises(sla.InvalidArgumentError, match="ordering: applies to direct"):
         A.solve(b, method="cg", ordering="amd")
+
+
+@needs_suitesparse
+def test_a_batch_of_patterns_factorizes_its_sparse_blocks_with_autos_choice_for_the_largest(
+    calibration, monkeypatch
+):
+    # eigen predicted fastest on a single solve of these blocks: the batch's sparse blocks use it too
+    write(
+        calibration,
+        {
+            "suitesparse:cholesky": [1e-2, 0.0, 1e-9],
+            "eigen:cholesky": [0.0, 1e-9, 1e-9],
+            "pardiso:cholesky": [1e-2, 0.0, 1e-9],
+            "suitesparse:lu": [1e-2, 0.0, 1e-9],
+            "eigen:lu": [0.0, 1e-9, 1e-9],
+            "scipy:lu": [1e-2, 0.0, 1e-9],
+            "pardiso:lu": [1e-2, 0.0, 1e-9],
+        },
+    )
+    As = [poisson2d(11), poisson2d(12), poisson2d(3)]  # 121 and 144 rows: sparse blocks; 9: dense
+    assert sla.explain(As[1]).backend == "eigen"
+    text = str(sla.SparseTensorList(As).explain())
+    assert "backend 'eigen' for the sparse blocks: auto's choice for the largest block (144 rows)" in text
+    bs = [torch.arange(A.shape[0], dtype=F64) for A in As]
+    for A, b, x in zip(As, bs, sla.solve_batch(As, bs)):
+        torch.testing.assert_close(x, A.solve(b, backend="suitesparse"))
+    # without the cost model: the registry's order for the largest block too
+    monkeypatch.setenv(_costmodel.ENV, "off")
+    assert "backend 'suitesparse' for the sparse blocks" in str(sla.SparseTensorList(As).explain())

@@ -189,14 +189,33 @@ def _offsets_from_batch(batch: torch.Tensor, n: int, num_graphs: int | None) -> 
 
 
 # -- planning --------------------------------------------------------------------------------------------
-def _block_backend(A: SparseTensor, method: str, check_symmetry: bool) -> Choice | None:
-    """The backend of the sparse blocks for backend "auto": the first C++ direct backend of the registry's
-    order that runs this dtype (None: none does). Not the cost model of :func:`choose`, which analyses the
-    whole matrix to predict one factorization of it: the blocks are analysed and factorized one by one,
-    each on one thread."""
+def _block_backend(
+    A: SparseTensor, offsets: torch.Tensor, method: str, check_symmetry: bool
+) -> Choice | None:
+    """The backend of the sparse blocks for backend "auto": the one ``auto`` takes for a single solve of
+    the largest block (the cost model's fastest, from one probe analysis of that block, which the cache
+    keeps), when it is a C++ direct backend; else the first C++ direct backend of the registry's order
+    that runs this dtype (None: none does). Not :func:`choose` on the whole matrix, which would analyse
+    all of it to predict one factorization of it: the blocks are analysed and factorized one by one."""
     if check_symmetry and method in HERMITIAN_METHODS:
         check_hermitian(A, method)
     m = "lu" if method == "auto" else method
+    sizes = offsets[1:] - offsets[:-1]
+    if sizes.numel() and int(sizes.max()) > DENSE_MAX:
+        k = int(torch.argmax(sizes))
+        r0, r1 = int(offsets[k]), int(offsets[k + 1])
+        crow = A.pattern.crow[r0 : r1 + 1]
+        e0, e1 = int(crow[0]), int(crow[-1])
+        block = SparseTensor._from_pattern(
+            A.values[e0:e1], Pattern(crow - e0, A.pattern.col[e0:e1] - r0, r1 - r0, r1 - r0)
+        )
+        c = choose(block, "auto", method, check_symmetry=False)
+        if isinstance(c.impl, CoreDirectBackend) and c.impl.supports(A.device, A.dtype, m) is None:
+            why = (
+                f"backend {c.backend!r} for the sparse blocks: auto's choice for the largest block "
+                f"({r1 - r0} rows): {c.reasons[-1] if c.reasons else ''}"
+            )
+            return Choice(c.backend, method, None, [why])
     for b in preference(A.device.type, "direct"):
         if isinstance(b, CoreDirectBackend) and b.supports(A.device, A.dtype, m) is None:
             why = f"backend {b.name!r} for the sparse blocks: the first C++ direct backend for {A.dtype}"
@@ -224,7 +243,7 @@ def _plan(
     per_block_auto = method == "auto" and strategy != "block_diagonal"
     choice = None
     if strategy != "block_diagonal" and backend == "auto":
-        choice = _block_backend(A, method, check_symmetry)
+        choice = _block_backend(A, offsets, method, check_symmetry)
     if choice is None:
         choice = choose(A, backend, "lu" if per_block_auto else method, check_symmetry=check_symmetry)
     if per_block_auto:
