@@ -207,7 +207,7 @@ def _block_backend(
         crow = A.pattern.crow[r0 : r1 + 1]
         e0, e1 = int(crow[0]), int(crow[-1])
         block = SparseTensor._from_pattern(
-            A.values[e0:e1], Pattern(crow - e0, A.pattern.col[e0:e1] - r0, r1 - r0, r1 - r0)
+            A.values[e0:e1].detach(), Pattern(crow - e0, A.pattern.col[e0:e1] - r0, r1 - r0, r1 - r0)
         )
         c = choose(block, "auto", method, check_symmetry=False)
         if isinstance(c.impl, CoreDirectBackend) and c.impl.supports(A.device, A.dtype, m) is None:
