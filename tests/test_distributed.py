@@ -105,6 +105,12 @@ def _case_products(rank, world, dtype):
     # replicated in, replicated out
     assert torch.allclose(D @ x, Ad @ x, rtol=1e-13, atol=1e-13)
     assert torch.allclose(D @ x[:, 0], Ad @ x[:, 0], rtol=1e-13, atol=1e-13)
+    # the products' blocks are kept between calls, and made again when the values change in place
+    with torch.no_grad():
+        D.values.mul_(2)
+    assert torch.allclose(D @ x, 2 * Ad @ x, rtol=1e-13, atol=1e-13)
+    with torch.no_grad():
+        D.values.div_(2)
     # owned entries in, owned entries out (the scalable form), and the adjoint product
     xl = D.shard(x)
     assert torch.allclose(D.gather(D.matvec(xl)), Ad @ x, rtol=1e-13, atol=1e-13)

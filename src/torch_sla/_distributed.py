@@ -70,22 +70,42 @@ def _sorted_lookup(sorted_ids: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
 # -- the distributed operator ------------------------------------------------------------------------------------
 class _LocalBlocks:
     """The local matrix split by columns into the owned block ``A_oo`` (n_owned x n_owned) and the ghost
-    block ``A_og`` (n_owned x n_ghost), as CSR tensors for fast products, and their conjugate transposes."""
+    block ``A_og`` (n_owned x n_ghost), as CSR tensors for fast products, and (made on first use, by the
+    adjoint products) their conjugate transposes.
+
+    The local pattern is CSR with the owned columns numbered first, so in every row the owned entries come
+    before the ghost ones: each block is a selection of the entries in their order, with row pointers from
+    per-row counts (no sort); a transpose is one stable sort by column."""
 
     def __init__(self, d: DSparseTensor, values: Tensor):
         p = d._local_pattern
         n, ng = d.n_owned, d.n_ghost
         v = values.detach().reshape(-1)
-        col = p.col
-        own = col < n
-        self.own_mask = own
+        dev = v.device
+        own = p.col < n
+        row = p.row
+        self.d, self.n, self.ng = d, n, ng
+        self._parts = [(row[own], p.col[own], own.to(dev), n)]
+        if ng:
+            ghost = ~own
+            self._parts.append((row[ghost], p.col[ghost] - n, ghost.to(dev), ng))
+        self._v = v
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            self.oo = _csr(p.row[own], col[own], v[own], (n, n))
-            self.og = _csr(p.row[~own], col[~own] - n, v[~own], (n, ng)) if ng else None
-            self.oo_h = _csr(col[own], p.row[own], v[own].conj(), (n, n))
-            self.og_h = _csr(col[~own] - n, p.row[~own], v[~own].conj(), (ng, n)) if ng else None
-        self.d = d
+            blocks = [_csr_rows(r, c, v[m], n, width) for r, c, m, width in self._parts]
+        self.oo = blocks[0]
+        self.og = blocks[1] if ng else None
+        self._adjoint: list | None = None
+
+    def _adjoints(self) -> list:
+        if self._adjoint is None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                self._adjoint = [
+                    _csr_rows(c, r, self._v[m].conj(), width, self.n, stable=True)
+                    for r, c, m, width in self._parts
+                ]
+        return self._adjoint
 
     def matvec(self, x: Tensor) -> Tensor:
         d = self.d
@@ -98,15 +118,24 @@ class _LocalBlocks:
 
     def rmatvec(self, x: Tensor) -> Tensor:
         d = self.d
-        y = self.oo_h @ x
-        if self.og_h is None:
+        adj = self._adjoints()
+        y = adj[0] @ x
+        if self.og is None:
             return y
-        return y + d._halo.reverse(self.og_h @ x)
+        return y + d._halo.reverse(adj[1] @ x)
 
 
-def _csr(row: Tensor, col: Tensor, val: Tensor, shape) -> Tensor:
-    coo = torch.sparse_coo_tensor(torch.stack([row, col]), val, shape, check_invariants=False).coalesce()
-    return coo.to_sparse_csr()
+def _csr_rows(
+    row: Tensor, col: Tensor, val: Tensor, n_rows: int, n_cols: int, stable: bool = False
+) -> Tensor:
+    """A CSR tensor of the entries (row, col, val) on val's device. Entries already in row-major order with
+    sorted columns, or (``stable``) in column-major order of the transposed matrix, sorted here by row."""
+    if stable:
+        order = torch.argsort(row, stable=True)
+        row, col, val = row[order], col[order], val[order.to(val.device)]
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(torch.bincount(row, minlength=n_rows), 0)
+    return torch.sparse_csr_tensor(crow.to(val.device), col.to(val.device), val, (n_rows, n_cols))
 
 
 class _DOperator(InnerProducts):
@@ -197,7 +226,7 @@ class _Schwarz:
         blocks: _LocalBlocks | None = None,
     ):
         self.d, self.kind, self.coarse = d, kind, coarse
-        self.blocks = blocks if blocks is not None or not coarse else _LocalBlocks(d, values)
+        self.blocks = blocks if blocks is not None or not coarse else d._local_blocks(values)
         v = values.detach().reshape(-1)
         err = None
         try:
@@ -351,7 +380,7 @@ class _DSolver:
     def __init__(self, source: _DSource, values: Tensor):
         d = source.d
         self.source = source
-        self.blocks = _LocalBlocks(d, values)
+        self.blocks = d._local_blocks(values)
         self.M = source.make_preconditioner(values, self.blocks)
 
     def raw_solve(self, b: Tensor, op: str) -> Tensor:
@@ -467,7 +496,7 @@ class _DMember:
 
     def __init__(self, d: DSparseTensor, values: Tensor):
         self.d = d
-        self.blocks = _LocalBlocks(d, values)
+        self.blocks = d._local_blocks(values)
         self.n, self.n_local = d.shape[0], d.n_owned
         self.dtype, self.device = d.dtype, d.device
         self.m_op = None
@@ -646,6 +675,7 @@ class DSparseTensor(DistributedInnerProducts):
         self._chunk_plans: dict = {}
         self._maps: dict = {}
         self._hermitian: bool | None = None
+        self._blocks_cache: tuple | None = None
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
@@ -845,7 +875,18 @@ class DSparseTensor(DistributedInnerProducts):
         new.__dict__.update(self.__dict__)
         new.local = SparseTensor._from_pattern(self._to_csr_values(mine), self.local.pattern)
         new._hermitian = None
+        new._blocks_cache = None
         return new
+
+    def _local_blocks(self, values: Tensor) -> _LocalBlocks:
+        """The CSR blocks of ``values`` (local values on this matrix's pattern), kept for the tensor last
+        asked for while it is not modified in place: repeated solves and products build them once."""
+        cached = getattr(self, "_blocks_cache", None)
+        if cached is not None and cached[0] is values and cached[1] == values._version:
+            return cached[2]
+        blocks = _LocalBlocks(self, values)
+        self._blocks_cache = (values, values._version, blocks)
+        return blocks
 
     # -- properties ---------------------------------------------------------------------------------------------
     @property
@@ -1083,7 +1124,7 @@ class DSparseTensor(DistributedInnerProducts):
             y = self.matvec(xl)
         else:
             with torch.no_grad():
-                y = _LocalBlocks(self, self.values).matvec(xl)
+                y = self._local_blocks(self.values).matvec(xl)
         return back(y)
 
     def __matmul__(self, x):
@@ -1117,7 +1158,7 @@ class DSparseTensor(DistributedInnerProducts):
             x = torch.randn(self.n_owned, 1, generator=g, dtype=self.values.real.dtype).to(self.dtype)
             y = torch.randn(self.n_owned, 1, generator=g, dtype=self.values.real.dtype).to(self.dtype)
             with torch.no_grad():
-                B = _LocalBlocks(self, self.values)
+                B = self._local_blocks(self.values)
                 Ax, Ay = B.matvec(x), B.matvec(y)
                 a = self.dot(y, Ax)
                 b = self.dot(Ay, x)
