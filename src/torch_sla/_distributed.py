@@ -70,8 +70,9 @@ def _sorted_lookup(sorted_ids: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
 # -- the distributed operator ------------------------------------------------------------------------------------
 class _LocalBlocks:
     """The local matrix split by columns into the owned block ``A_oo`` (n_owned x n_owned) and the ghost
-    block ``A_og`` (n_owned x n_ghost), as CSR tensors for fast products, and (made on first use, by the
-    adjoint products) their conjugate transposes.
+    block ``A_og``, as CSR tensors for fast products, and (made on first use, by the adjoint products)
+    their conjugate transposes. ``A_og`` keeps only the rows that have ghost entries (the boundary rows,
+    ``b_rows``): its product costs the boundary, not the whole owned range.
 
     The local pattern is CSR with the owned columns numbered first, so in every row the owned entries come
     before the ghost ones: each block is a selection of the entries in their order, with row pointers from
@@ -85,14 +86,17 @@ class _LocalBlocks:
         own = p.col < n
         row = p.row
         self.d, self.n, self.ng = d, n, ng
-        self._parts = [(row[own], p.col[own], own.to(dev), n)]
+        self._parts = [(row[own], p.col[own], own.to(dev), n, n)]
+        self.b_rows = None
         if ng:
             ghost = ~own
-            self._parts.append((row[ghost], p.col[ghost] - n, ghost.to(dev), ng))
+            b_rows, b_index = torch.unique_consecutive(row[ghost], return_inverse=True)
+            self.b_rows = b_rows.to(dev)
+            self._parts.append((b_index, p.col[ghost] - n, ghost.to(dev), b_rows.numel(), ng))
         self._v = v
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            blocks = [_csr_rows(r, c, v[m], n, width) for r, c, m, width in self._parts]
+            blocks = [_csr_rows(r, c, v[m], rows, cols) for r, c, m, rows, cols in self._parts]
         self.oo = blocks[0]
         self.og = blocks[1] if ng else None
         self._adjoint: list | None = None
@@ -102,8 +106,8 @@ class _LocalBlocks:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
                 self._adjoint = [
-                    _csr_rows(c, r, self._v[m].conj(), width, self.n, stable=True)
-                    for r, c, m, width in self._parts
+                    _csr_rows(c, r, self._v[m].conj(), cols, rows, stable=True)
+                    for r, c, m, rows, cols in self._parts
                 ]
         return self._adjoint
 
@@ -114,7 +118,7 @@ class _LocalBlocks:
         pending = d._halo.forward_start(x)
         y = self.oo @ x  # the owned block while the ghosts travel
         ghosts = d._halo.forward_finish(pending)
-        return y + self.og @ ghosts
+        return y.index_add_(0, self.b_rows, self.og @ ghosts)
 
     def rmatvec(self, x: Tensor) -> Tensor:
         d = self.d
@@ -122,7 +126,7 @@ class _LocalBlocks:
         y = adj[0] @ x
         if self.og is None:
             return y
-        return y + d._halo.reverse(adj[1] @ x)
+        return y + d._halo.reverse(adj[1] @ x[self.b_rows])
 
 
 def _csr_rows(
