@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from . import _costmodel
 from ._autograd import pattern_jvp, pattern_vjp, solve_through
 from ._checks import core_array, dtype_name, outside_transforms, plain, to_core
 from ._core import core
@@ -48,6 +49,7 @@ from ._registry import (
     Choice,
     check_hermitian,
     choose,
+    generation,
     preference,
 )
 from ._solve import solve
@@ -190,13 +192,15 @@ def _offsets_from_batch(batch: torch.Tensor, n: int, num_graphs: int | None) -> 
 
 # -- planning --------------------------------------------------------------------------------------------
 def _block_backend(
-    A: SparseTensor, offsets: torch.Tensor, method: str, check_symmetry: bool
+    A: SparseTensor, offsets: torch.Tensor, method: str, check_symmetry: bool, members: list | None = None
 ) -> Choice | None:
     """The backend of the sparse blocks for backend "auto": the one ``auto`` takes for a single solve of
     the largest block (the cost model's fastest, from one probe analysis of that block, which the cache
     keeps), when it is a C++ direct backend; else the first C++ direct backend of the registry's order
     that runs this dtype (None: none does). Not :func:`choose` on the whole matrix, which would analyse
-    all of it to predict one factorization of it: the blocks are analysed and factorized one by one."""
+    all of it to predict one factorization of it: the blocks are analysed and factorized one by one.
+    With the batch's ``members`` (a list of SparseTensors), the choice is kept on the largest member
+    until its values change, as a single solve's plan is."""
     if check_symmetry and method in HERMITIAN_METHODS:
         check_hermitian(A, method)
     m = "lu" if method == "auto" else method
@@ -206,10 +210,15 @@ def _block_backend(
         r0, r1 = int(offsets[k]), int(offsets[k + 1])
         crow = A.pattern.crow[r0 : r1 + 1]
         e0, e1 = int(crow[0]), int(crow[-1])
-        block = SparseTensor._from_pattern(
-            A.values[e0:e1].detach(), Pattern(crow - e0, A.pattern.col[e0:e1] - r0, r1 - r0, r1 - r0)
-        )
-        c = choose(block, "auto", method, check_symmetry=False)
+        if members is not None:
+            block = members[k]
+        else:
+            block = SparseTensor._from_pattern(
+                A.values[e0:e1].detach(), Pattern(crow - e0, A.pattern.col[e0:e1] - r0, r1 - r0, r1 - r0)
+            )
+        key = ("block backend", method, generation(), _costmodel.setting())
+        with torch.no_grad():
+            c = block.values_cached(key, lambda: choose(block, "auto", method, check_symmetry=False))
         if isinstance(c.impl, CoreDirectBackend) and c.impl.supports(A.device, A.dtype, m) is None:
             why = (
                 f"backend {c.backend!r} for the sparse blocks: auto's choice for the largest block "
@@ -224,7 +233,13 @@ def _block_backend(
 
 
 def _plan(
-    A: SparseTensor, offsets: torch.Tensor, backend: str, method: str, check_symmetry: bool, strategy: str
+    A: SparseTensor,
+    offsets: torch.Tensor,
+    backend: str,
+    method: str,
+    check_symmetry: bool,
+    strategy: str,
+    members: list | None = None,
 ):
     """(strategy, choice, reasons) for the block-diagonal matrix A."""
     if strategy not in ("auto", "members", "block_diagonal"):
@@ -243,7 +258,7 @@ def _plan(
     per_block_auto = method == "auto" and strategy != "block_diagonal"
     choice = None
     if strategy != "block_diagonal" and backend == "auto":
-        choice = _block_backend(A, offsets, method, check_symmetry)
+        choice = _block_backend(A, offsets, method, check_symmetry, members)
     if choice is None:
         choice = choose(A, backend, "lu" if per_block_auto else method, check_symmetry=check_symmetry)
     if per_block_auto:
@@ -647,6 +662,7 @@ def _solve_block_diagonal(
     strategy: str,
     info: dict,
     iterative: dict,
+    members: list | None = None,
 ) -> torch.Tensor:
     if on_fail not in ("raise", "warn"):
         raise InvalidArgumentError(f"on_fail: expected 'raise' or 'warn', got {on_fail!r}")
@@ -679,7 +695,7 @@ def _solve_block_diagonal(
             allowed=("rtol", "atol", "maxiter", "restart", "preconditioner", "check_every", "on_fail"),
         )
         return _solve_krylov(A, offsets, b, method, backend, check_symmetry, opts, info)
-    strategy, choice, reasons = _plan(A, offsets, backend, method, check_symmetry, strategy)
+    strategy, choice, reasons = _plan(A, offsets, backend, method, check_symmetry, strategy, members)
     info.update(strategy=strategy, backend=choice.backend, method=choice.method, reasons=reasons)
     if strategy == "block_diagonal":
         return solve(
@@ -765,7 +781,7 @@ def solve_batch(
     else:
         b = torch.cat(bs)
     x = _solve_block_diagonal(
-        A, offsets, b, on_fail=on_fail, strategy=strategy, info=info, iterative=iterative, **opts
+        A, offsets, b, on_fail=on_fail, strategy=strategy, info=info, iterative=iterative, members=As, **opts
     )
     xs = list(torch.split(x, [Ai.shape[0] for Ai in As]))
     return (xs, info) if return_info else xs
