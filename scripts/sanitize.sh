@@ -21,5 +21,11 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 "$VENV/bin/cmake" -S . -B $B -G Ninja -DCMAKE_MAKE_PROGRAM="$VENV/bin/ninja" -DSLA_BUILD_PYTHON=OFF \
   -DSLA_BUILD_TESTS=ON -DSLA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 "$VENV/bin/cmake" --build $B -j2 --target sla_tests fuzz_mtx
-(cd $B && "$VENV/bin/ctest" --output-on-failure -j2)
+# The PARDISO tests run without the leak check: LeakSanitizer's exit-time tracer (which stops every thread)
+# was seen to crash (SIGSEGV in the tracer, "LeakSanitizer has encountered a fatal error") after a test
+# had passed, in a process holding MKL's own threads; MKL is not instrumented, so the leak check says
+# nothing about it anyway. Address and undefined-behaviour checks stay on for them.
+(cd $B && "$VENV/bin/ctest" --output-on-failure -j2 -E '^Pardiso[.]')
+(cd $B && ASAN_OPTIONS="${ASAN_OPTIONS/detect_leaks=1/detect_leaks=0}" "$VENV/bin/ctest" --output-on-failure -j2 \
+  -R '^Pardiso[.]')
 "$B/fuzz_mtx" "$FUZZ_CASES" 2
