@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "sla/direct.hpp"
 #include "sla/errors.hpp"
@@ -128,6 +129,21 @@ nb::dict result_dict(const Result& r) {
   out["reason"] = r.reason;
   out["residual_history"] = r.history;
   return out;
+}
+
+// A run-time library loader (load_pardiso, load_cudss) for Python: the search with the GIL released, then
+// (loaded, description).
+template <class Load>
+nb::tuple load_library_py(Load load, const std::vector<std::string>& candidates) {
+  bool loaded = false;
+  std::string description;
+  {
+    nb::gil_scoped_release release;
+    auto lib = load(candidates);
+    loaded = lib.loaded;
+    description = lib.description;
+  }
+  return nb::make_tuple(loaded, description);
 }
 
 void bind_pattern(nb::module_& m);

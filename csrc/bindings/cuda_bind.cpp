@@ -106,15 +106,7 @@ std::shared_ptr<Symbolic> analyze_cudss_py(const std::string& method, const std:
 
 void bind_cuda(nb::module_& m) {
   m.def(
-      "load_cudss",
-      [](const std::vector<std::string>& candidates) {
-        CudssLibrary lib;
-        {
-          nb::gil_scoped_release release;
-          lib = load_cudss(candidates);
-        }
-        return nb::make_tuple(lib.loaded, lib.description);
-      },
+      "load_cudss", [](const std::vector<std::string>& candidates) { return load_library_py(load_cudss, candidates); },
       nb::arg("candidates"),
       "Load NVIDIA cuDSS's libcudss (1.0 or newer) for the 'cudss' backend: TORCH_SLA_CUDSS when set (a path; "
       "'none' disables it), else the candidate paths in turn, then the dynamic loader's search. Returns (loaded, "

@@ -247,14 +247,7 @@ void bind_direct(nb::module_& m) {
   m.def("backend_available", [](const std::string& b) { return backend_available(parse_backend(b)); });
   m.def(
       "load_pardiso",
-      [](const std::vector<std::string>& candidates) {
-        PardisoLibrary lib;
-        {
-          nb::gil_scoped_release release;
-          lib = load_pardiso(candidates);
-        }
-        return nb::make_tuple(lib.loaded, lib.description);
-      },
+      [](const std::vector<std::string>& candidates) { return load_library_py(load_pardiso, candidates); },
       nb::arg("candidates"),
       "Load Intel MKL's libmkl_rt for the 'pardiso' backend: TORCH_SLA_MKL_RT when set (a path; 'none' "
       "disables it), else the candidate paths in turn, then the dynamic loader's search. Returns (loaded, "
